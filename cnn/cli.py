@@ -1,0 +1,40 @@
+"""What every entry point shares: flag parsing and error reporting in one line, never a traceback."""
+
+import sys
+from typing import Callable, Sequence
+
+from absl import app
+from absl import flags
+
+from cnn.errors import UserError
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: Sequence[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:  # unknown flag, bad value, missing flagfile, ...
+    _fail(str(e).splitlines()[0])
+
+
+def run(main: Callable[[Sequence[str]], None], takes_arguments: bool = False) -> None:
+  """`absl.app.run(main)` that reports `UserError` and flag errors as one line and exits 2.
+
+  Args:
+    main: the entry point's main function; it gets argv.
+    takes_arguments: whether positional arguments (after the flags) are allowed.
+  """
+
+  def guarded_main(argv: Sequence[str]) -> None:
+    if len(argv) > 1 and not takes_arguments:
+      _fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are written --name=value)")
+    try:
+      main(argv)
+    except UserError as e:
+      _fail(str(e))
+
+  app.run(guarded_main, flags_parser=_parse_flags)

@@ -1,0 +1,95 @@
+"""The run configuration: one frozen dataclass that flags, flagfiles and notebooks all fill.
+
+Every field becomes a command-line flag of the same name (see `cnn/flags.py`), so a new
+setting is added here, once, with its default and help text. The library takes a `Config`
+and never reads flags, so it can be driven from a notebook:
+
+    config = Config(dataset="fashion_mnist", epochs=1)
+    results = trainer.train_and_evaluate(config)
+"""
+
+import dataclasses
+from typing import Any
+
+from cnn.errors import UserError
+
+
+def _field(default: Any, help: str, **metadata: Any) -> Any:  # pylint: disable=redefined-builtin
+  return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """All settings of one training run. Field names are the flag names."""
+
+  # Data.
+  dataset: str = _field("cifar10", "TFDS image-classification dataset, e.g. cifar10, cifar100, mnist, fashion_mnist.")
+  data_dir: str = _field("", "TFDS data directory (empty: TFDS's default, ~/tensorflow_datasets).")
+  download: bool = _field(True, "Download and prepare the dataset if it is not in --data_dir yet.")
+  train_split: str = _field("train", "TFDS split to train on; slicing works: train[:90%].")
+  eval_split: str = _field("test", "TFDS split to evaluate on; slicing works: train[90%:].")
+
+  # Model.
+  model: str = _field("simple_cnn", "Registered model name.")
+  conv_filters: tuple[int, ...] = _field((32, 64), "Filters of each conv layer, e.g. 32,64,64.", minimum=1)
+  kernel_size: int = _field(3, "Conv kernel size.", minimum=1)
+  strides: int = _field(1, "Conv strides.", minimum=1)
+  padding: str = _field("valid", "Conv padding.", choices=("valid", "same"))
+  pool_size: tuple[int, ...] = _field(
+      (2,), "Max-pool window after each conv layer: one value for all, or one per layer (0: no pooling).",
+      minimum=0)
+  dense_units: tuple[int, ...] = _field((64,), "Units of each hidden dense layer, e.g. 64 or 256,128.",
+                                        minimum=1)
+  activation: str = _field("relu", "Activation of conv and hidden dense layers (a Keras activation name).")
+  dropout: float = _field(0.0, "Dropout rate after each hidden dense layer.", minimum=0.0, below=1.0)
+
+  # Optimisation.
+  optimizer: str = _field("adam", "Optimizer: adam or sgd.")
+  learning_rate: float = _field(1e-3, "Learning rate.", above=0.0)
+  momentum: float = _field(0.9, "SGD momentum.", minimum=0.0, below=1.0)
+  nesterov: bool = _field(False, "Nesterov momentum for SGD.")
+  batch_size: int = _field(32, "Training batch size.", minimum=1)
+  eval_batch_size: int = _field(256, "Evaluation batch size.", minimum=1)
+  epochs: int = _field(5, "Training epochs (ignored when --train_steps is given).", minimum=1)
+  train_steps: int = _field(0, "Training steps; wins over --epochs when positive.", minimum=0)
+
+  # Run.
+  run_dir: str = _field("", "Run directory (empty: runs/<dataset>-<model>-<time>).")
+  overwrite: bool = _field(False, "Replace the run that --run_dir holds.")
+  seed: int = _field(0, "Seed for initialisation, shuffling and dropout.", minimum=0)
+  deterministic: bool = _field(False, "Enable TensorFlow op determinism (bitwise reproducible runs).")
+  log_every_steps: int = _field(100, "Steps between progress lines and train summaries.", minimum=1)
+
+  def validate(self) -> "Config":
+    """Checks numbers and choices; raises UserError naming the flag. Returns self."""
+    for field in dataclasses.fields(self):
+      value, meta = getattr(self, field.name), field.metadata
+      values = value if isinstance(value, tuple) else (value,)
+      if isinstance(value, tuple) and not value:
+        raise UserError(f"--{field.name} needs at least one value")
+      for v in values:
+        if "choices" in meta and v not in meta["choices"]:
+          raise UserError(f"--{field.name}={v} is not one of: {', '.join(meta['choices'])}")
+        if "minimum" in meta and v < meta["minimum"]:
+          raise UserError(f"--{field.name}={v} must be at least {meta['minimum']}")
+        if "above" in meta and not v > meta["above"]:
+          raise UserError(f"--{field.name}={v} must be greater than {meta['above']}")
+        if "below" in meta and not v < meta["below"]:
+          raise UserError(f"--{field.name}={v} must be less than {meta['below']}")
+    if len(self.pool_size) not in (1, len(self.conv_filters)):
+      raise UserError(f"--pool_size has {len(self.pool_size)} values for {len(self.conv_filters)} conv "
+                      "layers; give one value, or one per layer")
+    return self
+
+  def to_flagfile(self) -> str:
+    """The config as flagfile text: `python -m cnn.train --flagfile=<this>` reproduces it."""
+    lines = []
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if isinstance(value, bool):
+        lines.append(f"--{'' if value else 'no'}{field.name}")
+      elif isinstance(value, tuple):
+        lines.append(f"--{field.name}={','.join(map(str, value))}")
+      else:
+        lines.append(f"--{field.name}={value}")
+    return "\n".join(lines) + "\n"

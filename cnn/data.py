@@ -1,0 +1,134 @@
+"""Input pipelines from TensorFlow Datasets.
+
+A split is read from TFDS once, decoded into host memory as uint8 arrays, and served
+from there by index: each epoch is a seeded permutation of the example indices
+(`stateless_shuffle(seed=[seed, epoch])`), cut into batches and gathered. This
+  * shuffles the whole split every epoch (no shuffle buffer),
+  * makes the example order a pure function of (seed, epoch): reproducible to the bit,
+  * keeps a tf.data iterator's state to a position, not a buffer of images,
+  * costs no decode after loading: the small datasets this codebase trains on
+    (CIFAR, MNIST families: 30-180 MB as uint8) sit comfortably in memory.
+"""
+
+import dataclasses
+import difflib
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from cnn.errors import UserError
+
+_READ_BATCH = 4096  # Examples per batch when materialising a split.
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the model and the loop need to know about a dataset, taken from TFDS's info."""
+  name: str
+  image_shape: tuple[int, int, int]
+  num_classes: int
+  class_names: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One split in memory: uint8 images [N, H, W, C] and int32 labels [N]."""
+  images: np.ndarray
+  labels: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+
+def normalize(images: tf.Tensor) -> tf.Tensor:
+  """Maps uint8 pixels to float32 in [0, 1], as the tutorial does."""
+  return tf.cast(images, tf.float32) / 255.0
+
+
+def get_builder(name: str, data_dir: str = "", download: bool = True) -> tfds.core.DatasetBuilder:
+  """A prepared TFDS builder for `name`. Raises UserError if it is unknown or cannot be prepared."""
+  data_dir = data_dir or None
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    close = difflib.get_close_matches(name, tfds.list_builders(), n=5, cutoff=0.5)
+    hint = ", ".join(close or ["cifar10", "cifar100", "mnist", "fashion_mnist"])
+    raise UserError(f"unknown dataset '{name}'; did you mean one of: {hint}?") from None
+  if builder.is_prepared():
+    return builder
+  where = builder.data_dir_root
+  how = (f"prepare it with `tfds build {name} --data_dir={where}` on a machine with internet, "
+         "or point --data_dir at a TFDS data directory that holds it")
+  if not download:
+    raise UserError(f"dataset '{name}' is not prepared in {where} and --nodownload is set; {how}")
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # pylint: disable=broad-except  # Network and archive errors vary widely.
+    raise UserError(f"dataset '{name}' is not prepared in {where} and downloading it failed "
+                    f"({type(e).__name__}); {how}") from None
+  return builder
+
+
+def dataset_info(builder: tfds.core.DatasetBuilder) -> DatasetInfo:
+  """Image shape, number of classes and class names from the builder's features."""
+  name = builder.info.name
+  if not builder.info.supervised_keys:
+    raise UserError(f"dataset '{name}' has no (image, label) supervised keys; it is not an image "
+                    "classification dataset")
+  image_key, label_key = builder.info.supervised_keys
+  image, label = builder.info.features[image_key], builder.info.features[label_key]
+  if not isinstance(label, tfds.features.ClassLabel) or len(image.shape) != 3 or None in image.shape:
+    raise UserError(f"dataset '{name}' is not fixed-size image classification "
+                    f"(image shape {image.shape}, label {type(label).__name__})")
+  return DatasetInfo(name=name, image_shape=tuple(image.shape), num_classes=label.num_classes,
+                     class_names=tuple(label.names))
+
+
+def load_split(builder: tfds.core.DatasetBuilder, split: str) -> Split:
+  """Reads and decodes a whole split (TFDS slicing allowed) into memory."""
+  try:
+    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+  except (ValueError, KeyError, AssertionError) as e:
+    raise UserError(f"bad split '{split}' for {builder.info.name}: {str(e).splitlines()[0]} "
+                    f"(splits: {', '.join(builder.info.splits)})") from None
+  images, labels = [], []
+  for image_batch, label_batch in tfds.as_numpy(ds.batch(_READ_BATCH)):
+    images.append(image_batch)
+    labels.append(label_batch.astype(np.int32))
+  if not labels:
+    raise UserError(f"split '{split}' of {builder.info.name} is empty")
+  return Split(images=np.concatenate(images), labels=np.concatenate(labels))
+
+
+def train_dataset(split: Split, batch_size: int, seed: int) -> tf.data.Dataset:
+  """Endless (images, labels) batches; each epoch a fresh permutation, remainder dropped.
+
+  Batches never straddle an epoch, so step `k` of epoch `e` always sees the same examples
+  for a given seed. Images are float32 in [0, 1], labels int32.
+  """
+  if len(split) < batch_size:
+    raise UserError(f"--batch_size={batch_size} is larger than the training split ({len(split)} examples)")
+  images, labels = tf.constant(split.images), tf.constant(split.labels)
+  num_examples = len(split)
+
+  def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(num_examples), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+    return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+
+  def gather(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return normalize(tf.gather(images, indices)), tf.gather(labels, indices)
+
+  return (tf.data.Dataset.counter()
+          .flat_map(epoch_batches)
+          .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+          .prefetch(tf.data.AUTOTUNE))
+
+
+def eval_dataset(split: Split, batch_size: int) -> tf.data.Dataset:
+  """One pass over the split in order; the last batch may be smaller."""
+  return (tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+          .batch(batch_size)
+          .map(lambda images, labels: (normalize(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
+          .prefetch(tf.data.AUTOTUNE))

@@ -1,0 +1,42 @@
+"""Command-line flags generated from `Config`: one flag per field, same name, type and help."""
+
+import dataclasses
+import typing
+
+from absl import flags
+
+from cnn.config import Config
+from cnn.errors import UserError
+
+FLAGS = flags.FLAGS
+
+
+def define_config_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  """Defines one absl flag per `Config` field (tuples become comma-separated lists)."""
+  hints = typing.get_type_hints(Config)
+  for field in dataclasses.fields(Config):
+    kind, name, default, help_text = hints[field.name], field.name, field.default, field.metadata["help"]
+    if kind is bool:
+      flags.DEFINE_boolean(name, default, help_text, flag_values=flag_values)
+    elif kind is int:
+      flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+    elif kind is float:
+      flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+    elif kind is str:
+      flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+    else:  # tuple[int, ...]
+      flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
+
+
+def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> Config:
+  """The validated `Config` that the parsed flags describe. Raises UserError."""
+  values = {}
+  for field in dataclasses.fields(Config):
+    value = flag_values[field.name].value
+    if isinstance(field.default, tuple):
+      try:
+        value = tuple(int(v) for v in value)
+      except ValueError:
+        raise UserError(f"--{field.name}={','.join(value)}: expected comma-separated integers") from None
+    values[field.name] = value
+  return Config(**values).validate()

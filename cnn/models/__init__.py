@@ -1,0 +1,4 @@
+"""Models. Importing this package registers every model module listed here."""
+
+from cnn.models import simple_cnn  # noqa: F401  (registers "simple_cnn")
+from cnn.models.registry import build_model, names, register  # noqa: F401

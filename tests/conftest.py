@@ -1,0 +1,65 @@
+"""Shared fixtures: mock TFDS data, the real-data directory, and running the CLI in-process."""
+
+import io
+import os
+import pathlib
+import sys
+from contextlib import redirect_stderr
+from unittest import mock
+
+from absl import flags
+from absl.testing import flagsaver
+import pytest
+import tensorflow_datasets as tfds
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_TFDS = REPO.parent / "shared" / "tfds"
+
+requires_shared_tfds = pytest.mark.skipif(
+    not (SHARED_TFDS / "cifar10").is_dir(),
+    reason=f"real data not found at {SHARED_TFDS} (a prepared TFDS data_dir with cifar10)")
+
+
+@pytest.fixture(autouse=True)
+def _run_from_repo_root(monkeypatch):
+  # Flagfiles include each other by paths relative to the repository root, as documented.
+  monkeypatch.chdir(REPO)
+
+
+@pytest.fixture
+def mock_tfds():
+  """TFDS returns random examples of the right shapes and dtypes instead of reading files."""
+  with tfds.testing.mock_data(num_examples=256):
+    yield
+
+
+def run_cli(main, argv: list[str]) -> tuple[int, str]:
+  """Runs an entry point's `main` through `cnn.cli.run` as the command line would.
+
+  Returns:
+    (exit code, what it printed on stderr).
+  """
+  from cnn import cli  # pylint: disable=import-outside-toplevel
+  stderr = io.StringIO()
+  with flagsaver.flagsaver(), mock.patch.object(sys, "argv", ["prog", *argv]), redirect_stderr(stderr):
+    flags.FLAGS.unparse_flags()
+    try:
+      cli.run(main)  # absl's app.run always ends in sys.exit.
+    except SystemExit as e:
+      code = e.code or 0
+  return code, stderr.getvalue()
+
+
+def run_dir_files(run_dir: os.PathLike) -> set[str]:
+  """Paths of every file under `run_dir`, relative to it."""
+  root = pathlib.Path(run_dir)
+  return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> str:
+  """A TFDS data_dir holding the prepared `cnn_tiny_images` dataset (see tiny_tfds.py)."""
+  import tiny_tfds  # pylint: disable=import-outside-toplevel  # Registers the builder.
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  tfds.builder(tiny_tfds.NAME, data_dir=data_dir).download_and_prepare()
+  return data_dir

@@ -1,0 +1,161 @@
+"""End-to-end tests of `python -m cnn.train`: real steps on TFDS mock data, and every bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+from absl import flags
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from cnn import train
+from cnn.config import Config
+from conftest import REPO, run_cli, run_dir_files
+import tiny_tfds
+
+SMOKE = ["--flagfile=experiments/smoke.cfg", "--train_split=train", "--eval_split=test"]
+
+
+def scalar_tags(event_dir):
+  events = event_accumulator.EventAccumulator(str(event_dir), size_guidance={event_accumulator.TENSORS: 0})
+  events.Reload()
+  return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)]
+          for tag in events.Tags()["tensors"]}
+
+
+def test_smoke_run_writes_events_flags_and_results(mock_tfds, tmp_path):
+  run_dir = tmp_path / "run"
+  code, stderr = run_cli(train.main, [*SMOKE, f"--run_dir={run_dir}"])
+  assert code == 0, stderr
+
+  assert run_dir_files(run_dir) >= {"flags.txt", "results.json"}
+  results = json.loads((run_dir / "results.json").read_text())
+  assert results["steps"] == 40
+  assert results["epochs"] == 40 / (256 // 32)
+  assert 0.0 <= results["eval_accuracy"] <= 1.0 and results["eval_loss"] > 0
+  assert results["train_seconds"] > 0 and results["images_per_second"] > 0
+  assert results["num_parameters"] == 167_562
+
+  train_scalars = scalar_tags(run_dir / "train")
+  assert set(train_scalars) == {"loss", "accuracy", "images_per_second"}
+  assert [step for step, _ in train_scalars["loss"]] == [10, 20, 30, 40]  # --log_every_steps=10
+  eval_scalars = scalar_tags(run_dir / "eval")
+  assert set(eval_scalars) == {"loss", "accuracy"}
+  # One eval per epoch end: 40 steps of 8 per epoch end epochs at 8, 16, 24, 32 and 40.
+  assert [step for step, _ in eval_scalars["accuracy"]] == [8, 16, 24, 32, 40]
+  assert eval_scalars["accuracy"][-1][1] == pytest.approx(results["eval_accuracy"])
+
+
+def test_flags_txt_reproduces_the_config(tiny_data_dir, tmp_path):
+  run_dir = tmp_path / "run"
+  code, stderr = run_cli(train.main, [*SMOKE, f"--run_dir={run_dir}", "--dropout=0.25",
+                                      "--conv_filters=16,32", f"--dataset={tiny_tfds.NAME}",
+                                      f"--data_dir={tiny_data_dir}", "--nodownload"])
+  assert code == 0, stderr
+  saved = (run_dir / "flags.txt").read_text()
+  parsed = flags.FlagValues()
+  from cnn import flags as cnn_flags  # pylint: disable=import-outside-toplevel
+  cnn_flags.define_config_flags(parsed)
+  parsed(["prog", f"--flagfile={run_dir / 'flags.txt'}"])
+  config = cnn_flags.config_from_flags(parsed)
+  assert config.to_flagfile() == saved
+  assert config.dropout == 0.25 and config.conv_filters == (16, 32) and not config.download
+  assert config.dataset == tiny_tfds.NAME and config.data_dir == tiny_data_dir
+  assert config.train_steps == 40 and config.run_dir == str(run_dir)
+
+
+def test_train_steps_wins_over_epochs(mock_tfds, tmp_path):
+  run_dir = tmp_path / "run"
+  code, stderr = run_cli(train.main, ["--epochs=3", "--train_steps=5", "--batch_size=16",
+                                      f"--run_dir={run_dir}"])
+  assert code == 0, stderr
+  assert json.loads((run_dir / "results.json").read_text())["steps"] == 5
+
+
+def test_epochs_set_the_length_when_no_train_steps(mock_tfds, tmp_path):
+  run_dir = tmp_path / "run"
+  code, stderr = run_cli(train.main, ["--epochs=2", "--batch_size=64", f"--run_dir={run_dir}",
+                                      "--log_every_steps=1"])
+  assert code == 0, stderr
+  results = json.loads((run_dir / "results.json").read_text())
+  assert results["steps"] == 8 and results["epochs"] == 2
+  assert len(scalar_tags(run_dir / "eval")["loss"]) == 2
+
+
+def test_every_experiment_flagfile_parses_and_validates():
+  from cnn import flags as cnn_flags  # pylint: disable=import-outside-toplevel
+  configs = {}
+  for name in sorted(os.listdir(REPO / "experiments")):
+    parsed = flags.FlagValues()
+    cnn_flags.define_config_flags(parsed)
+    parsed(["prog", f"--flagfile=experiments/{name}"])
+    configs[name] = cnn_flags.config_from_flags(parsed)
+  tutorial = configs["cifar10_tutorial.cfg"]
+  assert (tutorial.epochs, tutorial.batch_size, tutorial.optimizer, tutorial.learning_rate) == (5, 32, "adam", 1e-3)
+  assert configs["cifar10_blog.cfg"] == Config(**{**vars(tutorial), "epochs": 10})
+  assert configs["smoke.cfg"].train_steps == 40
+
+
+def test_a_run_dir_that_holds_a_run_is_refused_then_replaced_with_overwrite(mock_tfds, tmp_path):
+  run_dir = tmp_path / "run"
+  args = ["--train_steps=2", "--batch_size=16", f"--run_dir={run_dir}"]
+  assert run_cli(train.main, args)[0] == 0
+  before = (run_dir / "results.json").read_text()
+
+  code, stderr = run_cli(train.main, args)
+  assert code == 2
+  assert stderr.strip() == (f"error: --run_dir={run_dir} already holds a run; choose another --run_dir, "
+                            "or pass --overwrite to delete it and start afresh")
+  assert (run_dir / "results.json").read_text() == before
+
+  assert run_cli(train.main, [*args, "--overwrite"])[0] == 0
+
+
+def test_overwrite_never_deletes_a_directory_that_is_not_a_run(mock_tfds, tmp_path):
+  (tmp_path / "notes.txt").write_text("precious")
+  code, stderr = run_cli(train.main, ["--train_steps=2", f"--run_dir={tmp_path}", "--overwrite"])
+  assert code == 2 and "is not empty and holds no run" in stderr
+  assert (tmp_path / "notes.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset=cifar1"], "unknown dataset 'cifar1'; did you mean one of: "),
+    (["--optimizer=adagrad"], "unknown --optimizer=adagrad; choose one of: adam, sgd"),
+    (["--activation=rectify"], "unknown --activation=rectify"),
+    (["--model=resnet9"], "unknown --model=resnet9; registered models: simple_cnn"),
+    (["--padding=full"], "--padding=full is not one of: valid, same"),
+    (["--batch_size=0"], "--batch_size=0 must be at least 1"),
+    (["--epochs=0"], "--epochs=0 must be at least 1"),
+    (["--train_steps=-5"], "--train_steps=-5 must be at least 0"),
+    (["--learning_rate=0"], "--learning_rate=0.0 must be greater than 0.0"),
+    (["--learning_rate=fast"], "flag --learning_rate=fast: could not convert string to float"),
+    (["--dropout=1"], "--dropout=1.0 must be less than 1.0"),
+    (["--conv_filters=32,x"], "--conv_filters=32,x: expected comma-separated integers"),
+    (["--pool_size=2,2,2"], "--pool_size has 3 values for 2 conv layers"),
+    (["--conv_filters=32,64,64,64"], "layer conv4 shrinks the image below 1×1"),
+    (["--batch_size=512"], "--batch_size=512 is larger than the training split (256 examples)"),
+    (["--flagfile=experiments/nope.cfg"], "experiments/nope.cfg"),
+    (["--learning_rat=0.1"], "Unknown command line flag 'learning_rat'"),
+    (["extra"], "unexpected arguments: extra"),
+])
+def test_bad_input_is_one_line_without_a_traceback_and_writes_nothing(mock_tfds, tmp_path, argv, message):
+  run_dir = tmp_path / "run"
+  code, stderr = run_cli(train.main, [f"--run_dir={run_dir}", *argv])
+  assert code == 2
+  assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: "), stderr
+  assert message in stderr
+  assert not run_dir.exists()
+
+
+def test_command_line_error_exits_non_zero_in_one_line(tmp_path):
+  """The real entry point, in a subprocess: one line on stderr, no traceback."""
+  result = subprocess.run([sys.executable, "-m", "cnn.train", "--flagfile=experiments/smoke.cfg",
+                           f"--data_dir={tmp_path}", "--nodownload", f"--run_dir={tmp_path / 'run'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 2
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: dataset 'cifar10' is not prepared in") and "tfds build cifar10" in last
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "run").exists()
