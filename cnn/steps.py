@@ -44,7 +44,7 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
   Args:
     model, optimizer, loss_fn, metrics: what the step uses and updates.
     gradient_summary: called in the step with the gradients, after the update (e.g. the
-      histograms of `summaries.gradient_histograms`, which decide themselves when to write).
+      histograms of `summaries.gradient_histograms`).
 
   Returns:
     The step. Each call returns `{"gradient_norm": the global norm of the step's gradients}`.

@@ -10,13 +10,13 @@ Three writers, so that TensorBoard shows a run as three runs it can plot togethe
 
 Everything is written from Python at the moments `cnn/trainer.py` chooses, except the
 histograms: gradients exist only inside the train step, so `gradient_histograms` returns a
-function the step calls, and it writes only on due steps.
+function for a second train step that the trainer runs only on due steps.
 """
 
 import contextlib
 import os
 import platform
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from absl import logging
 import numpy as np
@@ -116,38 +116,27 @@ def write_graph(writer: tf.summary.SummaryWriter, train_step: Callable, iterator
 # ------------------------------------------------------------------ During training.
 
 def gradient_histograms(writer: tf.summary.SummaryWriter, model: tf.keras.Model,
-                        optimizer: tf.keras.optimizers.Optimizer,
-                        every_steps: int) -> Optional[Callable[[Sequence[tf.Tensor]], None]]:
-  """A function for the train step that writes per-layer weight and gradient histograms.
+                        optimizer: tf.keras.optimizers.Optimizer) -> Callable[[Sequence[tf.Tensor]], None]:
+  """A function for a train step that writes per-layer weight and gradient histograms.
 
-  Called inside the step's `tf.function` with the step's gradients, after the update. Its
-  writer is set inside it, so it is the default writer when the step is traced (a summary in a
-  `tf.function` traced without one writes nothing). On steps that are not due only one
-  `tf.cond` runs: no histogram is computed.
+  Called inside the step's `tf.function` with the step's gradients, after the update, at step
+  `optimizer.iterations`. The trainer builds a second train step with it and runs that one only on
+  due steps, so the other steps carry no summary op at all. The writer is set inside, so it is
+  the default writer when the step is traced (a summary in a `tf.function` traced without one
+  writes nothing).
 
   Args:
     writer: where to write (the train writer).
     model: the model whose trainable variables are summarised.
-    optimizer: its `iterations` (the step just taken) decides which steps are due.
-    every_steps: write at steps divisible by this; 0 means never.
-
-  Returns:
-    The function, or None when `every_steps` is 0.
+    optimizer: its `iterations` is the step the histograms are written at.
   """
-  if not every_steps:
-    return None
 
   def write(gradients: Sequence[tf.Tensor]) -> None:
-    step = optimizer.iterations
-
-    def write_all() -> None:
-      with writer.as_default(step=step), tf.name_scope(""):  # No "cond/" prefix on the tags.
-        for variable, gradient in zip(model.trainable_variables, gradients):
-          name = _variable_name(model, variable)
-          tf.summary.histogram(f"weights/{name}", variable)
-          tf.summary.histogram(f"gradients/{name}", gradient)
-
-    tf.cond(step % every_steps == 0, write_all, lambda: None)
+    with writer.as_default(step=optimizer.iterations):
+      for variable, gradient in zip(model.trainable_variables, gradients):
+        name = _variable_name(model, variable)
+        tf.summary.histogram(f"weights/{name}", variable)
+        tf.summary.histogram(f"gradients/{name}", gradient)
 
   return write
 

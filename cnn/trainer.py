@@ -69,6 +69,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   optimizer = optim.build_optimizer(config)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
   train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
+  train_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics)
   eval_step = steps.make_eval_step(model, loss_fn, eval_metrics)
   model_table = layer_table(model, info.image_shape)
   logging.info("Model %s:\n%s", config.model, model_table)
@@ -93,9 +94,10 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
                            os.path.basename(os.path.normpath(run_dir)))
   if config.summary_images:
     summaries.write_input_grid(writers.train, train_ds, info.class_names, config.summary_images)
-  # Made here, once the train writer exists: its histograms need a writer when first traced.
-  train_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics, summaries.gradient_histograms(
-      writers.train, model, optimizer, config.histogram_every_steps))
+  # The same step, also writing weight and gradient histograms: run only on due steps, so that
+  # the other steps carry no summary op at all.
+  histogram_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics,
+                                         summaries.gradient_histograms(writers.train, model, optimizer))
   profiler = summaries.Profiler(os.path.join(run_dir, "train"), config.profile_steps, total_steps)
   logging.info("Run directory %s: %d steps (%d epochs of %d steps, batch %d)", run_dir, total_steps,
                num_epochs, steps_per_epoch, config.batch_size)
@@ -110,8 +112,9 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
     epoch_start = interval_start = time.perf_counter()
     interval_steps = 0
     for _ in range(min(steps_per_epoch, total_steps - step)):
+      histograms_due = config.histogram_every_steps and (step + 1) % config.histogram_every_steps == 0
       with profiler.step(step + 1):
-        outputs = train_step(train_iterator)
+        outputs = (histogram_step if histograms_due else train_step)(train_iterator)
       step, interval_steps = step + 1, interval_steps + 1
       if step % config.log_every_steps == 0:
         seconds = time.perf_counter() - interval_start
