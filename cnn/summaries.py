@@ -207,8 +207,8 @@ def write_eval(writer: tf.summary.SummaryWriter, step: int, split: Split, predic
       matrix = tf.math.confusion_matrix(split.labels, predictions, num_classes=len(class_names)).numpy()
       tf.summary.image("confusion_matrix", render.confusion_matrix_image(matrix, class_names)[None],
                        description="Rows: true class; columns: predicted class; colour: share of the row.")
-      header = ("true \\ predicted", *class_names)
-      tf.summary.text("confusion_matrix_table", _table(header, *[(name, *row) for name, row in zip(class_names, matrix)]))
+      rows = [(name, *counts) for name, counts in zip(class_names, matrix)]
+      tf.summary.text("confusion_matrix_table", _table(("true \\ predicted", *class_names), *rows))
     if config.summary_images:
       wrong = np.flatnonzero(predictions != split.labels)
       worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:config.summary_images]
