@@ -348,6 +348,6 @@ def test_bad_profile_steps_is_one_line(mock_tfds, tmp_path, value):
   assert not (tmp_path / "run").exists()
 
 
-def test_profile_steps_parse_from_the_command_line():
+def test_good_profile_steps_validate_and_are_written_to_flags_txt():
   assert Config(profile_steps=(10, 20)).validate().profile_steps == (10, 20)
   assert re.search(r"^--profile_steps=0,0$", Config().to_flagfile(), re.M)
