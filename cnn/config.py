@@ -60,6 +60,18 @@ class Config:
   deterministic: bool = _field(False, "Enable TensorFlow op determinism (bitwise reproducible runs).")
   log_every_steps: int = _field(100, "Steps between progress lines and train summaries.", minimum=1)
 
+  # TensorBoard.
+  histogram_every_steps: int = _field(
+      500, "Steps between histograms of each layer's weights and gradients (0: none).", minimum=0)
+  summary_images: int = _field(
+      32, "Images per image grid: the first training batch at the start, and the most confidently "
+      "misclassified eval images at each eval (0: no image grids).", minimum=0)
+  confusion_matrix: bool = _field(True, "Write a confusion matrix (image and table) at each eval.")
+  write_graph: bool = _field(True, "Write the train step's graph for TensorBoard's Graphs dashboard.")
+  profile_steps: tuple[int, ...] = _field(
+      (0, 0), "Capture a tf.profiler trace of train steps START,END (counted from 1, inclusive) for "
+      "TensorBoard's Profile dashboard; 0,0: none.", minimum=0)
+
   def validate(self) -> "Config":
     """Checks numbers and choices; raises UserError naming the flag. Returns self."""
     for field in dataclasses.fields(self):
@@ -79,6 +91,10 @@ class Config:
     if len(self.pool_size) not in (1, len(self.conv_filters)):
       raise UserError(f"--pool_size has {len(self.pool_size)} values for {len(self.conv_filters)} conv "
                       "layers; give one value, or one per layer")
+    if self.profile_steps != (0, 0) and not (len(self.profile_steps) == 2 and
+                                             1 <= self.profile_steps[0] <= self.profile_steps[1]):
+      raise UserError(f"--profile_steps={','.join(map(str, self.profile_steps))} must be START,END with "
+                      "1 <= START <= END (0,0: no profiling)")
     return self
 
   def to_flagfile(self) -> str:

@@ -4,7 +4,7 @@ Everything around them (epochs, logging, evaluation cadence, summaries) is in
 `cnn/trainer.py`; these functions only compute and update metrics.
 """
 
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional, Sequence
 
 import tensorflow as tf
 
@@ -28,37 +28,57 @@ class Metrics:
     return {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
 
 
-TrainStep = Callable[[Iterator], None]
-EvalStep = Callable[[tf.Tensor, tf.Tensor], None]
+TrainStep = Callable[[Iterator], dict[str, tf.Tensor]]
+EvalStep = Callable[[tf.Tensor, tf.Tensor], dict[str, tf.Tensor]]
+GradientSummary = Callable[[Sequence[tf.Tensor]], None]
 
 
 def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
-                    loss_fn: tf.keras.losses.Loss, metrics: Metrics) -> TrainStep:
+                    loss_fn: tf.keras.losses.Loss, metrics: Metrics,
+                    gradient_summary: Optional[GradientSummary] = None) -> TrainStep:
   """A compiled step that takes the next batch from `iterator`: forward, loss, gradients, update.
 
   The iterator is read inside the `tf.function` (as Orbit does), so that several steps per call
   and `tf.distribute` can be added without changing the caller.
+
+  Args:
+    model, optimizer, loss_fn, metrics: what the step uses and updates.
+    gradient_summary: called in the step with the gradients, after the update (e.g. the
+      histograms of `summaries.gradient_histograms`).
+
+  Returns:
+    The step. Each call returns `{"gradient_norm": the global norm of the step's gradients}`.
   """
 
   @tf.function
-  def train_step(iterator: Iterator) -> None:
+  def train_step(iterator: Iterator) -> dict[str, tf.Tensor]:
     images, labels = next(iterator)
     with tf.GradientTape() as tape:
       logits = model(images, training=True)
       loss = loss_fn(labels, logits)
     gradients = tape.gradient(loss, model.trainable_variables)
+    gradient_norm = tf.linalg.global_norm(gradients)
     optimizer.apply_gradients(zip(gradients, model.trainable_variables))
     metrics.update(loss, labels, logits)
+    if gradient_summary is not None:
+      gradient_summary(gradients)
+    return {"gradient_norm": gradient_norm}
 
   return train_step
 
 
 def make_eval_step(model: tf.keras.Model, loss_fn: tf.keras.losses.Loss, metrics: Metrics) -> EvalStep:
-  """A compiled forward pass that only updates metrics."""
+  """A compiled forward pass that updates metrics.
+
+  Each call returns each example's predicted class (`predictions`) and that class's softmax
+  probability (`confidence`), for the confusion matrix and the misclassified-image grid.
+  """
 
   @tf.function
-  def eval_step(images: tf.Tensor, labels: tf.Tensor) -> None:
+  def eval_step(images: tf.Tensor, labels: tf.Tensor) -> dict[str, tf.Tensor]:
     logits = model(images, training=False)
     metrics.update(loss_fn(labels, logits), labels, logits)
+    return {"predictions": tf.argmax(logits, axis=-1, output_type=tf.int32),
+            "confidence": tf.reduce_max(tf.nn.softmax(logits), axis=-1)}
 
   return eval_step

@@ -5,6 +5,7 @@ in `cnn/steps.py`; this file decides when things happen (logging, evaluation, su
 """
 
 import math
+import os
 import time
 from typing import Any
 
@@ -23,12 +24,18 @@ from cnn.errors import UserError
 from cnn.models.layer_table import layer_table
 
 
-def evaluate(eval_step: steps.EvalStep, dataset: tf.data.Dataset, metrics: steps.Metrics) -> dict[str, float]:
-  """One pass of `eval_step` over `dataset`; returns the mean loss and accuracy."""
+def evaluate(eval_step: steps.EvalStep, dataset: tf.data.Dataset,
+             metrics: steps.Metrics) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """One pass of `eval_step` over `dataset`.
+
+  Returns:
+    The mean loss and accuracy, and each example's `predictions` and `confidence` in dataset order.
+  """
   metrics.reset()
+  outputs = []
   for images, labels in dataset:
-    eval_step(images, labels)
-  return metrics.result()
+    outputs.append(eval_step(images, labels))
+  return metrics.result(), {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
 
 
 def train_and_evaluate(config: Config) -> dict[str, Any]:
@@ -64,7 +71,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
   train_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics)
   eval_step = steps.make_eval_step(model, loss_fn, eval_metrics)
-  logging.info("Model %s:\n%s", config.model, layer_table(model, info.image_shape))
+  model_table = layer_table(model, info.image_shape)
+  logging.info("Model %s:\n%s", config.model, model_table)
 
   # ---------------------------------------------------------------- Data.
   train_split = data_lib.load_split(builder, config.train_split)
@@ -82,35 +90,53 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   run_dir_lib.prepare(run_dir, config.overwrite)
   run_dir_lib.write_flags(run_dir, config)
   writers = summaries.Writers(run_dir)
+  summaries.write_run_info(writers.run, config, info, model_table, model.count_params(),
+                           os.path.basename(os.path.normpath(run_dir)))
+  if config.summary_images:
+    summaries.write_input_grid(writers.train, train_ds, info.class_names, config.summary_images)
+  # The same step, also writing weight and gradient histograms: run only on due steps, so that
+  # the other steps carry no summary op at all.
+  histogram_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics,
+                                         summaries.gradient_histograms(writers.train, model, optimizer))
+  profiler = summaries.Profiler(os.path.join(run_dir, "train"), config.profile_steps, total_steps)
   logging.info("Run directory %s: %d steps (%d epochs of %d steps, batch %d)", run_dir, total_steps,
                num_epochs, steps_per_epoch, config.batch_size)
 
   # ---------------------------------------------------------------- Train.
   step, train_seconds, loop_start = 0, 0.0, time.perf_counter()
   train_iterator = iter(train_ds)
+  if config.write_graph:
+    summaries.write_graph(writers.train, train_step, train_iterator)
   for epoch in range(1, num_epochs + 1):
     train_metrics.reset()
     epoch_start = interval_start = time.perf_counter()
     interval_steps = 0
     for _ in range(min(steps_per_epoch, total_steps - step)):
-      train_step(train_iterator)
+      histograms_due = config.histogram_every_steps and (step + 1) % config.histogram_every_steps == 0
+      with profiler.step(step + 1):
+        outputs = (histogram_step if histograms_due else train_step)(train_iterator)
       step, interval_steps = step + 1, interval_steps + 1
       if step % config.log_every_steps == 0:
-        images_per_second = interval_steps * config.batch_size / (time.perf_counter() - interval_start)
+        seconds = time.perf_counter() - interval_start
+        images_per_second = interval_steps * config.batch_size / seconds
         eta = (total_steps - step) * config.batch_size / images_per_second
-        _log_progress(step, total_steps, epoch, train_metrics.result(), images_per_second, eta, writers)
+        scalars = {"images_per_second": images_per_second, "step_seconds": seconds / interval_steps,
+                   "gradient_norm": float(outputs["gradient_norm"]), **summaries.train_scalars(model, optimizer)}
+        _log_progress(step, total_steps, epoch, train_metrics.result(), scalars, eta, writers)
         interval_start, interval_steps = time.perf_counter(), 0
     train_seconds += time.perf_counter() - epoch_start
     train_results = train_metrics.result()
 
     # -------------------------------------------------------------- Evaluate at each epoch end.
-    eval_results = evaluate(eval_step, eval_ds, eval_metrics)
+    eval_results, eval_outputs = evaluate(eval_step, eval_ds, eval_metrics)
     writers.scalars(writers.eval, eval_results, step)
+    summaries.write_eval(writers.eval, step, eval_split, eval_outputs["predictions"], eval_outputs["confidence"],
+                         info.class_names, config)
     writers.flush()
     logging.info("epoch %d/%d  step %d  train loss %.4f accuracy %.4f  eval loss %.4f accuracy %.4f",
                  epoch, num_epochs, step, train_results["loss"], train_results["accuracy"],
                  eval_results["loss"], eval_results["accuracy"])
-  writers.close()
+  profiler.stop()
 
   # ---------------------------------------------------------------- Results.
   results = {
@@ -126,6 +152,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
       "images_per_second": step * config.batch_size / train_seconds,
       "num_parameters": model.count_params(),
   }
+  writers.scalars(writers.run, {k: v for k, v in results.items() if not isinstance(v, str)}, step)
+  writers.close()
   run_dir_lib.write_results(run_dir, results)
   print(f"{config.eval_split} accuracy: {results['eval_accuracy']:.4f}  (loss {results['eval_loss']:.4f}, "
         f"{step} steps, {train_seconds:.0f} s of training; results in {run_dir})")
@@ -133,15 +161,15 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
 
 
 def _log_progress(step: int, total_steps: int, epoch: int, train_results: dict[str, float],
-                  images_per_second: float, eta_seconds: float, writers: summaries.Writers) -> None:
-  """The progress line and the train scalars; stops the run on a non-finite loss."""
+                  scalars: dict[str, float], eta_seconds: float, writers: summaries.Writers) -> None:
+  """The progress line and the train scalars (metrics and `scalars`); stops the run on a non-finite loss."""
   if not np.isfinite(train_results["loss"]):
     raise UserError(f"training loss became {train_results['loss']} by step {step}; try a lower "
                     "--learning_rate")
   logging.info("step %d/%d  epoch %d  loss %.4f  accuracy %.4f  %.0f images/s  ETA %s", step, total_steps,
-               epoch, train_results["loss"], train_results["accuracy"], images_per_second,
+               epoch, train_results["loss"], train_results["accuracy"], scalars["images_per_second"],
                _duration(eta_seconds))
-  writers.scalars(writers.train, {**train_results, "images_per_second": images_per_second}, step)
+  writers.scalars(writers.train, {**train_results, **scalars}, step)
 
 
 def _duration(seconds: float) -> str:

@@ -22,7 +22,7 @@ def scalar_tags(event_dir):
   events = event_accumulator.EventAccumulator(str(event_dir), size_guidance={event_accumulator.TENSORS: 0})
   events.Reload()
   return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)]
-          for tag in events.Tags()["tensors"]}
+          for tag in events.Tags()["tensors"] if events.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"}
 
 
 def test_smoke_run_writes_events_flags_and_results(mock_tfds, tmp_path):
@@ -39,7 +39,8 @@ def test_smoke_run_writes_events_flags_and_results(mock_tfds, tmp_path):
   assert results["num_parameters"] == 167_562
 
   train_scalars = scalar_tags(run_dir / "train")
-  assert set(train_scalars) == {"loss", "accuracy", "images_per_second"}
+  assert set(train_scalars) == {"loss", "accuracy", "images_per_second", "step_seconds", "gradient_norm",
+                                "weight_norm", "learning_rate"}
   assert [step for step, _ in train_scalars["loss"]] == [10, 20, 30, 40]  # --log_every_steps=10
   eval_scalars = scalar_tags(run_dir / "eval")
   assert set(eval_scalars) == {"loss", "accuracy"}
