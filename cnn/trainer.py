@@ -6,13 +6,14 @@ in `cnn/steps.py`; this file decides when things happen (logging, evaluation, su
 
 import math
 import time
-from typing import Any
+from typing import Any, Iterable
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from cnn import data as data_lib
+from cnn import distribute
 from cnn import models
 from cnn import optim
 from cnn import run_dir as run_dir_lib
@@ -23,11 +24,11 @@ from cnn.errors import UserError
 from cnn.models.layer_table import layer_table
 
 
-def evaluate(eval_step: steps.EvalStep, dataset: tf.data.Dataset, metrics: steps.Metrics) -> dict[str, float]:
-  """One pass of `eval_step` over `dataset`; returns the mean loss and accuracy."""
+def evaluate(eval_step: steps.EvalStep, dataset: Iterable, metrics: steps.Metrics) -> dict[str, float]:
+  """One pass of `eval_step` over `dataset` (distributed batches); returns mean loss and accuracy."""
   metrics.reset()
-  for images, labels in dataset:
-    eval_step(images, labels)
+  for batch in dataset:
+    eval_step(batch)
   return metrics.result()
 
 
@@ -47,30 +48,39 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   """
   # ---------------------------------------------------------------- Check the settings.
   config.validate()
+  strategy = distribute.make_strategy(config)
+  chief = distribute.is_chief(strategy)
   run_dir = config.run_dir or run_dir_lib.default_run_dir(config)
-  run_dir_lib.check(run_dir, config.overwrite)
+  if chief:
+    run_dir_lib.check(run_dir, config.overwrite)
   tf.keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()  # Process-wide; TensorFlow cannot undo it.
+  per_replica_batch = distribute.per_replica_batch_size(strategy, config.batch_size, "batch_size")
+  distribute.per_replica_batch_size(strategy, config.eval_batch_size, "eval_batch_size")
 
   # ---------------------------------------------------------------- Model, optimizer, loss, metrics.
   # Built before the splits are read, so that a bad name or shape fails in a second.
   builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
   info = data_lib.dataset_info(builder)
-  model = models.build_model(config, info)
-  model(tf.zeros((1, *info.image_shape)))  # Builds the variables.
-  optimizer = optim.build_optimizer(config)
-  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-  train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
-  train_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics)
-  eval_step = steps.make_eval_step(model, loss_fn, eval_metrics)
+  with strategy.scope():
+    model = models.build_model(config, info)
+    model(tf.zeros((1, *info.image_shape)))  # Builds the variables.
+    optimizer = optim.build_optimizer(config)
+    optimizer.build(model.trainable_variables)
+    train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+  train_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size)
+  eval_step = steps.make_eval_step(model, loss_fn, eval_metrics, strategy)
   logging.info("Model %s:\n%s", config.model, layer_table(model, info.image_shape))
 
   # ---------------------------------------------------------------- Data.
   train_split = data_lib.load_split(builder, config.train_split)
   eval_split = data_lib.load_split(builder, config.eval_split)
-  train_ds = data_lib.train_dataset(train_split, config.batch_size, config.seed)
-  eval_ds = data_lib.eval_dataset(eval_split, config.eval_batch_size)
+  train_ds = strategy.distribute_datasets_from_function(
+      lambda context: data_lib.train_dataset(train_split, config.batch_size, config.seed, context))
+  eval_ds = strategy.distribute_datasets_from_function(
+      lambda context: data_lib.eval_dataset(eval_split, config.eval_batch_size, context))
   steps_per_epoch = len(train_split) // config.batch_size
   total_steps = config.train_steps or config.epochs * steps_per_epoch
   num_epochs = math.ceil(total_steps / steps_per_epoch)
@@ -79,11 +89,14 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
                "×".join(map(str, info.image_shape)), info.num_classes)
 
   # ---------------------------------------------------------------- Run directory.
-  run_dir_lib.prepare(run_dir, config.overwrite)
-  run_dir_lib.write_flags(run_dir, config)
-  writers = summaries.Writers(run_dir)
-  logging.info("Run directory %s: %d steps (%d epochs of %d steps, batch %d)", run_dir, total_steps,
-               num_epochs, steps_per_epoch, config.batch_size)
+  # Only the chief writes the run directory; other workers' summaries go nowhere.
+  if chief:
+    run_dir_lib.prepare(run_dir, config.overwrite)
+    run_dir_lib.write_flags(run_dir, config)
+  writers = summaries.Writers(run_dir if chief else None)
+  logging.info("Run directory %s: %d steps (%d epochs of %d steps), global batch %d = %d replicas × %d",
+               run_dir, total_steps, num_epochs, steps_per_epoch, config.batch_size,
+               strategy.num_replicas_in_sync, per_replica_batch)
 
   # ---------------------------------------------------------------- Train.
   step, train_seconds, loop_start = 0, 0.0, time.perf_counter()
@@ -126,6 +139,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
       "images_per_second": step * config.batch_size / train_seconds,
       "num_parameters": model.count_params(),
   }
+  if not chief:
+    return results
   run_dir_lib.write_results(run_dir, results)
   print(f"{config.eval_split} accuracy: {results['eval_accuracy']:.4f}  (loss {results['eval_loss']:.4f}, "
         f"{step} steps, {train_seconds:.0f} s of training; results in {run_dir})")
