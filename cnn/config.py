@@ -72,6 +72,17 @@ class Config:
       (0, 0), "Capture a tf.profiler trace of train steps START,END (counted from 1, inclusive) for "
       "TensorBoard's Profile dashboard; 0,0: none.", minimum=0)
 
+  # Distribution (tf.distribute).
+  strategy: str = _field("default", "tf.distribute strategy.",
+                         choices=("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu"))
+  cpu_devices: int = _field(1, "Split the CPU into this many logical devices (try `mirrored` without GPUs).",
+                            minimum=1)
+  cluster: str = _field("tf_config", "Where multi_worker_mirrored finds its cluster.",
+                        choices=("tf_config", "slurm"))
+  tpu: str = _field("", "TPU address for --strategy=tpu (a name, grpc://host:port, or 'local').")
+  startup_timeout_seconds: float = _field(
+      300.0, "A multi-worker run whose cluster is not up by then stops with an error.", above=0.0)
+
   def validate(self) -> "Config":
     """Checks numbers and choices; raises UserError naming the flag. Returns self."""
     for field in dataclasses.fields(self):

@@ -12,6 +12,7 @@ from there by index: each epoch is a seeded permutation of the example indices
 
 import dataclasses
 import difflib
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -101,34 +102,62 @@ def load_split(builder: tfds.core.DatasetBuilder, split: str) -> Split:
   return Split(images=np.concatenate(images), labels=np.concatenate(labels))
 
 
-def train_dataset(split: Split, batch_size: int, seed: int) -> tf.data.Dataset:
+def train_dataset(split: Split, batch_size: int, seed: int,
+                  input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
   """Endless (images, labels) batches; each epoch a fresh permutation, remainder dropped.
 
   Batches never straddle an epoch, so step `k` of epoch `e` always sees the same examples
   for a given seed. Images are float32 in [0, 1], labels int32.
+
+  Args:
+    split: the training split in memory.
+    batch_size: the global batch size (all replicas of all workers together).
+    seed: the data-order seed.
+    input_context: under `tf.distribute`, which input pipeline this is. Every pipeline draws
+      the same global batches and keeps its own slice of each, cut into per-replica batches,
+      so a step sees the same examples whatever the number of workers and replicas.
   """
   if len(split) < batch_size:
     raise UserError(f"--batch_size={batch_size} is larger than the training split ({len(split)} examples)")
   images, labels = tf.constant(split.images), tf.constant(split.labels)
   num_examples = len(split)
+  pipelines, pipeline = (input_context.num_input_pipelines, input_context.input_pipeline_id) if input_context else (1, 0)
+  per_pipeline = batch_size // pipelines
+  per_replica = input_context.get_per_replica_batch_size(batch_size) if input_context else batch_size
 
   def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
     order = tf.random.experimental.stateless_shuffle(
         tf.range(num_examples), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
     return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
 
+  def replica_batches(global_batch: tf.Tensor) -> tf.data.Dataset:
+    mine = global_batch[pipeline * per_pipeline:(pipeline + 1) * per_pipeline]
+    return tf.data.Dataset.from_tensor_slices(tf.reshape(mine, [-1, per_replica]))
+
   def gather(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return normalize(tf.gather(images, indices)), tf.gather(labels, indices)
 
   return (tf.data.Dataset.counter()
           .flat_map(epoch_batches)
+          .flat_map(replica_batches)
           .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE))
 
 
-def eval_dataset(split: Split, batch_size: int) -> tf.data.Dataset:
-  """One pass over the split in order; the last batch may be smaller."""
-  return (tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+def eval_dataset(split: Split, batch_size: int,
+                 input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+  """One pass over the split in order; the last batch may be smaller.
+
+  Elements are (images, labels, indices): each example's index in the split travels with it,
+  because under `tf.distribute` each input pipeline evaluates its own shard of the examples
+  (in per-replica batches of the global `batch_size`) and the results come back out of order.
+  """
+  dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels, np.arange(len(split))))
+  if input_context:
+    dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    batch_size = input_context.get_per_replica_batch_size(batch_size)
+  return (dataset
           .batch(batch_size)
-          .map(lambda images, labels: (normalize(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
+          .map(lambda images, labels, index: (normalize(images), labels, index),
+               num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE))

@@ -16,7 +16,7 @@ function for a second train step that the trainer runs only on due steps.
 import contextlib
 import os
 import platform
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -33,16 +33,24 @@ from cnn.data import Split
 # Config fields that say where or how often, not what is trained: not hyperparameters.
 NOT_HPARAMS = frozenset({"data_dir", "download", "run_dir", "overwrite", "log_every_steps",
                          "histogram_every_steps", "summary_images", "confusion_matrix", "write_graph",
-                         "profile_steps"})
+                         "profile_steps", "strategy", "cpu_devices", "cluster", "tpu",
+                         "startup_timeout_seconds"})
 
 
 class Writers:
-  """The run's summary writers: `run` (the run directory itself), `train` and `eval`."""
+  """The run's summary writers: `run` (the run directory itself), `train` and `eval`.
 
-  def __init__(self, run_dir: str):
-    self.run = tf.summary.create_file_writer(run_dir)
-    self.train = tf.summary.create_file_writer(os.path.join(run_dir, "train"))
-    self.eval = tf.summary.create_file_writer(os.path.join(run_dir, "eval"))
+  Args:
+    run_dir: the run directory; None for writers that discard everything (a non-chief worker).
+  """
+
+  def __init__(self, run_dir: Optional[str]):
+    if run_dir is None:
+      self.run = self.train = self.eval = tf.summary.create_noop_writer()
+    else:
+      self.run = tf.summary.create_file_writer(run_dir)
+      self.train = tf.summary.create_file_writer(os.path.join(run_dir, "train"))
+      self.eval = tf.summary.create_file_writer(os.path.join(run_dir, "eval"))
 
   @staticmethod
   def scalars(writer: tf.summary.SummaryWriter, values: dict[str, float], step: int) -> None:
@@ -143,10 +151,12 @@ def gradient_histograms(writer: tf.summary.SummaryWriter, model: tf.keras.Model,
 
 def train_scalars(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer) -> dict[str, float]:
   """The model's global weight norm, the learning rate, and the loss scale under float16."""
+  # Through convert_to_tensor: float() of a Keras variable fails under tf.distribute.
   values = {"weight_norm": float(tf.linalg.global_norm(model.trainable_variables)),
-            "learning_rate": float(optimizer.learning_rate)}
+            "learning_rate": float(tf.convert_to_tensor(optimizer.learning_rate))}
   if isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer):
-    values["loss_scale"] = float(optimizer.dynamic_scale if optimizer.built else optimizer.initial_scale)
+    values["loss_scale"] = float(tf.convert_to_tensor(optimizer.dynamic_scale) if optimizer.built
+                                 else optimizer.initial_scale)
   return values
 
 

@@ -7,13 +7,14 @@ in `cnn/steps.py`; this file decides when things happen (logging, evaluation, su
 import math
 import os
 import time
-from typing import Any
+from typing import Any, Iterable
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from cnn import data as data_lib
+from cnn import distribute
 from cnn import models
 from cnn import optim
 from cnn import run_dir as run_dir_lib
@@ -24,18 +25,19 @@ from cnn.errors import UserError
 from cnn.models.layer_table import layer_table
 
 
-def evaluate(eval_step: steps.EvalStep, dataset: tf.data.Dataset,
+def evaluate(eval_step: steps.EvalStep, dataset: Iterable,
              metrics: steps.Metrics) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-  """One pass of `eval_step` over `dataset`.
+  """One pass of `eval_step` over `dataset` (distributed batches of images, labels, indices).
 
   Returns:
-    The mean loss and accuracy, and each example's `predictions` and `confidence` in dataset order.
+    The mean loss and accuracy, and each example's `predictions` and `confidence` in split order
+    (replicas and workers see the examples out of order; their indices put them back).
   """
   metrics.reset()
-  outputs = []
-  for images, labels in dataset:
-    outputs.append(eval_step(images, labels))
-  return metrics.result(), {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
+  outputs = [eval_step(batch) for batch in dataset]
+  outputs = {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
+  order = np.argsort(outputs.pop("index"), kind="stable")
+  return metrics.result(), {key: values[order] for key, values in outputs.items()}
 
 
 def train_and_evaluate(config: Config) -> dict[str, Any]:
@@ -54,31 +56,40 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   """
   # ---------------------------------------------------------------- Check the settings.
   config.validate()
+  strategy = distribute.make_strategy(config)
+  chief = distribute.is_chief(strategy)
   run_dir = config.run_dir or run_dir_lib.default_run_dir(config)
-  run_dir_lib.check(run_dir, config.overwrite)
+  if chief:
+    run_dir_lib.check(run_dir, config.overwrite)
   tf.keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()  # Process-wide; TensorFlow cannot undo it.
+  per_replica_batch = distribute.per_replica_batch_size(strategy, config.batch_size, "batch_size")
+  distribute.per_replica_batch_size(strategy, config.eval_batch_size, "eval_batch_size")
 
   # ---------------------------------------------------------------- Model, optimizer, loss, metrics.
   # Built before the splits are read, so that a bad name or shape fails in a second.
   builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
   info = data_lib.dataset_info(builder)
-  model = models.build_model(config, info)
-  model(tf.zeros((1, *info.image_shape)))  # Builds the variables.
-  optimizer = optim.build_optimizer(config)
-  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-  train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
-  train_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics)
-  eval_step = steps.make_eval_step(model, loss_fn, eval_metrics)
+  with strategy.scope():
+    model = models.build_model(config, info)
+    model(tf.zeros((1, *info.image_shape)))  # Builds the variables.
+    optimizer = optim.build_optimizer(config)
+    optimizer.build(model.trainable_variables)
+    train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+  train_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size)
+  eval_step = steps.make_eval_step(model, loss_fn, eval_metrics, strategy)
   model_table = layer_table(model, info.image_shape)
   logging.info("Model %s:\n%s", config.model, model_table)
 
   # ---------------------------------------------------------------- Data.
   train_split = data_lib.load_split(builder, config.train_split)
   eval_split = data_lib.load_split(builder, config.eval_split)
-  train_ds = data_lib.train_dataset(train_split, config.batch_size, config.seed)
-  eval_ds = data_lib.eval_dataset(eval_split, config.eval_batch_size)
+  train_ds = strategy.distribute_datasets_from_function(
+      lambda context: data_lib.train_dataset(train_split, config.batch_size, config.seed, context))
+  eval_ds = strategy.distribute_datasets_from_function(
+      lambda context: data_lib.eval_dataset(eval_split, config.eval_batch_size, context))
   steps_per_epoch = len(train_split) // config.batch_size
   total_steps = config.train_steps or config.epochs * steps_per_epoch
   num_epochs = math.ceil(total_steps / steps_per_epoch)
@@ -87,20 +98,25 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
                "×".join(map(str, info.image_shape)), info.num_classes)
 
   # ---------------------------------------------------------------- Run directory.
-  run_dir_lib.prepare(run_dir, config.overwrite)
-  run_dir_lib.write_flags(run_dir, config)
-  writers = summaries.Writers(run_dir)
+  # Only the chief writes the run directory; other workers' summaries go nowhere.
+  if chief:
+    run_dir_lib.prepare(run_dir, config.overwrite)
+    run_dir_lib.write_flags(run_dir, config)
+  writers = summaries.Writers(run_dir if chief else None)
   summaries.write_run_info(writers.run, config, info, model_table, model.count_params(),
                            os.path.basename(os.path.normpath(run_dir)))
-  if config.summary_images:
-    summaries.write_input_grid(writers.train, train_ds, info.class_names, config.summary_images)
+  if config.summary_images and chief:
+    summaries.write_input_grid(writers.train, data_lib.train_dataset(train_split, config.batch_size, config.seed),
+                               info.class_names, config.summary_images)
   # The same step, also writing weight and gradient histograms: run only on due steps, so that
   # the other steps carry no summary op at all.
-  histogram_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics,
+  histogram_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size,
                                          summaries.gradient_histograms(writers.train, model, optimizer))
-  profiler = summaries.Profiler(os.path.join(run_dir, "train"), config.profile_steps, total_steps)
-  logging.info("Run directory %s: %d steps (%d epochs of %d steps, batch %d)", run_dir, total_steps,
-               num_epochs, steps_per_epoch, config.batch_size)
+  profiler = summaries.Profiler(os.path.join(run_dir, "train"), config.profile_steps if chief else (0, 0),
+                                total_steps)
+  logging.info("Run directory %s: %d steps (%d epochs of %d steps), global batch %d = %d replicas × %d",
+               run_dir, total_steps, num_epochs, steps_per_epoch, config.batch_size,
+               strategy.num_replicas_in_sync, per_replica_batch)
 
   # ---------------------------------------------------------------- Train.
   step, train_seconds, loop_start = 0, 0.0, time.perf_counter()
@@ -154,6 +170,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   }
   writers.scalars(writers.run, {k: v for k, v in results.items() if not isinstance(v, str)}, step)
   writers.close()
+  if not chief:
+    return results
   run_dir_lib.write_results(run_dir, results)
   print(f"{config.eval_split} accuracy: {results['eval_accuracy']:.4f}  (loss {results['eval_loss']:.4f}, "
         f"{step} steps, {train_seconds:.0f} s of training; results in {run_dir})")

@@ -10,10 +10,17 @@ from unittest import mock
 from absl import flags
 from absl.testing import flagsaver
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_TFDS = REPO.parent / "shared" / "tfds"
+
+# Two logical CPU devices, so that MirroredStrategy has two replicas in-process. It must happen
+# before TensorFlow starts its runtime; single-device code keeps using the first one.
+TEST_CPU_DEVICES = 2
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * TEST_CPU_DEVICES)
 
 requires_shared_tfds = pytest.mark.skipif(
     not (SHARED_TFDS / "cifar10").is_dir(),

@@ -61,9 +61,10 @@ def test_each_epoch_is_a_seeded_permutation_without_the_remainder():
 def test_eval_covers_the_split_once_in_order():
   split = data.Split(images=np.full((10, 2, 2, 1), 255, np.uint8), labels=np.arange(10, dtype=np.int32))
   batches = list(data.eval_dataset(split, batch_size=4))
-  assert [len(labels) for _, labels in batches] == [4, 4, 2]
-  np.testing.assert_array_equal(np.concatenate([labels for _, labels in batches]), np.arange(10))
-  assert all(float(tf.reduce_min(images)) == 1.0 for images, _ in batches)
+  assert [len(labels) for _, labels, _ in batches] == [4, 4, 2]
+  np.testing.assert_array_equal(np.concatenate([labels for _, labels, _ in batches]), np.arange(10))
+  np.testing.assert_array_equal(np.concatenate([index for _, _, index in batches]), np.arange(10))
+  assert all(float(tf.reduce_min(images)) == 1.0 for images, _, _ in batches)
 
 
 def test_unknown_dataset_suggests_names():

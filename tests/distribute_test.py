@@ -1,0 +1,158 @@
+"""tf.distribute: mirrored replicas compute the one-device run; several workers on 127.0.0.1."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnn import data
+from cnn import distribute
+from cnn import steps
+from cnn import train
+from cnn.config import Config
+from cnn.models.simple_cnn import SimpleCNN
+from conftest import REPO, run_cli, run_dir_files
+import tiny_tfds
+
+TINY_MODEL = ["--conv_filters=8", "--dense_units=16", "--eval_batch_size=10"]
+
+
+def train_weights(strategy, split, num_steps=6, batch_size=16):
+  """Weights after `num_steps` deterministic train steps under `strategy`."""
+  tf.keras.utils.set_random_seed(0)
+  with strategy.scope():
+    model = SimpleCNN(3, conv_filters=(8,), pool_sizes=(2,), dense_units=(16,), dropout=0.0)
+    model(tf.zeros((1, *tiny_tfds.IMAGE_SHAPE)))
+    optimizer = tf.keras.optimizers.SGD(0.1, momentum=0.9)
+    optimizer.build(model.trainable_variables)
+    metrics = steps.Metrics("train")
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+  train_step = steps.make_train_step(model, optimizer, loss_fn, metrics, strategy, batch_size)
+  iterator = iter(strategy.distribute_datasets_from_function(
+      lambda context: data.train_dataset(split, batch_size, seed=0, input_context=context)))
+  for _ in range(num_steps):
+    train_step(iterator)
+  return [v.numpy() for v in model.trainable_variables], metrics.result()
+
+
+def test_mirrored_replicas_match_one_device_at_the_same_global_batch(tiny_data_dir):
+  split = data.load_split(data.get_builder(tiny_tfds.NAME, tiny_data_dir), "train")
+  mirrored = distribute.make_strategy(Config(strategy="mirrored", cpu_devices=2))
+  assert mirrored.num_replicas_in_sync == 2
+  one_device, one_metrics = train_weights(tf.distribute.get_strategy(), split)
+  two_replicas, two_metrics = train_weights(mirrored, split)
+  initial, _ = train_weights(tf.distribute.get_strategy(), split, num_steps=0)
+  for a, b, start in zip(one_device, two_replicas, initial):
+    assert not np.allclose(a, start)  # The steps moved the weights ...
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # ... by the same amount.
+  assert one_metrics == pytest.approx(two_metrics, rel=1e-5)
+
+
+def test_mirrored_run_end_to_end_matches_the_default_strategy(tiny_data_dir, tmp_path):
+  args = ["--dataset=" + tiny_tfds.NAME, f"--data_dir={tiny_data_dir}", "--train_steps=12", "--batch_size=16",
+          "--optimizer=sgd", "--learning_rate=0.1", "--log_every_steps=3", "--histogram_every_steps=4",
+          *TINY_MODEL]
+  results = {}
+  for name in ("default", "mirrored"):
+    code, stderr = run_cli(train.main, [*args, f"--strategy={name}", "--cpu_devices=2",
+                                        f"--run_dir={tmp_path / name}"])
+    assert code == 0, stderr
+    results[name] = json.loads((tmp_path / name / "results.json").read_text())
+  for key in ("eval_accuracy", "eval_loss", "train_accuracy", "train_loss"):
+    assert results["mirrored"][key] == pytest.approx(results["default"][key], rel=1e-5), key
+
+
+def test_global_batch_must_divide_across_replicas(tiny_data_dir, tmp_path):
+  code, stderr = run_cli(train.main, [f"--dataset={tiny_tfds.NAME}", f"--data_dir={tiny_data_dir}",
+                                      "--strategy=mirrored", "--cpu_devices=2", "--batch_size=15",
+                                      f"--run_dir={tmp_path / 'run'}"])
+  assert code == 2
+  assert stderr.strip() == "error: --batch_size=15 is the global batch; it must divide evenly across 2 replicas"
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["--strategy=multi_worker_mirrored"], {}, "needs the TF_CONFIG environment variable"),
+    (["--strategy=multi_worker_mirrored"], {"TF_CONFIG": "{cluster"}, "TF_CONFIG is not valid JSON"),
+    (["--strategy=tpu"], {}, "--strategy=tpu needs --tpu=ADDRESS"),
+    (["--strategy=gpus"], {}, "--strategy=gpus is not one of: default, one_device, mirrored"),
+    (["--cpu_devices=3"], {}, "--cpu_devices=3 must be applied before TensorFlow starts"),
+])
+def test_strategy_errors_are_one_line(monkeypatch, tmp_path, argv, env, message):
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  for key, value in env.items():
+    monkeypatch.setenv(key, value)
+  code, stderr = run_cli(train.main, [*argv, f"--run_dir={tmp_path / 'run'}"])
+  assert code == 2 and len(stderr.strip().splitlines()) == 1 and message in stderr, stderr
+  assert not (tmp_path / "run").exists()
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def launch_workers(addresses, run_dir, data_dir, extra=(), indices=None, timeout=240):
+  """Starts one `python -m cnn.train` per worker index on loopback; returns their (code, stderr).
+
+  Every process is bounded in time and SIGKILLed if it overruns (the strategy swallows SIGTERM).
+  """
+  processes = []
+  for index in indices if indices is not None else range(len(addresses)):
+    tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+    processes.append(subprocess.Popen(
+        [sys.executable, "-m", "cnn.train", f"--dataset={tiny_tfds.NAME}", f"--data_dir={data_dir}",
+         "--nodownload", "--strategy=multi_worker_mirrored", "--train_steps=12", "--batch_size=16",
+         "--log_every_steps=4", f"--run_dir={run_dir}", *TINY_MODEL, *extra],
+        cwd=REPO, env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  outcomes = []
+  for process in processes:
+    try:
+      _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      for p in processes:
+        p.send_signal(signal.SIGKILL)
+      raise
+    outcomes.append((process.returncode, stderr))
+  return outcomes
+
+
+def test_two_workers_on_loopback_train_and_only_the_chief_writes(tiny_data_dir, tmp_path):
+  addresses = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+  run_dir = tmp_path / "run"
+  outcomes = launch_workers(addresses, run_dir, tiny_data_dir)
+  for code, stderr in outcomes:
+    assert code == 0, stderr[-3000:]
+  files = run_dir_files(run_dir)
+  assert {"flags.txt", "results.json"} <= files
+  assert len([f for f in files if f.startswith("train/events")]) == 1  # The chief's writer alone.
+  assert len([f for f in files if f.startswith("eval/events")]) == 1
+  results = json.loads((run_dir / "results.json").read_text())
+  assert results["steps"] == 12
+
+  # The same run on one device: two workers compute the same global steps.
+  code, stderr = run_cli(train.main, [f"--dataset={tiny_tfds.NAME}", f"--data_dir={tiny_data_dir}",
+                                      "--train_steps=12", "--batch_size=16", f"--run_dir={tmp_path / 'one'}",
+                                      *TINY_MODEL])
+  assert code == 0, stderr
+  one = json.loads((tmp_path / "one" / "results.json").read_text())
+  for key in ("eval_accuracy", "eval_loss", "train_loss"):
+    assert results[key] == pytest.approx(one[key], rel=1e-4), key
+
+
+def test_a_worker_that_never_starts_ends_the_run_with_the_timeout_message(tiny_data_dir, tmp_path):
+  addresses = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+  [(code, stderr)] = launch_workers(addresses, tmp_path / "run", tiny_data_dir, indices=[0],
+                                    extra=["--startup_timeout_seconds=5"], timeout=120)
+  assert code == -signal.SIGKILL
+  assert stderr.strip().splitlines()[-1].startswith(
+      "error: the cluster did not come up within --startup_timeout_seconds=5 ")
+  assert not (tmp_path / "run").exists()
