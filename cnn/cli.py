@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 from absl import app
 from absl import flags
 
+from cnn.errors import Interrupted
 from cnn.errors import UserError
 
 
@@ -36,5 +37,8 @@ def run(main: Callable[[Sequence[str]], None], takes_arguments: bool = False) ->
       main(argv)
     except UserError as e:
       _fail(str(e))
+    except Interrupted as e:
+      print(str(e), file=sys.stderr)
+      sys.exit(128 + e.signum)
 
   app.run(guarded_main, flags_parser=_parse_flags)

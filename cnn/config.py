@@ -60,6 +60,19 @@ class Config:
   deterministic: bool = _field(False, "Enable TensorFlow op determinism (bitwise reproducible runs).")
   log_every_steps: int = _field(100, "Steps between progress lines and train summaries.", minimum=1)
 
+  # Checkpoints.
+  checkpoint_every_steps: int = _field(
+      500, "Steps between checkpoints; one is also saved at each epoch end, at the end, and on "
+      "SIGTERM/SIGINT (0: only those).", minimum=0)
+  keep_checkpoints: int = _field(3, "Latest checkpoints kept (the best by eval accuracy is kept besides).",
+                                 minimum=1)
+
+  def differences(self, other: "Config") -> list[str]:
+    """The fields that change the run (not in RESUMABLE_FIELDS) and differ, as `--name=self (other)`."""
+    return [f"--{name}={_flag_text(getattr(self, name))} (the run has {_flag_text(getattr(other, name))})"
+            for name in (f.name for f in dataclasses.fields(self))
+            if name not in RESUMABLE_FIELDS and getattr(self, name) != getattr(other, name)]
+
   def validate(self) -> "Config":
     """Checks numbers and choices; raises UserError naming the flag. Returns self."""
     for field in dataclasses.fields(self):
@@ -93,3 +106,16 @@ class Config:
       else:
         lines.append(f"--{field.name}={value}")
     return "\n".join(lines) + "\n"
+
+
+# Checkpoints: the fields a resumed run may change, because they do not change what it computes (its
+# length, where it runs from, what and how often it logs and saves). Every other field must match the
+# run's flags.txt for `--run_dir` to resume. A new field changes the run unless it is listed here.
+RESUMABLE_FIELDS = frozenset({
+    "epochs", "train_steps", "run_dir", "overwrite", "data_dir", "download", "log_every_steps",
+    "checkpoint_every_steps", "keep_checkpoints",
+})
+
+
+def _flag_text(value: Any) -> str:
+  return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)

@@ -24,11 +24,15 @@ class Metrics:
     self.loss.reset_state()
     self.accuracy.reset_state()
 
+  def variables(self) -> list[tf.Variable]:
+    """The running totals and counts, for checkpoints (a resumed epoch continues its means)."""
+    return [*self.loss.variables, *self.accuracy.variables]
+
   def result(self) -> dict[str, float]:
     return {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
 
 
-TrainStep = Callable[[Iterator], None]
+TrainStep = Callable[[Iterator], dict[str, tf.Tensor]]
 EvalStep = Callable[[tf.Tensor, tf.Tensor], None]
 
 
@@ -37,18 +41,21 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
   """A compiled step that takes the next batch from `iterator`: forward, loss, gradients, update.
 
   The iterator is read inside the `tf.function` (as Orbit does), so that several steps per call
-  and `tf.distribute` can be added without changing the caller.
+  and `tf.distribute` can be added without changing the caller. Returns the step's `loss` and
+  `gradient_norm` (global L2 norm of the gradients), which the NaN guard checks (cnn/guard.py).
   """
 
   @tf.function
-  def train_step(iterator: Iterator) -> None:
+  def train_step(iterator: Iterator) -> dict[str, tf.Tensor]:
     images, labels = next(iterator)
     with tf.GradientTape() as tape:
       logits = model(images, training=True)
       loss = loss_fn(labels, logits)
     gradients = tape.gradient(loss, model.trainable_variables)
+    gradient_norm = tf.linalg.global_norm(gradients)
     optimizer.apply_gradients(zip(gradients, model.trainable_variables))
     metrics.update(loss, labels, logits)
+    return {"loss": loss, "gradient_norm": gradient_norm}
 
   return train_step
 

@@ -4,22 +4,26 @@
 in `cnn/steps.py`; this file decides when things happen (logging, evaluation, summaries).
 """
 
+import contextlib
 import math
+import os
+import signal
 import time
 from typing import Any
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 
+from cnn import checkpoints
 from cnn import data as data_lib
+from cnn import guard
 from cnn import models
 from cnn import optim
 from cnn import run_dir as run_dir_lib
 from cnn import steps
 from cnn import summaries
 from cnn.config import Config
-from cnn.errors import UserError
+from cnn.errors import Interrupted
 from cnn.models.layer_table import layer_table
 
 
@@ -34,7 +38,8 @@ def evaluate(eval_step: steps.EvalStep, dataset: tf.data.Dataset, metrics: steps
 def train_and_evaluate(config: Config) -> dict[str, Any]:
   """Trains `config.model` on `config.dataset`, evaluating at every epoch end.
 
-  Writes flags.txt, results.json and TensorBoard event files into the run directory.
+  Writes flags.txt, results.json, checkpoints and TensorBoard event files into the run directory.
+  A run directory that holds a run with the same settings resumes it from its latest checkpoint.
 
   Args:
     config: the run's settings.
@@ -43,12 +48,13 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
     The contents of results.json.
 
   Raises:
-    UserError: for settings, data or a run directory that cannot be used.
+    UserError: for settings, data or a run directory that cannot be used, or non-finite training.
+    Interrupted: on SIGTERM/SIGINT, after saving a checkpoint.
   """
   # ---------------------------------------------------------------- Check the settings.
   config.validate()
   run_dir = config.run_dir or run_dir_lib.default_run_dir(config)
-  run_dir_lib.check(run_dir, config.overwrite)
+  resuming = run_dir_lib.check(run_dir, config)
   tf.keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()  # Process-wide; TensorFlow cannot undo it.
@@ -85,32 +91,55 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   logging.info("Run directory %s: %d steps (%d epochs of %d steps, batch %d)", run_dir, total_steps,
                num_epochs, steps_per_epoch, config.batch_size)
 
-  # ---------------------------------------------------------------- Train.
-  step, train_seconds, loop_start = 0, 0.0, time.perf_counter()
+  # ---------------------------------------------------------------- Checkpoints: restore or start.
   train_iterator = iter(train_ds)
-  for epoch in range(1, num_epochs + 1):
-    train_metrics.reset()
-    epoch_start = interval_start = time.perf_counter()
-    interval_steps = 0
-    for _ in range(min(steps_per_epoch, total_steps - step)):
-      train_step(train_iterator)
-      step, interval_steps = step + 1, interval_steps + 1
-      if step % config.log_every_steps == 0:
-        images_per_second = interval_steps * config.batch_size / (time.perf_counter() - interval_start)
-        eta = (total_steps - step) * config.batch_size / images_per_second
-        _log_progress(step, total_steps, epoch, train_metrics.result(), images_per_second, eta, writers)
-        interval_start, interval_steps = time.perf_counter(), 0
-    train_seconds += time.perf_counter() - epoch_start
-    train_results = train_metrics.result()
+  checkpointer = checkpoints.Checkpointer(run_dir, model, optimizer, train_iterator,
+                                          train_metrics.variables(), config.keep_checkpoints)
+  step = checkpointer.restore() if resuming else 0
+  if step:
+    print(f"Resuming {run_dir} from step {step} (epoch {step // steps_per_epoch + 1}) of {total_steps}: "
+          f"{checkpointer.last_saved}", flush=True)
 
-    # -------------------------------------------------------------- Evaluate at each epoch end.
+  # ---------------------------------------------------------------- Train.
+  train_seconds, loop_start = 0.0, time.perf_counter()
+  eval_results = None
+  with checkpoints.stop_on_signals() as signals, contextlib.closing(writers):
+    for epoch in range(step // steps_per_epoch + 1, num_epochs + 1):
+      if step % steps_per_epoch == 0:  # Not when resuming mid-epoch: the running means were restored.
+        train_metrics.reset()
+      epoch_start = interval_start = time.perf_counter()
+      interval_steps = 0
+      for _ in range(min(epoch * steps_per_epoch, total_steps) - step):
+        outputs = train_step(train_iterator)
+        step, interval_steps = step + 1, interval_steps + 1
+        guard.check(step, outputs, checkpointer.describe_last())  # Before any save: NaN never reaches disk.
+        checkpointer.after_step(step, epoch, config.checkpoint_every_steps)
+        if signals:
+          _stop(checkpointer, step, epoch, signals[0], run_dir)
+        if step % config.log_every_steps == 0:
+          images_per_second = interval_steps * config.batch_size / (time.perf_counter() - interval_start)
+          eta = (total_steps - step) * config.batch_size / images_per_second
+          _log_progress(step, total_steps, epoch, train_metrics.result(), images_per_second, eta, writers)
+          interval_start, interval_steps = time.perf_counter(), 0
+      train_seconds += time.perf_counter() - epoch_start
+      if step > total_steps:
+        break  # Resumed past a shortened --train_steps: nothing left to train.
+      train_results = train_metrics.result()
+
+      # ------------------------------------------------------------ Evaluate (and save) at each epoch end.
+      eval_results = evaluate(eval_step, eval_ds, eval_metrics)
+      writers.scalars(writers.eval, eval_results, step)
+      writers.flush()
+      checkpointer.after_eval(step, epoch, eval_results["accuracy"])
+      logging.info("epoch %d/%d  step %d  train loss %.4f accuracy %.4f  eval loss %.4f accuracy %.4f",
+                   epoch, num_epochs, step, train_results["loss"], train_results["accuracy"],
+                   eval_results["loss"], eval_results["accuracy"])
+      if signals:
+        _stop(checkpointer, step, epoch, signals[0], run_dir)
+  checkpointer.save(step, math.ceil(step / steps_per_epoch))
+  if eval_results is None:  # A resumed run that had nothing left to train.
     eval_results = evaluate(eval_step, eval_ds, eval_metrics)
-    writers.scalars(writers.eval, eval_results, step)
-    writers.flush()
-    logging.info("epoch %d/%d  step %d  train loss %.4f accuracy %.4f  eval loss %.4f accuracy %.4f",
-                 epoch, num_epochs, step, train_results["loss"], train_results["accuracy"],
-                 eval_results["loss"], eval_results["accuracy"])
-  writers.close()
+  train_results = train_metrics.result()
 
   # ---------------------------------------------------------------- Results.
   results = {
@@ -123,7 +152,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
       "wall_seconds": time.perf_counter() - loop_start,  # Training and evaluation.
       "steps": step,
       "epochs": step / steps_per_epoch,
-      "images_per_second": step * config.batch_size / train_seconds,
+      "images_per_second": step * config.batch_size / train_seconds if train_seconds else 0.0,
       "num_parameters": model.count_params(),
   }
   run_dir_lib.write_results(run_dir, results)
@@ -134,14 +163,19 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
 
 def _log_progress(step: int, total_steps: int, epoch: int, train_results: dict[str, float],
                   images_per_second: float, eta_seconds: float, writers: summaries.Writers) -> None:
-  """The progress line and the train scalars; stops the run on a non-finite loss."""
-  if not np.isfinite(train_results["loss"]):
-    raise UserError(f"training loss became {train_results['loss']} by step {step}; try a lower "
-                    "--learning_rate")
+  """The progress line and the train scalars."""
   logging.info("step %d/%d  epoch %d  loss %.4f  accuracy %.4f  %.0f images/s  ETA %s", step, total_steps,
                epoch, train_results["loss"], train_results["accuracy"], images_per_second,
                _duration(eta_seconds))
   writers.scalars(writers.train, {**train_results, "images_per_second": images_per_second}, step)
+
+
+def _stop(checkpointer: checkpoints.Checkpointer, step: int, epoch: int, signum: int, run_dir: str) -> None:
+  """Saves after the current step and raises checkpoints.Interrupted saying how to resume."""
+  path = checkpointer.save(step, epoch)
+  raise Interrupted(
+      f"stopped by {signal.Signals(signum).name} after step {step}; saved {path}. Resume with the same "
+      f"command, or: python -m cnn.train --flagfile={os.path.join(run_dir, run_dir_lib.FLAGS_FILE)}", signum)
 
 
 def _duration(seconds: float) -> str:
