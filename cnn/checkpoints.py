@@ -17,13 +17,19 @@ Layout: `<run_dir>/checkpoints/ckpt-<step>.*` (the latest `--keep_checkpoints`) 
 """
 
 import contextlib
+import dataclasses
 import os
 import signal
 from typing import Iterator, Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
+from cnn import data as data_lib
+from cnn import models
+from cnn import run_dir as run_dir_lib
+from cnn.config import Config
 from cnn.errors import UserError
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -70,7 +76,7 @@ def restore_model(model: tf.keras.Model, path: str) -> None:
   """
   checkpoint = tf.train.Checkpoint(model_variables=model_variables(model))
   try:
-    checkpoint.read(path).assert_existing_objects_matched()
+    checkpoint.read(path).expect_partial().assert_existing_objects_matched()  # Other state is not needed.
   except _READ_ERRORS as e:
     raise UserError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
   except (AssertionError, ValueError) as e:
@@ -81,6 +87,28 @@ def restore_model(model: tf.keras.Model, path: str) -> None:
     extra = sorted(n.split("/", 1)[1].rsplit("/.ATTRIBUTES", 1)[0].replace(".S", "/") for n in saved - expected)
     raise UserError(f"checkpoint {path} is of another model: it has variables this model lacks "
                     f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}); check the run's flags")
+
+
+@dataclasses.dataclass
+class TrainedModel:
+  """A run's model with a checkpoint restored, and what it was trained on."""
+  config: Config
+  builder: tfds.core.DatasetBuilder
+  info: data_lib.DatasetInfo
+  model: tf.keras.Model
+  checkpoint: str
+
+
+def load_trained_model(run_dir: str, which: str = "latest") -> TrainedModel:
+  """Rebuilds a run's model from its flags.txt and restores checkpoint `which` (latest, best or a path)."""
+  config = run_dir_lib.read_config(run_dir)
+  path = resolve(run_dir, which)
+  builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
+  info = data_lib.dataset_info(builder)
+  model = models.build_model(config, info)
+  model(tf.zeros((1, *info.image_shape)))  # Build first: restoring into an unbuilt model skips variables.
+  restore_model(model, path)
+  return TrainedModel(config, builder, info, model, path)
 
 
 class Checkpointer:

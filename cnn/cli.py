@@ -22,6 +22,25 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
     _fail(str(e).splitlines()[0])
 
 
+def define_flag(define: Callable[..., None], name: str, default, help_text: str, **kwargs) -> None:
+  """`define(name, default, help_text)` (an absl DEFINE_*) unless a flag of that name exists already.
+
+  The entry points (train, evaluate, export, predict) share names such as --run_dir and
+  --overwrite with the same meaning; this lets one process (the tests) import them all. Import
+  cnn.train before the others there, since its flags are generated without this check. An entry
+  point that needs a flag given checks `flags.FLAGS[name].present`, as defaults may be shared.
+  """
+  if name not in flags.FLAGS:
+    define(name, default, help_text, **kwargs)
+
+
+def required(name: str) -> str:
+  """The value of flag `name`; raises UserError if it was not given on the command line."""
+  if not flags.FLAGS[name].present:
+    raise UserError(f"--{name} is required")
+  return flags.FLAGS[name].value
+
+
 def run(main: Callable[[Sequence[str]], None], takes_arguments: bool = False) -> None:
   """`absl.app.run(main)` that reports `UserError` and flag errors as one line and exits 2.
 
