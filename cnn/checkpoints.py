@@ -19,6 +19,7 @@ Layout: `<run_dir>/checkpoints/ckpt-<step>.*` (the latest `--keep_checkpoints`) 
 import contextlib
 import dataclasses
 import os
+import re
 import signal
 from typing import Iterator, Optional, Sequence
 
@@ -39,6 +40,10 @@ BEST_DIR = os.path.join(CHECKPOINTS_DIR, "best")
 _SIGKILL_ENV = "CNN_TEST_SIGKILL_AT_STEP"
 # Errors of a checkpoint file that cannot be read (truncated, corrupt, missing shards).
 _READ_ERRORS = (tf.errors.OpError, IndexError)  # IndexError: "Read less bytes than requested".
+
+
+class _Unreadable(UserError):
+  """A checkpoint file that cannot be read (as opposed to one that does not fit)."""
 
 
 def model_variables(model: tf.keras.Model) -> dict[str, tf.Variable]:
@@ -73,6 +78,7 @@ def restore_model(model: tf.keras.Model, path: str) -> None:
   The model must be built (by a forward call) first. Raises UserError naming what did not match,
   e.g. for a checkpoint of another model.
   """
+  check_model_fits(model, path)
   checkpoint = tf.train.Checkpoint(model_variables=model_variables(model))
   try:
     checkpoint.read(path).expect_partial().assert_existing_objects_matched()  # Other state is not needed.
@@ -80,12 +86,26 @@ def restore_model(model: tf.keras.Model, path: str) -> None:
     raise UserError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
   except (AssertionError, ValueError) as e:
     raise UserError(_mismatch(path, e)) from None
-  saved = {name for name, _ in tf.train.list_variables(path) if name.startswith("model_variables/")}
-  expected = {f"model_variables/{_escape(k)}/.ATTRIBUTES/VARIABLE_VALUE" for k in model_variables(model)}
-  if saved - expected:
-    extra = sorted(n.split("/", 1)[1].rsplit("/.ATTRIBUTES", 1)[0].replace(".S", "/") for n in saved - expected)
-    raise UserError(f"checkpoint {path} is of another model: it has variables this model lacks "
-                    f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}); check the run's flags")
+
+
+def check_model_fits(model: tf.keras.Model, path: str) -> None:
+  """Raises UserError naming the variables whose names or shapes differ between checkpoint and model."""
+  try:
+    listed = tf.train.list_variables(path)
+  except _READ_ERRORS as e:
+    raise _Unreadable(f"cannot read checkpoint {path}: {_first_line(e)}") from None
+  prefix, suffix = "model_variables/", "/.ATTRIBUTES/VARIABLE_VALUE"
+  saved = {_unescape(name[len(prefix):-len(suffix)]): tuple(shape) for name, shape in listed
+           if name.startswith(prefix) and name.endswith(suffix)}
+  here = {name: tuple(variable.shape) for name, variable in model_variables(model).items()}
+  problems = [f"{name} is {saved[name]} there, {here[name]} here"
+              for name in sorted(saved.keys() & here.keys()) if saved[name] != here[name]][:2]
+  if saved.keys() - here.keys():
+    problems.append(f"it has variables this model lacks ({_names(saved.keys() - here.keys())})")
+  if here.keys() - saved.keys():
+    problems.append(f"it lacks {_names(here.keys() - saved.keys())}")
+  if problems:
+    raise UserError(f"checkpoint {path} is of another model: {'; '.join(problems)}; check the run's flags")
 
 
 @dataclasses.dataclass
@@ -124,6 +144,7 @@ class Checkpointer:
 
   def __init__(self, run_dir: str, model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
                iterator: Iterator, metric_variables: Sequence[tf.Variable], keep: int):
+    self.model = model
     optimizer.build(model.trainable_variables)  # Slots exist before restoring: assert_consumed sees them.
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -149,8 +170,9 @@ class Checkpointer:
     """
     for path in reversed(self.manager.checkpoints):
       try:
+        check_model_fits(self.model, path)
         self.checkpoint.restore(path).assert_consumed()
-      except _READ_ERRORS as e:
+      except (*_READ_ERRORS, _Unreadable) as e:
         logging.warning("Checkpoint %s cannot be read (%s); falling back to the one before it", path,
                         _first_line(e))
         continue
@@ -220,9 +242,14 @@ def stop_on_signals(signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) ->
       signal.signal(s, h)
 
 
-def _escape(name: str) -> str:
+def _unescape(name: str) -> str:
   # tf.train.Checkpoint escapes "/" in object names as ".S" and "." as "..".
-  return name.replace(".", "..").replace("/", ".S")
+  return re.sub(r"\.(.)", lambda m: "/" if m[1] == "S" else m[1], name)
+
+
+def _names(names) -> str:
+  names = sorted(names)
+  return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def _first_line(error: Exception) -> str:
