@@ -1,0 +1,72 @@
+"""Measures the training checkpoint on CIFAR-10: iterator state size and save time, and the whole.
+
+    python benchmarks/checkpoint_size.py --data_dir=../shared/tfds [--batch_size=32] [--steps=200]
+
+Builds the train pipeline of cnn/data.py and the tutorial's model and optimizer exactly as a run
+does, takes `--steps` training steps, then saves (a) the iterator alone and (b) the whole
+training checkpoint of cnn/checkpoints.py ten times each, printing sizes and median save times.
+"""
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+from cnn import checkpoints
+from cnn import data as data_lib
+from cnn import models
+from cnn import optim
+from cnn import steps
+from cnn.config import Config
+
+flags.DEFINE_string("data_dir", "../shared/tfds", "TFDS data directory holding cifar10.")
+flags.DEFINE_integer("batch_size", 32, "Training batch size.")
+flags.DEFINE_integer("steps", 200, "Training steps before saving.")
+FLAGS = flags.FLAGS
+
+
+def size(prefix):
+  directory, name = os.path.split(prefix)
+  return sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory) if f.startswith(name + "."))
+
+
+def main(argv):
+  del argv
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  config = Config(data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size, download=False)
+  builder = data_lib.get_builder(config.dataset, config.data_dir, False)
+  info = data_lib.dataset_info(builder)
+  split = data_lib.load_split(builder, "train")
+  model = models.build_model(config, info)
+  model(tf.zeros((1, *info.image_shape)))
+  optimizer = optim.build_optimizer(config)
+  metrics = steps.Metrics("train")
+  train_step = steps.make_train_step(model, optimizer, tf.keras.losses.SparseCategoricalCrossentropy(True),
+                                     metrics)
+  iterator = iter(data_lib.train_dataset(split, config.batch_size, config.seed))
+  run_dir = tempfile.mkdtemp(prefix="ckpt_size-")
+  checkpointer = checkpoints.Checkpointer(run_dir, model, optimizer, iterator, metrics.variables(), keep=2)
+  for _ in range(FLAGS.steps):
+    train_step(iterator)
+  iterator_only = tf.train.Checkpoint(iterator=iterator)
+  for what, save in [("iterator alone", lambda i: iterator_only.write(os.path.join(run_dir, f"it-{i}"))),
+                     ("whole checkpoint", lambda i: checkpointer.save(FLAGS.steps + i, 1))]:
+    times, sizes = [], []
+    for i in range(10):
+      train_step(iterator)
+      start = time.perf_counter()
+      path = save(i)
+      times.append(time.perf_counter() - start)
+      sizes.append(size(path))
+    print(f"{what}: {statistics.median(sizes) / 1e6:.2f} MB (min {min(sizes) / 1e6:.2f}, max "
+          f"{max(sizes) / 1e6:.2f}), save {statistics.median(times) * 1e3:.0f} ms median "
+          f"(max {max(times) * 1e3:.0f} ms), CIFAR-10 train {len(split)} examples, batch {config.batch_size}")
+  sys.stdout.flush()
+
+
+if __name__ == "__main__":
+  app.run(main)
