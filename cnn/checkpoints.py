@@ -210,8 +210,10 @@ class Checkpointer:
     self.save(step, epoch)
 
   def describe_last(self) -> str:
-    """Where the last good state is, for messages."""
-    return f"{self.last_saved} (step {self._saved_step})" if self.last_saved else "none yet"
+    """Where the last saved state is, as a clause for messages."""
+    if not self.last_saved:
+      return "no checkpoint was saved yet"
+    return f"the last good checkpoint is {self.last_saved} (step {self._saved_step})"
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ def check(step: int, outputs: dict[str, tf.Tensor], last_checkpoint: str) -> Non
   Args:
     step: the step just taken (1-based).
     outputs: the train step's `loss` and `gradient_norm`.
-    last_checkpoint: the last good checkpoint, to name in the message.
+    last_checkpoint: a clause naming the last good checkpoint (`Checkpointer.describe_last`).
   """
   loss, gradient_norm = float(outputs["loss"]), float(outputs["gradient_norm"])
   if math.isfinite(loss) and math.isfinite(gradient_norm):
@@ -28,4 +28,4 @@ def check(step: int, outputs: dict[str, tf.Tensor], last_checkpoint: str) -> Non
   # let it have its chances: return here while the scale is above its floor (or for a bounded number of
   # consecutive skipped steps), and stop only on a non-finite loss or once the scale has run out.
   raise UserError(f"non-finite training at step {step} (loss {loss}, gradient_norm {gradient_norm}); "
-                  f"the last good checkpoint is {last_checkpoint}; try a lower --learning_rate")
+                  f"{last_checkpoint}; try a lower --learning_rate")

@@ -174,8 +174,8 @@ def _stop(checkpointer: checkpoints.Checkpointer, step: int, epoch: int, signum:
   """Saves after the current step and raises checkpoints.Interrupted saying how to resume."""
   path = checkpointer.save(step, epoch)
   raise Interrupted(
-      f"stopped by {signal.Signals(signum).name} after step {step}; saved {path}. Resume with the same "
-      f"command, or: python -m cnn.train --flagfile={os.path.join(run_dir, run_dir_lib.FLAGS_FILE)}", signum)
+      f"stopped by {signal.Signals(signum).name} after step {step}; saved {path}. Resume with: "
+      f"python -m cnn.train --flagfile={os.path.join(run_dir, run_dir_lib.FLAGS_FILE)}", signum)
 
 
 def _duration(seconds: float) -> str:

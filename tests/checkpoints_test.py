@@ -106,7 +106,7 @@ def test_sigterm_finishes_the_step_saves_and_exits_saying_how_to_resume(tiny_dat
     process.kill()
   last = stderr.strip().splitlines()[-1]
   match = re.fullmatch(rf"stopped by SIGTERM after step (\d+); saved {run}/checkpoints/ckpt-(\d+)\. Resume "
-                       rf"with the same command, or: python -m cnn.train --flagfile={run}/flags.txt", last)
+                       rf"with: python -m cnn.train --flagfile={run}/flags.txt", last)
   assert match and match[1] == match[2] and int(match[1]) >= 20, last
   step = int(match[1])
   assert int(tf.train.load_checkpoint(str(run / "checkpoints" / f"ckpt-{step}")).get_tensor(
