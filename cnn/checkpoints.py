@@ -10,7 +10,7 @@ restarted with the same command ends bit for bit where an uninterrupted run ends
   * the global step, the epoch and the best eval accuracy so far,
   * the running train metrics of the current epoch,
   * the training data iterator (a position in the seeded index stream plus its prefetched batches:
-    about 1 MB for CIFAR-10, see WORKSPACE.md).
+    0.8 MB for CIFAR-10 at batch 32, see WORKSPACE.md).
 
 Layout: `<run_dir>/checkpoints/ckpt-<step>.*` (the latest `--keep_checkpoints`) and
 `<run_dir>/checkpoints/best/ckpt-<step>.*` (the one with the best eval accuracy).

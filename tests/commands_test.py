@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
 from cnn import train  # Before the other entry points: they share its --run_dir and --overwrite flags.
 from cnn import checkpoints
@@ -56,6 +57,18 @@ def test_evaluate_another_split_and_the_best_checkpoint(run):
   results = json.loads((run / "eval_train_50.json").read_text())
   assert np.array(results["confusion_matrix"]).sum() == 50
   assert results["checkpoint"].startswith(str(run / "checkpoints" / "best" / "ckpt-"))
+
+
+def test_the_best_checkpoint_is_the_epoch_with_the_best_eval_accuracy(run):
+  events = event_accumulator.EventAccumulator(str(run / "eval"), size_guidance={event_accumulator.TENSORS: 0})
+  events.Reload()
+  per_epoch = [(float(tf.make_ndarray(e.tensor_proto)), e.step) for e in events.Tensors("accuracy")]
+  assert [step for _, step in per_epoch] == [12, 24]
+  best_accuracy, best_step = max(per_epoch, key=lambda a: (a[0], -a[1]))  # The first of equals.
+  assert run_cli(evaluate.main, [f"--run_dir={run}", "--checkpoint=best"])[0] == 0
+  results = json.loads((run / "eval_test.json").read_text())
+  assert results["checkpoint"] == str(run / "checkpoints" / "best" / f"ckpt-{best_step}")
+  assert results["accuracy"] == pytest.approx(best_accuracy, abs=1e-7)
 
 
 @pytest.mark.parametrize("argv, message", [
