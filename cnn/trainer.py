@@ -95,7 +95,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   train_iterator = iter(train_ds)
   checkpointer = checkpoints.Checkpointer(run_dir, model, optimizer, train_iterator,
                                           train_metrics.variables(), config.keep_checkpoints)
-  step = checkpointer.restore() if resuming else 0
+  step = first_step = checkpointer.restore() if resuming else 0
   if step:
     print(f"Resuming {run_dir} from step {step} (epoch {step // steps_per_epoch + 1}) of {total_steps}: "
           f"{checkpointer.last_saved}", flush=True)
@@ -152,7 +152,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
       "wall_seconds": time.perf_counter() - loop_start,  # Training and evaluation.
       "steps": step,
       "epochs": step / steps_per_epoch,
-      "images_per_second": step * config.batch_size / train_seconds if train_seconds else 0.0,
+      "images_per_second": (step - first_step) * config.batch_size / train_seconds if train_seconds else 0.0,
       "num_parameters": model.count_params(),
   }
   run_dir_lib.write_results(run_dir, results)
