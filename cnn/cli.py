@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 from absl import app
 from absl import flags
 
+from cnn.errors import Interrupted
 from cnn.errors import UserError
 
 
@@ -19,6 +20,25 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:  # unknown flag, bad value, missing flagfile, ...
     _fail(str(e).splitlines()[0])
+
+
+def define_flag(define: Callable[..., None], name: str, default, help_text: str, **kwargs) -> None:
+  """`define(name, default, help_text)` (an absl DEFINE_*) unless a flag of that name exists already.
+
+  The entry points (train, evaluate, export, predict) share names such as --run_dir and
+  --overwrite with the same meaning; this lets one process (the tests) import them all. Import
+  cnn.train before the others there, since its flags are generated without this check. An entry
+  point that needs a flag given checks `flags.FLAGS[name].present`, as defaults may be shared.
+  """
+  if name not in flags.FLAGS:
+    define(name, default, help_text, **kwargs)
+
+
+def required(name: str) -> str:
+  """The value of flag `name`; raises UserError if it was not given on the command line."""
+  if not flags.FLAGS[name].present:
+    raise UserError(f"--{name} is required")
+  return flags.FLAGS[name].value
 
 
 def run(main: Callable[[Sequence[str]], None], takes_arguments: bool = False) -> None:
@@ -36,5 +56,8 @@ def run(main: Callable[[Sequence[str]], None], takes_arguments: bool = False) ->
       main(argv)
     except UserError as e:
       _fail(str(e))
+    except Interrupted as e:
+      print(str(e), file=sys.stderr)
+      sys.exit(128 + e.signum)
 
   app.run(guarded_main, flags_parser=_parse_flags)

@@ -83,6 +83,19 @@ class Config:
   startup_timeout_seconds: float = _field(
       300.0, "A multi-worker run whose cluster is not up by then stops with an error.", above=0.0)
 
+  # Checkpoints.
+  checkpoint_every_steps: int = _field(
+      500, "Steps between checkpoints; one is also saved at each epoch end, at the end, and on "
+      "SIGTERM/SIGINT (0: only those).", minimum=0)
+  keep_checkpoints: int = _field(3, "Latest checkpoints kept (the best by eval accuracy is kept besides).",
+                                 minimum=1)
+
+  def differences(self, other: "Config") -> list[str]:
+    """The fields that change the run (not in RESUMABLE_FIELDS) and differ, as `--name=self (other)`."""
+    return [f"--{name}={_flag_text(getattr(self, name))} (the run has {_flag_text(getattr(other, name))})"
+            for name in (f.name for f in dataclasses.fields(self))
+            if name not in RESUMABLE_FIELDS and getattr(self, name) != getattr(other, name)]
+
   def validate(self) -> "Config":
     """Checks numbers and choices; raises UserError naming the flag. Returns self."""
     for field in dataclasses.fields(self):
@@ -120,3 +133,21 @@ class Config:
       else:
         lines.append(f"--{field.name}={value}")
     return "\n".join(lines) + "\n"
+
+
+# Fields that say where a run reads and writes, how often it reports and saves, and over which
+# devices it runs: none changes what it computes. They are not hyperparameters (HParams dashboard).
+# A new field changes the run unless it is listed here.
+OPERATIONAL_FIELDS = frozenset({
+    "data_dir", "download", "run_dir", "overwrite", "log_every_steps", "checkpoint_every_steps",
+    "keep_checkpoints", "histogram_every_steps", "summary_images", "confusion_matrix", "write_graph",
+    "profile_steps", "strategy", "cpu_devices", "cluster", "tpu", "startup_timeout_seconds",
+})
+# The fields a resumed run may change: its length and the operational fields, except those that
+# change the structure of the checkpointed (distributed) data iterator. Every other field must match
+# the run's flags.txt for `--run_dir` to resume.
+RESUMABLE_FIELDS = (OPERATIONAL_FIELDS | {"epochs", "train_steps"}) - {"strategy", "cpu_devices"}
+
+
+def _flag_text(value: Any) -> str:
+  return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)

@@ -102,12 +102,22 @@ def load_split(builder: tfds.core.DatasetBuilder, split: str) -> Split:
   return Split(images=np.concatenate(images), labels=np.concatenate(labels))
 
 
+def steps_per_epoch(split: Split, batch_size: int) -> int:
+  """Full batches in one pass over `split`. Raises UserError if there is none."""
+  if len(split) < batch_size:
+    raise UserError(f"--batch_size={batch_size} is larger than the training split ({len(split)} examples)")
+  return len(split) // batch_size
+
+
 def train_dataset(split: Split, batch_size: int, seed: int,
-                  input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+                  input_context: Optional[tf.distribute.InputContext] = None,
+                  start_step: int = 0) -> tf.data.Dataset:
   """Endless (images, labels) batches; each epoch a fresh permutation, remainder dropped.
 
   Batches never straddle an epoch, so step `k` of epoch `e` always sees the same examples
-  for a given seed. Images are float32 in [0, 1], labels int32.
+  for a given seed: the data position is a pure function of the step. A resumed run builds
+  the pipeline at its restored step (`start_step`) instead of checkpointing an iterator.
+  Images are float32 in [0, 1], labels int32.
 
   Args:
     split: the training split in memory.
@@ -116,9 +126,9 @@ def train_dataset(split: Split, batch_size: int, seed: int,
     input_context: under `tf.distribute`, which input pipeline this is. Every pipeline draws
       the same global batches and keeps its own slice of each, cut into per-replica batches,
       so a step sees the same examples whatever the number of workers and replicas.
+    start_step: the global step the first batch is for (0 for a fresh run).
   """
-  if len(split) < batch_size:
-    raise UserError(f"--batch_size={batch_size} is larger than the training split ({len(split)} examples)")
+  batches_per_epoch = steps_per_epoch(split, batch_size)
   images, labels = tf.constant(split.images), tf.constant(split.labels)
   num_examples = len(split)
   pipelines, pipeline = (input_context.num_input_pipelines, input_context.input_pipeline_id) if input_context else (1, 0)
@@ -137,8 +147,10 @@ def train_dataset(split: Split, batch_size: int, seed: int,
   def gather(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return normalize(tf.gather(images, indices)), tf.gather(labels, indices)
 
-  return (tf.data.Dataset.counter()
+  first_epoch, steps_into_epoch = divmod(start_step, batches_per_epoch)
+  return (tf.data.Dataset.counter(start=first_epoch)
           .flat_map(epoch_batches)
+          .skip(steps_into_epoch)  # Index batches only: skipping costs microseconds a step.
           .flat_map(replica_batches)
           .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE))

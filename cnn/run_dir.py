@@ -6,6 +6,9 @@ import os
 import shutil
 from typing import Any
 
+from absl import flags
+
+from cnn import flags as cnn_flags
 from cnn.config import Config
 from cnn.errors import UserError
 
@@ -19,27 +22,49 @@ def default_run_dir(config: Config) -> str:
   return os.path.join("runs", f"{config.dataset}-{config.model}-{stamp}")
 
 
-def check(run_dir: str, overwrite: bool) -> None:
-  """Raises UserError unless `prepare(run_dir, overwrite)` may go ahead.
+def check(run_dir: str, config: Config) -> bool:
+  """Raises UserError unless a run may start or resume in `run_dir`; returns whether it resumes.
 
-  A run may start in a missing or empty directory, or, with `overwrite`, in one that holds
-  a run (has a flags.txt). Nothing else is ever deleted, so a mistyped --run_dir with
-  --overwrite cannot wipe unrelated files.
+  A run starts in a missing or empty directory, or, with `config.overwrite`, in one that holds a
+  run (has a flags.txt). Without `--overwrite`, a directory that holds a run resumes it if its
+  flags.txt matches `config` in every field that changes the run (`config.RESUMABLE_FIELDS` may
+  differ); otherwise the differing flags are named. Nothing else is ever deleted, so a mistyped
+  --run_dir with --overwrite cannot wipe unrelated files.
   """
   if os.path.exists(run_dir) and not os.path.isdir(run_dir):
     raise UserError(f"--run_dir={run_dir} is a file, not a directory")
-  if os.path.isdir(run_dir) and os.listdir(run_dir):
-    if not os.path.exists(os.path.join(run_dir, FLAGS_FILE)):
-      raise UserError(f"--run_dir={run_dir} is not empty and holds no run; choose another --run_dir")
-    if not overwrite:
-      raise UserError(f"--run_dir={run_dir} already holds a run; choose another --run_dir, "
-                      "or pass --overwrite to delete it and start afresh")
+  if not (os.path.isdir(run_dir) and os.listdir(run_dir)):
+    return False
+  if not os.path.exists(os.path.join(run_dir, FLAGS_FILE)):
+    raise UserError(f"--run_dir={run_dir} is not empty and holds no run; choose another --run_dir")
+  if config.overwrite:
+    return False
+  differences = config.differences(read_config(run_dir))
+  if differences:
+    raise UserError(f"--run_dir={run_dir} holds a run with other settings: {', '.join(differences)}; "
+                    f"resume it with --flagfile={os.path.join(run_dir, FLAGS_FILE)}, choose another "
+                    "--run_dir, or pass --overwrite to delete it and start afresh")
+  return True
+
+
+def read_config(run_dir: str) -> Config:
+  """The `Config` of the run in `run_dir`, from its flags.txt. Raises UserError."""
+  path = os.path.join(run_dir, FLAGS_FILE)
+  if not os.path.isfile(path):
+    what = "does not exist" if not os.path.exists(run_dir) else f"holds no run (no {FLAGS_FILE})"
+    raise UserError(f"--run_dir={run_dir} {what}")
+  parsed = flags.FlagValues()
+  cnn_flags.define_config_flags(parsed)
+  try:
+    parsed(["prog", f"--flagfile={path}"])
+    return cnn_flags.config_from_flags(parsed)
+  except (flags.Error, UserError) as e:
+    raise UserError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
 
 
 def prepare(run_dir: str, overwrite: bool) -> None:
-  """Creates `run_dir` after `check`; with `overwrite`, deletes the run it holds first."""
-  check(run_dir, overwrite)
-  if overwrite and os.path.isdir(run_dir) and os.listdir(run_dir):
+  """Creates `run_dir` after `check`; with `overwrite`, deletes the run it holds first (checkpoints too)."""
+  if overwrite and os.path.isfile(os.path.join(run_dir, FLAGS_FILE)):  # Only ever a run.
     shutil.rmtree(run_dir)
   os.makedirs(run_dir, exist_ok=True)
 

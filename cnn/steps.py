@@ -28,6 +28,10 @@ class Metrics:
     self.loss.reset_state()
     self.accuracy.reset_state()
 
+  def variables(self) -> list[tf.Variable]:
+    """The running totals and counts, for checkpoints (a resumed epoch continues its means)."""
+    return [*self.loss.variables, *self.accuracy.variables]
+
   def result(self) -> dict[str, float]:
     return {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
 
@@ -66,10 +70,12 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
       histograms of `summaries.gradient_histograms`).
 
   Returns:
-    The step. Each call returns `{"gradient_norm": the global norm of the step's gradients}`.
+    The step. Each call returns the step's `loss` (mean over the global batch) and
+    `gradient_norm` (global L2 norm of the applied gradients), which the NaN guard checks
+    (cnn/guard.py).
   """
 
-  def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+  def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     with tf.GradientTape() as tape:
       logits = model(images, training=True)
       per_example_loss = loss_fn(labels, logits)
@@ -82,12 +88,14 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
     metrics.update(per_example_loss, labels, logits)
     if gradient_summary is not None:
       gradient_summary(gradients)
-    return gradient_norm
+    return loss, gradient_norm
 
   @tf.function
   def train_step(iterator: Iterator) -> dict[str, tf.Tensor]:
-    gradient_norm = strategy.run(replica_step, args=next(iterator))
-    return {"gradient_norm": strategy.reduce(tf.distribute.ReduceOp.MEAN, gradient_norm, axis=None)}
+    loss, gradient_norm = strategy.run(replica_step, args=next(iterator))
+    # Each replica's loss is its share of the global mean; every replica has the same norm.
+    return {"loss": strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+            "gradient_norm": strategy.reduce(tf.distribute.ReduceOp.MEAN, gradient_norm, axis=None)}
 
   return train_step
 

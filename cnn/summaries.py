@@ -26,15 +26,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from cnn import render
+from cnn.config import OPERATIONAL_FIELDS
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.data import Split
-
-# Config fields that say where or how often, not what is trained: not hyperparameters.
-NOT_HPARAMS = frozenset({"data_dir", "download", "run_dir", "overwrite", "log_every_steps",
-                         "histogram_every_steps", "summary_images", "confusion_matrix", "write_graph",
-                         "profile_steps", "strategy", "cpu_devices", "cluster", "tpu",
-                         "startup_timeout_seconds"})
 
 
 class Writers:
@@ -89,13 +84,13 @@ def write_run_info(writer: tf.summary.SummaryWriter, config: Config, info: Datas
 
 
 def hparams(config: Config, num_parameters: int) -> dict[str, Any]:
-  """The run's hyperparameters for the HParams dashboard: every Config field but NOT_HPARAMS.
+  """The run's hyperparameters for the HParams dashboard: every Config field but the operational ones.
 
   Lists (e.g. conv_filters) become strings "32,64"; the model's parameter count is added.
   """
   values = {}
   for name, value in vars(config).items():
-    if name not in NOT_HPARAMS:
+    if name not in OPERATIONAL_FIELDS:
       values[name] = ",".join(map(str, value)) if isinstance(value, tuple) else value
   values["num_parameters"] = num_parameters
   return values

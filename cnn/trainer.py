@@ -1,11 +1,15 @@
 """The outer loop: set up a run, train for the configured steps, evaluate, and write results.
 
 `train_and_evaluate` reads top to bottom in marked sections. The per-batch math lives
-in `cnn/steps.py`; this file decides when things happen (logging, evaluation, summaries).
+in `cnn/steps.py`; this file decides when things happen (logging, evaluation, checkpoints,
+summaries).
 """
 
+import contextlib
 import math
 import os
+import shutil
+import signal
 import time
 from typing import Any, Iterable
 
@@ -13,15 +17,17 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from cnn import checkpoints
 from cnn import data as data_lib
 from cnn import distribute
+from cnn import guard
 from cnn import models
 from cnn import optim
 from cnn import run_dir as run_dir_lib
 from cnn import steps
 from cnn import summaries
 from cnn.config import Config
-from cnn.errors import UserError
+from cnn.errors import Interrupted
 from cnn.models.layer_table import layer_table
 
 
@@ -43,7 +49,8 @@ def evaluate(eval_step: steps.EvalStep, dataset: Iterable,
 def train_and_evaluate(config: Config) -> dict[str, Any]:
   """Trains `config.model` on `config.dataset`, evaluating at every epoch end.
 
-  Writes flags.txt, results.json and TensorBoard event files into the run directory.
+  Writes flags.txt, results.json, checkpoints and TensorBoard event files into the run directory.
+  A run directory that holds a run with the same settings resumes it from its latest checkpoint.
 
   Args:
     config: the run's settings.
@@ -52,15 +59,15 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
     The contents of results.json.
 
   Raises:
-    UserError: for settings, data or a run directory that cannot be used.
+    UserError: for settings, data or a run directory that cannot be used, or non-finite training.
+    Interrupted: on SIGTERM/SIGINT, after saving a checkpoint.
   """
   # ---------------------------------------------------------------- Check the settings.
   config.validate()
   strategy = distribute.make_strategy(config)
   chief = distribute.is_chief(strategy)
   run_dir = config.run_dir or run_dir_lib.default_run_dir(config)
-  if chief:
-    run_dir_lib.check(run_dir, config.overwrite)
+  resuming = run_dir_lib.check(run_dir, config)
   tf.keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()  # Process-wide; TensorFlow cannot undo it.
@@ -86,18 +93,16 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   # ---------------------------------------------------------------- Data.
   train_split = data_lib.load_split(builder, config.train_split)
   eval_split = data_lib.load_split(builder, config.eval_split)
-  train_ds = strategy.distribute_datasets_from_function(
-      lambda context: data_lib.train_dataset(train_split, config.batch_size, config.seed, context))
   eval_ds = strategy.distribute_datasets_from_function(
       lambda context: data_lib.eval_dataset(eval_split, config.eval_batch_size, context))
-  steps_per_epoch = len(train_split) // config.batch_size
+  steps_per_epoch = data_lib.steps_per_epoch(train_split, config.batch_size)
   total_steps = config.train_steps or config.epochs * steps_per_epoch
   num_epochs = math.ceil(total_steps / steps_per_epoch)
   logging.info("%s: %d train examples (%s), %d eval examples (%s), image %s, %d classes", info.name,
                len(train_split), config.train_split, len(eval_split), config.eval_split,
                "×".join(map(str, info.image_shape)), info.num_classes)
 
-  # ---------------------------------------------------------------- Run directory.
+  # ---------------------------------------------------------------- Run directory and summaries.
   # Only the chief writes the run directory; other workers' summaries go nowhere.
   if chief:
     run_dir_lib.prepare(run_dir, config.overwrite)
@@ -118,59 +123,87 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
                run_dir, total_steps, num_epochs, steps_per_epoch, config.batch_size,
                strategy.num_replicas_in_sync, per_replica_batch)
 
-  # ---------------------------------------------------------------- Train.
-  step, train_seconds, loop_start = 0, 0.0, time.perf_counter()
-  train_iterator = iter(train_ds)
-  if config.write_graph:
+  # ---------------------------------------------------------------- Checkpoints: restore or start.
+  write_dir = distribute.worker_dir(strategy, run_dir)  # A temporary directory on non-chief workers.
+  checkpointer = checkpoints.Checkpointer(run_dir, model, optimizer, train_metrics.variables(),
+                                          config.keep_checkpoints, write_dir)
+  step = first_step = checkpointer.restore() if resuming else 0
+  if step:
+    print(f"Resuming {run_dir} from step {step} (epoch {step // steps_per_epoch + 1}) of {total_steps}: "
+          f"{checkpointer.last_saved}", flush=True)
+  # The data position is a function of the step: the pipeline starts where the restored run was.
+  train_iterator = iter(strategy.distribute_datasets_from_function(
+      lambda context: data_lib.train_dataset(train_split, config.batch_size, config.seed, context, step)))
+  if config.write_graph and not step:
     summaries.write_graph(writers.train, train_step, train_iterator)
-  for epoch in range(1, num_epochs + 1):
-    train_metrics.reset()
-    epoch_start = interval_start = time.perf_counter()
-    interval_steps = 0
-    for _ in range(min(steps_per_epoch, total_steps - step)):
-      histograms_due = config.histogram_every_steps and (step + 1) % config.histogram_every_steps == 0
-      with profiler.step(step + 1):
-        outputs = (histogram_step if histograms_due else train_step)(train_iterator)
-      step, interval_steps = step + 1, interval_steps + 1
-      if step % config.log_every_steps == 0:
-        seconds = time.perf_counter() - interval_start
-        images_per_second = interval_steps * config.batch_size / seconds
-        eta = (total_steps - step) * config.batch_size / images_per_second
-        scalars = {"images_per_second": images_per_second, "step_seconds": seconds / interval_steps,
-                   "gradient_norm": float(outputs["gradient_norm"]), **summaries.train_scalars(model, optimizer)}
-        _log_progress(step, total_steps, epoch, train_metrics.result(), scalars, eta, writers)
-        interval_start, interval_steps = time.perf_counter(), 0
-    train_seconds += time.perf_counter() - epoch_start
+
+  # ---------------------------------------------------------------- Train.
+  train_seconds, loop_start = 0.0, time.perf_counter()
+  eval_results = None
+  with checkpoints.stop_on_signals() as signals, contextlib.closing(writers):
+    for epoch in range(step // steps_per_epoch + 1, num_epochs + 1):
+      if step % steps_per_epoch == 0:  # Not when resuming mid-epoch: the running means were restored.
+        train_metrics.reset()
+      epoch_start = interval_start = time.perf_counter()
+      interval_steps = 0
+      for _ in range(min(epoch * steps_per_epoch, total_steps) - step):
+        histograms_due = config.histogram_every_steps and (step + 1) % config.histogram_every_steps == 0
+        with profiler.step(step + 1):
+          outputs = (histogram_step if histograms_due else train_step)(train_iterator)
+        step, interval_steps = step + 1, interval_steps + 1
+        guard.check(step, outputs, checkpointer.describe_last())  # Before any save: NaN never reaches disk.
+        checkpointer.after_step(step, epoch, config.checkpoint_every_steps)
+        if signals:
+          _stop(checkpointer, step, epoch, signals[0], run_dir)
+        if step % config.log_every_steps == 0:
+          seconds = time.perf_counter() - interval_start
+          images_per_second = interval_steps * config.batch_size / seconds
+          eta = (total_steps - step) * config.batch_size / images_per_second
+          scalars = {"images_per_second": images_per_second, "step_seconds": seconds / interval_steps,
+                     "gradient_norm": float(outputs["gradient_norm"]),
+                     **summaries.train_scalars(model, optimizer)}
+          _log_progress(step, total_steps, epoch, train_metrics.result(), scalars, eta, writers)
+          interval_start, interval_steps = time.perf_counter(), 0
+      train_seconds += time.perf_counter() - epoch_start
+      if step > total_steps:
+        break  # Resumed past a shortened --train_steps: nothing left to train.
+      train_results = train_metrics.result()
+
+      # ------------------------------------------------------------ Evaluate (and save) at each epoch end.
+      eval_results, eval_outputs = evaluate(eval_step, eval_ds, eval_metrics)
+      writers.scalars(writers.eval, eval_results, step)
+      summaries.write_eval(writers.eval, step, eval_split, eval_outputs["predictions"],
+                           eval_outputs["confidence"], info.class_names, config)
+      writers.flush()
+      checkpointer.after_eval(step, epoch, eval_results["accuracy"])
+      logging.info("epoch %d/%d  step %d  train loss %.4f accuracy %.4f  eval loss %.4f accuracy %.4f",
+                   epoch, num_epochs, step, train_results["loss"], train_results["accuracy"],
+                   eval_results["loss"], eval_results["accuracy"])
+      if signals:
+        _stop(checkpointer, step, epoch, signals[0], run_dir)
+    profiler.stop()
+    checkpointer.save(step, math.ceil(step / steps_per_epoch))
+    if eval_results is None:  # A resumed run that had nothing left to train.
+      eval_results, _ = evaluate(eval_step, eval_ds, eval_metrics)
     train_results = train_metrics.result()
 
-    # -------------------------------------------------------------- Evaluate at each epoch end.
-    eval_results, eval_outputs = evaluate(eval_step, eval_ds, eval_metrics)
-    writers.scalars(writers.eval, eval_results, step)
-    summaries.write_eval(writers.eval, step, eval_split, eval_outputs["predictions"], eval_outputs["confidence"],
-                         info.class_names, config)
-    writers.flush()
-    logging.info("epoch %d/%d  step %d  train loss %.4f accuracy %.4f  eval loss %.4f accuracy %.4f",
-                 epoch, num_epochs, step, train_results["loss"], train_results["accuracy"],
-                 eval_results["loss"], eval_results["accuracy"])
-  profiler.stop()
-
-  # ---------------------------------------------------------------- Results.
-  results = {
-      "eval_accuracy": eval_results["accuracy"],
-      "eval_loss": eval_results["loss"],
-      "eval_split": config.eval_split,
-      "train_accuracy": train_results["accuracy"],
-      "train_loss": train_results["loss"],
-      "train_seconds": train_seconds,
-      "wall_seconds": time.perf_counter() - loop_start,  # Training and evaluation.
-      "steps": step,
-      "epochs": step / steps_per_epoch,
-      "images_per_second": step * config.batch_size / train_seconds,
-      "num_parameters": model.count_params(),
-  }
-  writers.scalars(writers.run, {k: v for k, v in results.items() if not isinstance(v, str)}, step)
-  writers.close()
+    # -------------------------------------------------------------- Results.
+    results = {
+        "eval_accuracy": eval_results["accuracy"],
+        "eval_loss": eval_results["loss"],
+        "eval_split": config.eval_split,
+        "train_accuracy": train_results["accuracy"],
+        "train_loss": train_results["loss"],
+        "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - loop_start,  # Training and evaluation.
+        "steps": step,
+        "epochs": step / steps_per_epoch,
+        "images_per_second": (step - first_step) * config.batch_size / train_seconds if train_seconds else 0.0,
+        "num_parameters": model.count_params(),
+    }
+    writers.scalars(writers.run, {k: v for k, v in results.items() if not isinstance(v, str)}, step)
   if not chief:
+    shutil.rmtree(write_dir, ignore_errors=True)  # This worker's copy of the checkpoints.
     return results
   run_dir_lib.write_results(run_dir, results)
   print(f"{config.eval_split} accuracy: {results['eval_accuracy']:.4f}  (loss {results['eval_loss']:.4f}, "
@@ -180,14 +213,19 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
 
 def _log_progress(step: int, total_steps: int, epoch: int, train_results: dict[str, float],
                   scalars: dict[str, float], eta_seconds: float, writers: summaries.Writers) -> None:
-  """The progress line and the train scalars (metrics and `scalars`); stops the run on a non-finite loss."""
-  if not np.isfinite(train_results["loss"]):
-    raise UserError(f"training loss became {train_results['loss']} by step {step}; try a lower "
-                    "--learning_rate")
+  """The progress line and the train scalars (metrics and `scalars`)."""
   logging.info("step %d/%d  epoch %d  loss %.4f  accuracy %.4f  %.0f images/s  ETA %s", step, total_steps,
                epoch, train_results["loss"], train_results["accuracy"], scalars["images_per_second"],
                _duration(eta_seconds))
   writers.scalars(writers.train, {**train_results, **scalars}, step)
+
+
+def _stop(checkpointer: checkpoints.Checkpointer, step: int, epoch: int, signum: int, run_dir: str) -> None:
+  """Saves after the current step and raises Interrupted saying how to resume."""
+  path = checkpointer.save(step, epoch)
+  raise Interrupted(
+      f"stopped by {signal.Signals(signum).name} after step {step}; saved {path}. Resume with: "
+      f"python -m cnn.train --flagfile={os.path.join(run_dir, run_dir_lib.FLAGS_FILE)}", signum)
 
 
 def _duration(seconds: float) -> str:

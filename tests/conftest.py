@@ -40,7 +40,7 @@ def mock_tfds():
     yield
 
 
-def run_cli(main, argv: list[str]) -> tuple[int, str]:
+def run_cli(main, argv: list[str], takes_arguments: bool = False) -> tuple[int, str]:
   """Runs an entry point's `main` through `cnn.cli.run` as the command line would.
 
   Returns:
@@ -51,7 +51,7 @@ def run_cli(main, argv: list[str]) -> tuple[int, str]:
   with flagsaver.flagsaver(), mock.patch.object(sys, "argv", ["prog", *argv]), redirect_stderr(stderr):
     flags.FLAGS.unparse_flags()
     try:
-      cli.run(main)  # absl's app.run always ends in sys.exit.
+      cli.run(main, takes_arguments)  # absl's app.run always ends in sys.exit.
     except SystemExit as e:
       code = e.code or 0
   return code, stderr.getvalue()

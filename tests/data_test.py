@@ -86,3 +86,12 @@ def test_batch_larger_than_the_split_is_a_user_error():
   split = data.Split(images=np.zeros((4, 2, 2, 1), np.uint8), labels=np.arange(4, dtype=np.int32))
   with pytest.raises(UserError, match="--batch_size=8 is larger than the training split"):
     data.train_dataset(split, batch_size=8, seed=0)
+
+
+def test_a_pipeline_started_at_a_step_continues_the_stream_exactly():
+  split = data.Split(images=np.zeros((50, 2, 2, 1), np.uint8), labels=np.arange(50, dtype=np.int32))
+  stream = [labels.numpy() for _, labels in data.train_dataset(split, batch_size=8, seed=3).take(20)]
+  for start in (1, 5, 6, 13):  # Mid-epoch, last step of an epoch, an epoch start, a later epoch.
+    resumed = [labels.numpy() for _, labels in
+               data.train_dataset(split, batch_size=8, seed=3, start_step=start).take(20 - start)]
+    np.testing.assert_array_equal(np.stack(resumed), np.stack(stream[start:]))

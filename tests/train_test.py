@@ -99,19 +99,21 @@ def test_every_experiment_flagfile_parses_and_validates():
   assert configs["smoke.cfg"].train_steps == 40
 
 
-def test_a_run_dir_that_holds_a_run_is_refused_then_replaced_with_overwrite(mock_tfds, tmp_path):
+def test_a_run_dir_that_holds_another_run_is_refused_then_replaced_with_overwrite(mock_tfds, tmp_path):
   run_dir = tmp_path / "run"
   args = ["--train_steps=2", "--batch_size=16", f"--run_dir={run_dir}"]
   assert run_cli(train.main, args)[0] == 0
   before = (run_dir / "results.json").read_text()
 
-  code, stderr = run_cli(train.main, args)
+  code, stderr = run_cli(train.main, [*args, "--batch_size=32"])
   assert code == 2
-  assert stderr.strip() == (f"error: --run_dir={run_dir} already holds a run; choose another --run_dir, "
-                            "or pass --overwrite to delete it and start afresh")
+  assert stderr.strip() == (f"error: --run_dir={run_dir} holds a run with other settings: --batch_size=32 "
+                            f"(the run has 16); resume it with --flagfile={run_dir}/flags.txt, choose another "
+                            "--run_dir, or pass --overwrite to delete it and start afresh")
   assert (run_dir / "results.json").read_text() == before
 
-  assert run_cli(train.main, [*args, "--overwrite"])[0] == 0
+  assert run_cli(train.main, [*args, "--batch_size=32", "--overwrite"])[0] == 0
+  assert "--batch_size=32" in (run_dir / "flags.txt").read_text()
 
 
 def test_overwrite_never_deletes_a_directory_that_is_not_a_run(mock_tfds, tmp_path):

@@ -1,0 +1,98 @@
+"""Evaluates a run's checkpoint: `python -m cnn.evaluate --run_dir=DIR [--checkpoint=best] [--split=test]`.
+
+Prints loss, accuracy, per-class accuracy and the confusion matrix, and writes them to
+`<run_dir>/eval_<split>.json`. The model and data settings come from the run's flags.txt.
+"""
+
+import json
+import os
+import re
+from typing import Any, Sequence
+
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from cnn import checkpoints
+from cnn import cli
+from cnn import data as data_lib
+from cnn import steps
+from cnn import trainer
+
+FLAGS = flags.FLAGS
+cli.define_flag(flags.DEFINE_string, "run_dir", "", "The run directory to evaluate (required).")
+cli.define_flag(flags.DEFINE_string, "checkpoint", "latest", "Checkpoint: latest, best, or a checkpoint path.")
+cli.define_flag(flags.DEFINE_string, "split", "", "TFDS split to evaluate on (empty: the run's --eval_split).")
+
+_MAX_MATRIX_CLASSES = 20  # A larger confusion matrix is only written to the JSON file.
+
+
+def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "") -> dict[str, Any]:
+  """Loss, accuracy, per-class accuracy and confusion matrix of a run's checkpoint on a split.
+
+  Args:
+    run_dir: the run directory.
+    checkpoint: "latest", "best", or a checkpoint path.
+    split: a TFDS split (slicing allowed); empty for the run's eval split.
+
+  Returns:
+    The contents of `<run_dir>/eval_<split>.json`; `confusion_matrix[i][j]` counts examples of
+    class i predicted as class j.
+  """
+  trained = checkpoints.load_trained_model(run_dir, checkpoint)
+  split = split or trained.config.eval_split
+  examples = data_lib.load_split(trained.builder, split)
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+  metrics = steps.Metrics("eval")
+  eval_step = steps.make_eval_step(trained.model, loss_fn, metrics, tf.distribute.get_strategy())
+  dataset = data_lib.eval_dataset(examples, trained.config.eval_batch_size)
+  eval_results, outputs = trainer.evaluate(eval_step, dataset, metrics)  # As the trainer evaluates.
+  matrix = tf.math.confusion_matrix(examples.labels, outputs["predictions"],
+                                    num_classes=trained.info.num_classes).numpy()
+  per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+  results = {
+      "checkpoint": trained.checkpoint,
+      "split": split,
+      "num_examples": int(matrix.sum()),
+      **eval_results,
+      "class_names": list(trained.info.class_names),
+      "per_class_accuracy": {name: float(a) for name, a in zip(trained.info.class_names, per_class)},
+      "confusion_matrix": matrix.tolist(),
+  }
+  path = os.path.join(run_dir, f"eval_{re.sub(r'[^A-Za-z0-9_.-]+', '_', split).strip('_')}.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump(results, f, indent=2)
+    f.write("\n")
+  os.replace(path + ".tmp", path)
+  results["path"] = path
+  return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+  """The results as text: a summary line, per-class accuracy, and the confusion matrix."""
+  names, matrix = results["class_names"], np.array(results["confusion_matrix"])
+  width = max(len(n) for n in names)
+  lines = [f"{results['split']}: {results['num_examples']} examples, loss {results['loss']:.4f}, "
+           f"accuracy {results['accuracy']:.4f}  ({results['checkpoint']})", "",
+           f"{'class':<{width}}  {'examples':>8}  accuracy"]
+  for i, name in enumerate(names):
+    lines.append(f"{name:<{width}}  {matrix[i].sum():>8}  {results['per_class_accuracy'][name]:.4f}")
+  if len(names) <= _MAX_MATRIX_CLASSES:
+    cell = max(len(str(matrix.max())), len(str(len(names) - 1))) + 1
+    lines += ["", "confusion matrix (rows: true class, columns: predicted class id)",
+              f"{'':<{width}} " + "".join(f"{j:>{cell}}" for j in range(len(names)))]
+    lines += [f"{name:<{width}} " + "".join(f"{v:>{cell}}" for v in matrix[i]) for i, name in enumerate(names)]
+  else:
+    lines += ["", f"confusion matrix: {len(names)} classes, see {results['path']}"]
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv  # Unused: cli.run rejects positional arguments.
+  results = evaluate_checkpoint(cli.required("run_dir"), FLAGS.checkpoint, FLAGS.split)
+  print(format_table(results))
+  print(f"\nwritten to {results['path']}")
+
+
+if __name__ == "__main__":
+  cli.run(main)

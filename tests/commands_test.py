@@ -1,0 +1,169 @@
+"""`cnn.evaluate`, `cnn.export` and `cnn.predict` on a run trained on the tiny real-format dataset."""
+
+import json
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from cnn import train  # Before the other entry points: they share its --run_dir and --overwrite flags.
+from cnn import checkpoints
+from cnn import data
+from cnn import evaluate
+from cnn import export
+from cnn import predict
+from conftest import run_cli
+import tiny_tfds
+
+
+def tiny_run(data_dir, run_dir, *extra):
+  code, stderr = run_cli(train.main, [f"--dataset={tiny_tfds.NAME}", f"--data_dir={data_dir}", "--nodownload",
+                                      "--conv_filters=8", "--dense_units=16", "--batch_size=8",
+                                      f"--run_dir={run_dir}", *extra])
+  assert code == 0, stderr
+  return run_dir
+
+
+@pytest.fixture(scope="module")
+def run(tiny_data_dir, tmp_path_factory):
+  """A run of 2 epochs (12 steps each), so checkpoints/ has a latest and a best."""
+  return tiny_run(tiny_data_dir, tmp_path_factory.mktemp("run") / "run", "--train_steps=24")
+
+
+def test_evaluate_prints_and_writes_per_class_accuracy_and_the_confusion_matrix(run, capsys):
+  code, stderr = run_cli(evaluate.main, [f"--run_dir={run}"])
+  assert code == 0, stderr
+  out = capsys.readouterr().out
+  results = json.loads((run / "eval_test.json").read_text())
+  matrix = np.array(results["confusion_matrix"])
+  assert matrix.shape == (3, 3) and matrix.sum() == results["num_examples"] == tiny_tfds.SPLIT_SIZES["test"]
+  assert matrix.sum(axis=1).tolist() == [10, 10, 10]  # Rows are the true classes.
+  assert results["accuracy"] == pytest.approx(matrix.trace() / matrix.sum())
+  assert [results["per_class_accuracy"][n] for n in tiny_tfds.CLASS_NAMES] == pytest.approx(
+      (matrix.diagonal() / matrix.sum(axis=1)).tolist())
+  # The latest checkpoint is the end of training: the same numbers as the run's own final eval.
+  final = json.loads((run / "results.json").read_text())
+  assert (results["accuracy"], results["loss"]) == (final["eval_accuracy"], final["eval_loss"])
+  assert results["checkpoint"] == str(run / "checkpoints" / "ckpt-24")
+  assert f"test: 30 examples, loss {results['loss']:.4f}, accuracy {results['accuracy']:.4f}" in out
+  assert "green" in out and "confusion matrix" in out
+
+
+def test_evaluate_another_split_and_the_best_checkpoint(run):
+  code, stderr = run_cli(evaluate.main, [f"--run_dir={run}", "--checkpoint=best", "--split=train[:50]"])
+  assert code == 0, stderr
+  results = json.loads((run / "eval_train_50.json").read_text())
+  assert np.array(results["confusion_matrix"]).sum() == 50
+  assert results["checkpoint"].startswith(str(run / "checkpoints" / "best" / "ckpt-"))
+
+
+def test_the_best_checkpoint_is_the_epoch_with_the_best_eval_accuracy(run):
+  events = event_accumulator.EventAccumulator(str(run / "eval"), size_guidance={event_accumulator.TENSORS: 0})
+  events.Reload()
+  per_epoch = [(float(tf.make_ndarray(e.tensor_proto)), e.step) for e in events.Tensors("accuracy")]
+  assert [step for _, step in per_epoch] == [12, 24]
+  best_accuracy, best_step = max(per_epoch, key=lambda a: (a[0], -a[1]))  # The first of equals.
+  assert run_cli(evaluate.main, [f"--run_dir={run}", "--checkpoint=best"])[0] == 0
+  results = json.loads((run / "eval_test.json").read_text())
+  assert results["checkpoint"] == str(run / "checkpoints" / "best" / f"ckpt-{best_step}")
+  assert results["accuracy"] == pytest.approx(best_accuracy, abs=1e-7)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--run_dir=/nonexistent/run"], "error: --run_dir=/nonexistent/run does not exist"),
+    (["--checkpoint=latest"], "error: --run_dir is required"),
+    (["--run_dir={run}", "--checkpoint={run}/checkpoints/ckpt-999"], "error: --checkpoint={run}/checkpoints/"
+     "ckpt-999 is not a checkpoint (no {run}/checkpoints/ckpt-999.index); give latest, best, or a path"),
+    (["--run_dir={run}", "--split=validation"], "error: bad split 'validation' for cnn_tiny_images"),
+])
+def test_evaluate_bad_input_is_one_line(run, argv, message):
+  code, stderr = run_cli(evaluate.main, [a.format(run=run) for a in argv])
+  assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+  assert stderr.startswith(message.format(run=run)), stderr
+
+
+@pytest.mark.parametrize("other_flags, message", [
+    (["--conv_filters=4"], "is of another model: simple_cnn/conv1/bias is (4,) there, (8,) here; "
+     "simple_cnn/conv1/kernel is (3, 3, 3, 4) there, (3, 3, 3, 8) here; check the run's flags"),
+    (["--conv_filters=8,8", "--pool_size=2,0"], "it has variables this model lacks "
+     "(simple_cnn/conv2/bias, simple_cnn/conv2/kernel)"),
+    (["--dense_units=16,16"], "it has variables this model lacks (simple_cnn/dense2/bias, "
+     "simple_cnn/dense2/kernel)"),
+])
+def test_a_checkpoint_of_another_model_is_refused_in_one_line(run, tiny_data_dir, tmp_path, other_flags,
+                                                               message):
+  other = tiny_run(tiny_data_dir, tmp_path / "other", "--train_steps=1", *other_flags)
+  for command, extra in [(evaluate.main, []), (export.main, [f"--export_dir={tmp_path / 'export'}"])]:
+    code, stderr = run_cli(command, [f"--run_dir={run}", f"--checkpoint={other}/checkpoints/ckpt-1", *extra])
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith(f"error: checkpoint {other}/checkpoints/ckpt-1 ") and message in stderr, stderr
+  assert not (tmp_path / "export").exists()
+
+
+def test_export_reloads_with_plain_tensorflow_and_predicts_as_the_model(run, tmp_path):
+  export_dir = tmp_path / "export"
+  code, stderr = run_cli(export.main, [f"--run_dir={run}", f"--export_dir={export_dir}"])
+  assert code == 0, stderr
+
+  loaded = tf.saved_model.load(str(export_dir))
+  serve = loaded.signatures["serving_default"]
+  trained = checkpoints.load_trained_model(str(run))
+  test = data.load_split(trained.builder, "test")
+  outputs = serve(images=tf.constant(test.images))
+  assert set(outputs) == {"probabilities", "class_ids"}
+  expected = tf.nn.softmax(trained.model(data.normalize(test.images), training=False)).numpy()
+  np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(outputs["class_ids"].numpy(), expected.argmax(axis=1))
+  assert [n.decode() for n in loaded.class_names.numpy()] == list(tiny_tfds.CLASS_NAMES)
+  assert (export_dir / "assets" / "class_names.txt").read_text().split() == list(tiny_tfds.CLASS_NAMES)
+
+  # An existing export is replaced only with --overwrite; a directory that is not one never is.
+  code, stderr = run_cli(export.main, [f"--run_dir={run}", f"--export_dir={export_dir}"])
+  assert code == 2 and f"--export_dir={export_dir} exists; choose another, or pass --overwrite" in stderr
+  code, stderr = run_cli(export.main, [f"--run_dir={run}", f"--export_dir={export_dir}", "--overwrite",
+                                       "--checkpoint=best"])
+  assert code == 0, stderr
+  (tmp_path / "notes").mkdir()
+  (tmp_path / "notes" / "a.txt").write_text("precious")
+  code, stderr = run_cli(export.main, [f"--run_dir={run}", f"--export_dir={tmp_path / 'notes'}", "--overwrite"])
+  assert code == 2 and "is not a SavedModel directory; it is not replaced" in stderr
+  assert (tmp_path / "notes" / "a.txt").read_text() == "precious"
+
+
+def test_predict_prints_the_top_classes_of_image_files(run, tmp_path, capsys):
+  export_dir = tmp_path / "export"
+  assert run_cli(export.main, [f"--run_dir={run}", f"--export_dir={export_dir}"])[0] == 0
+  trained = checkpoints.load_trained_model(str(run))
+  test = data.load_split(trained.builder, "test")
+  Image.fromarray(test.images[0]).save(tmp_path / "rgb.png")
+  Image.fromarray(test.images[1]).convert("RGBA").save(tmp_path / "rgba.png")
+  grey = np.asarray(Image.fromarray(test.images[2]).convert("L"))
+  Image.fromarray(grey).save(tmp_path / "grey.png")
+  Image.fromarray(test.images[0]).resize((32, 32), Image.NEAREST).save(tmp_path / "big.png")
+  paths = [str(tmp_path / n) for n in ("rgb.png", "rgba.png", "grey.png", "big.png")]
+  capsys.readouterr()
+
+  code, stderr = run_cli(predict.main, [f"--model={export_dir}", "--top_k=2", *paths], takes_arguments=True)
+  assert code == 0, stderr
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 4
+  serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+  big = np.asarray(Image.open(tmp_path / "big.png"), np.float32)
+  shrunk = tf.cast(tf.round(tf.image.resize(big, (16, 16), antialias=True)), tf.uint8).numpy()
+  assert np.abs(shrunk.astype(int) - test.images[0]).mean() < 25  # Near the original (noise blurs).
+  assert np.abs(shrunk.astype(int) - test.images[1]).mean() > 35  # Far from another image.
+  inputs = np.stack([test.images[0], test.images[1], np.repeat(grey[..., None], 3, axis=-1), shrunk])
+  probabilities = serve(images=tf.constant(inputs))["probabilities"].numpy()
+  for line, path, p in zip(lines, paths, probabilities):
+    top = np.argsort(-p)[:2]
+    assert line == f"{path}: " + ", ".join(f"{tiny_tfds.CLASS_NAMES[j]} {p[j]:.4f}" for j in top)
+
+  (tmp_path / "notes.png").write_text("not an image")
+  code, stderr = run_cli(predict.main, [f"--model={export_dir}", paths[0], str(tmp_path / "notes.png")],
+                         takes_arguments=True)
+  assert code == 2 and stderr.strip() == f"error: cannot read image {tmp_path / 'notes.png'}: not a PNG, JPEG, " \
+                                         "GIF or BMP image"
+  code, stderr = run_cli(predict.main, [f"--model={tmp_path}", paths[0]], takes_arguments=True)
+  assert code == 2 and f"error: --model={tmp_path} is not an export (no saved_model.pb)" in stderr
