@@ -60,6 +60,18 @@ class Config:
   deterministic: bool = _field(False, "Enable TensorFlow op determinism (bitwise reproducible runs).")
   log_every_steps: int = _field(100, "Steps between progress lines and train summaries.", minimum=1)
 
+  # Speed (see cnn/speed.py and `python -m cnn.bench`).
+  precision: str = _field("float32", "Keras mixed-precision policy; logits and loss stay float32; "
+                          "mixed_float16 adds dynamic loss scaling.",
+                          choices=("float32", "mixed_float16", "mixed_bfloat16"))
+  steps_per_loop: int = _field(1, "Train steps per call of the compiled train function (a tf.range loop); "
+                               "metrics, logs and evals stay exact at loop boundaries.", minimum=1)
+  jit_compile: bool = _field(False, "Compile the train and eval steps with XLA.")
+  peak_tflops: float = _field(0.0, "The device's peak TFLOP/s at --precision, for MFU (0: unknown, no MFU).",
+                              minimum=0.0)
+  target_accuracy: float = _field(0.0, "Report the wall seconds and steps at which eval accuracy first "
+                                  "reaches this (0: off).", minimum=0.0, maximum=1.0)
+
   def validate(self) -> "Config":
     """Checks numbers and choices; raises UserError naming the flag. Returns self."""
     for field in dataclasses.fields(self):
@@ -72,6 +84,8 @@ class Config:
           raise UserError(f"--{field.name}={v} is not one of: {', '.join(meta['choices'])}")
         if "minimum" in meta and v < meta["minimum"]:
           raise UserError(f"--{field.name}={v} must be at least {meta['minimum']}")
+        if "maximum" in meta and v > meta["maximum"]:
+          raise UserError(f"--{field.name}={v} must be at most {meta['maximum']}")
         if "above" in meta and not v > meta["above"]:
           raise UserError(f"--{field.name}={v} must be greater than {meta['above']}")
         if "below" in meta and not v < meta["below"]:

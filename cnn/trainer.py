@@ -4,6 +4,7 @@
 in `cnn/steps.py`; this file decides when things happen (logging, evaluation, summaries).
 """
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from cnn import data as data_lib
 from cnn import models
 from cnn import optim
 from cnn import run_dir as run_dir_lib
+from cnn import speed
 from cnn import steps
 from cnn import summaries
 from cnn.config import Config
@@ -29,6 +31,39 @@ def evaluate(eval_step: steps.EvalStep, dataset: tf.data.Dataset, metrics: steps
   for images, labels in dataset:
     eval_step(images, labels)
   return metrics.result()
+
+
+@dataclasses.dataclass
+class Training:
+  """What the loop drives: the model, its optimizer, loss and metrics, and the compiled steps."""
+  model: tf.keras.Model
+  optimizer: tf.keras.optimizers.Optimizer
+  loss_fn: tf.keras.losses.Loss
+  train_metrics: steps.Metrics
+  eval_metrics: steps.Metrics
+  train_step: steps.TrainStep
+  eval_step: steps.EvalStep
+
+
+def build_training(config: Config, info: data_lib.DatasetInfo) -> Training:
+  """Builds the model (under `config.precision`), the optimizer and the compiled steps.
+
+  Sets the Keras global precision policy: it applies to every layer built afterwards.
+  """
+  tf.keras.mixed_precision.set_global_policy(config.precision)
+  model = models.build_model(config, info)
+  model(tf.zeros((1, *info.image_shape)))  # Builds the variables.
+  optimizer = optim.build_optimizer(config)
+  # Built before the step is traced: an unbuilt LossScaleOptimizer would bake its initial scale
+  # into the graph as a constant.
+  optimizer.build(model.trainable_variables)
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
+  return Training(
+      model=model, optimizer=optimizer, loss_fn=loss_fn, train_metrics=train_metrics,
+      eval_metrics=eval_metrics,
+      train_step=steps.make_train_step(model, optimizer, loss_fn, train_metrics, config.jit_compile),
+      eval_step=steps.make_eval_step(model, loss_fn, eval_metrics, config.jit_compile))
 
 
 def train_and_evaluate(config: Config) -> dict[str, Any]:
@@ -57,14 +92,17 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   # Built before the splits are read, so that a bad name or shape fails in a second.
   builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
   info = data_lib.dataset_info(builder)
-  model = models.build_model(config, info)
-  model(tf.zeros((1, *info.image_shape)))  # Builds the variables.
-  optimizer = optim.build_optimizer(config)
-  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-  train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
-  train_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics)
-  eval_step = steps.make_eval_step(model, loss_fn, eval_metrics)
+  training = build_training(config, info)
+  model, optimizer = training.model, training.optimizer
+  train_metrics, eval_metrics = training.train_metrics, training.eval_metrics
+  train_step, eval_step = training.train_step, training.eval_step
   logging.info("Model %s:\n%s", config.model, layer_table(model, info.image_shape))
+  flops_per_image, train_flops_per_image = speed.model_flops_per_image(
+      model, info.image_shape, training.loss_fn, config.batch_size)
+  throughput = speed.Throughput(config.batch_size, train_flops_per_image, config.peak_tflops)
+  logging.info("%.4g MFLOPs per image forward, %.4g per image in training; precision %s, %d steps per "
+               "loop, XLA %s", flops_per_image / 1e6, train_flops_per_image / 1e6, config.precision,
+               config.steps_per_loop, "on" if config.jit_compile else "off")
 
   # ---------------------------------------------------------------- Data.
   train_split = data_lib.load_split(builder, config.train_split)
@@ -88,28 +126,39 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   # ---------------------------------------------------------------- Train.
   step, train_seconds, loop_start = 0, 0.0, time.perf_counter()
   train_iterator = iter(train_ds)
+  train_retraces = speed.RetraceWatch("the train step", train_step)
+  eval_retraces = speed.RetraceWatch("the eval step", eval_step)
+  time_to_accuracy = speed.TimeToAccuracy(config.target_accuracy)
   for epoch in range(1, num_epochs + 1):
     train_metrics.reset()
     epoch_start = interval_start = time.perf_counter()
-    interval_steps = 0
-    for _ in range(min(steps_per_epoch, total_steps - step)):
-      train_step(train_iterator)
-      step, interval_steps = step + 1, interval_steps + 1
+    interval_steps, epoch_end = 0, min(epoch * steps_per_epoch, total_steps)
+    while step < epoch_end:
+      # Up to --steps_per_loop steps per call, cut short at the next log step and at the epoch end.
+      num_steps = min(config.steps_per_loop, epoch_end - step,
+                      config.log_every_steps - step % config.log_every_steps)
+      train_step(train_iterator, num_steps)
+      step, interval_steps = step + num_steps, interval_steps + num_steps
       if step % config.log_every_steps == 0:
-        images_per_second = interval_steps * config.batch_size / (time.perf_counter() - interval_start)
-        eta = (total_steps - step) * config.batch_size / images_per_second
-        _log_progress(step, total_steps, epoch, train_metrics.result(), images_per_second, eta, writers)
+        rates = throughput.rates(interval_steps, time.perf_counter() - interval_start)
+        eta = (total_steps - step) * rates["step_seconds"]
+        _log_progress(step, total_steps, epoch, train_metrics.result(), rates, eta, optimizer, writers)
+        train_retraces.check()
         interval_start, interval_steps = time.perf_counter(), 0
     train_seconds += time.perf_counter() - epoch_start
     train_results = train_metrics.result()
 
     # -------------------------------------------------------------- Evaluate at each epoch end.
     eval_results = evaluate(eval_step, eval_ds, eval_metrics)
+    eval_retraces.check()
     writers.scalars(writers.eval, eval_results, step)
     writers.flush()
     logging.info("epoch %d/%d  step %d  train loss %.4f accuracy %.4f  eval loss %.4f accuracy %.4f",
                  epoch, num_epochs, step, train_results["loss"], train_results["accuracy"],
                  eval_results["loss"], eval_results["accuracy"])
+    if time_to_accuracy.update(eval_results["accuracy"], step, time.perf_counter() - loop_start):
+      logging.info("target accuracy %.4f reached at step %d, %.1f s after training started",
+                   config.target_accuracy, step, time_to_accuracy.seconds)
   writers.close()
 
   # ---------------------------------------------------------------- Results.
@@ -123,8 +172,14 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
       "wall_seconds": time.perf_counter() - loop_start,  # Training and evaluation.
       "steps": step,
       "epochs": step / steps_per_epoch,
-      "images_per_second": step * config.batch_size / train_seconds,
       "num_parameters": model.count_params(),
+      # Speed (cnn/speed.py): rates over all training steps, the first (tracing) call included.
+      **throughput.rates(step, train_seconds),
+      "flops_per_image": flops_per_image,
+      "train_flops_per_image": train_flops_per_image,
+      "peak_host_memory_mb": speed.peak_host_memory_mb(),
+      "retraces": train_retraces.retraces + eval_retraces.retraces,
+      **time_to_accuracy.results(),
   }
   run_dir_lib.write_results(run_dir, results)
   print(f"{config.eval_split} accuracy: {results['eval_accuracy']:.4f}  (loss {results['eval_loss']:.4f}, "
@@ -133,15 +188,20 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
 
 
 def _log_progress(step: int, total_steps: int, epoch: int, train_results: dict[str, float],
-                  images_per_second: float, eta_seconds: float, writers: summaries.Writers) -> None:
+                  rates: dict[str, float], eta_seconds: float, optimizer: tf.keras.optimizers.Optimizer,
+                  writers: summaries.Writers) -> None:
   """The progress line and the train scalars; stops the run on a non-finite loss."""
   if not np.isfinite(train_results["loss"]):
     raise UserError(f"training loss became {train_results['loss']} by step {step}; try a lower "
                     "--learning_rate")
-  logging.info("step %d/%d  epoch %d  loss %.4f  accuracy %.4f  %.0f images/s  ETA %s", step, total_steps,
-               epoch, train_results["loss"], train_results["accuracy"], images_per_second,
+  extra = {"peak_host_memory_mb": speed.peak_host_memory_mb()}
+  if isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer):
+    extra["loss_scale"] = float(optimizer.dynamic_scale)
+  logging.info("step %d/%d  epoch %d  loss %.4f  accuracy %.4f  %s%s  ETA %s", step, total_steps, epoch,
+               train_results["loss"], train_results["accuracy"], speed.Throughput.describe(rates),
+               f"  loss scale {extra['loss_scale']:g}" if "loss_scale" in extra else "",
                _duration(eta_seconds))
-  writers.scalars(writers.train, {**train_results, "images_per_second": images_per_second}, step)
+  writers.scalars(writers.train, {**train_results, **rates, **extra}, step)
 
 
 def _duration(seconds: float) -> str:
