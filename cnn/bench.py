@@ -269,6 +269,12 @@ def run_benchmark(config: Config, rounds: int, steps: int, lead_in: int, search_
       "fed_by_pipeline_over_cached": {name: speed[name] / speed[f"{name}_cached"] for name in ("C", "D")},
       "input_bound_fraction": {name: max(0.0, 1 - speed[name] / speed[f"{name}_cached"])
                                for name in ("C", "D")},
+      # The targets for this machine (tutorial recipe, batch 32).
+      "targets_met": {
+          "C >= 1.0 x A": speed["C"] >= speed["A"],
+          "D >= 1.3 x A": speed["D"] >= 1.3 * speed["A"],
+          "C fed by the pipeline >= 0.95 x fed a cached batch": speed["C"] >= 0.95 * speed["C_cached"],
+      },
   }
 
 
@@ -290,6 +296,8 @@ def table(report: dict[str, Any]) -> str:
     lines.append(f"{name} fed by the pipeline / fed one cached batch ({cached:.0f} images/s): "
                  f"{report['fed_by_pipeline_over_cached'][name]:.3f}; input-bound fraction "
                  f"{report['input_bound_fraction'][name]:.3f}.")
+  lines.append("Targets: " + "; ".join(f"{name}: {'met' if met else 'NOT met'}"
+                                       for name, met in report["targets_met"].items()) + ".")
   lines.append("D was chosen by timing, one setting at a time (median images/s): " + "; ".join(
       f"{t['settings']}: {t['images_per_second']:.0f}" for t in report["search"]) + ".")
   return "\n".join(lines)

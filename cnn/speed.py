@@ -30,23 +30,31 @@ def count_flops(fn: Callable[..., Any], *input_specs: tf.TensorSpec) -> int:
 
 def model_flops_per_image(model: tf.keras.Model, image_shape: Sequence[int], loss_fn: tf.keras.losses.Loss,
                           batch_size: int) -> tuple[float, float]:
-  """(forward, train) FLOPs per image of `model`, counted on its graphs.
+  """(forward, train) FLOPs per image of `model`, counted on its graphs; (0, 0) if they cannot be.
 
   forward: one inference pass on one image. train: the forward pass, the loss and the gradients
   of one training batch of `batch_size`, divided by `batch_size` (about 3× forward: the backward
-  pass computes gradients for both activations and weights). The optimizer's update, which does
-  not grow with the batch, is left out, as in the usual MFU accounting.
+  pass computes gradients for both activations and weights). Both are traced with
+  `training=False`, so that layers that update state in training (dropout's seed, batch-norm
+  statistics) leave a graph that can be frozen; they differ from training mode by a few
+  element-wise ops. The optimizer's update, which does not grow with the batch, is left out, as
+  in the usual MFU accounting.
   """
-  forward = count_flops(lambda images: model(images, training=False),
-                        tf.TensorSpec((1, *image_shape), tf.float32))
 
   def gradients(images: tf.Tensor, labels: tf.Tensor) -> list[tf.Tensor]:
     with tf.GradientTape() as tape:
-      loss = loss_fn(labels, model(images, training=True))
+      loss = loss_fn(labels, model(images, training=False))
     return tape.gradient(loss, model.trainable_variables)
 
-  train = count_flops(gradients, tf.TensorSpec((batch_size, *image_shape), tf.float32),
-                      tf.TensorSpec((batch_size,), tf.int32))
+  try:
+    forward = count_flops(lambda images: model(images, training=False),
+                          tf.TensorSpec((1, *image_shape), tf.float32))
+    train = count_flops(gradients, tf.TensorSpec((batch_size, *image_shape), tf.float32),
+                        tf.TensorSpec((batch_size,), tf.int32))
+  except (ValueError, TypeError, tf.errors.OpError) as e:  # A model the profiler cannot count.
+    logging.warning("could not count the model's FLOPs (%s: %s); FLOP/s and MFU are not reported",
+                    type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+    return 0.0, 0.0
   return float(forward), train / batch_size
 
 
@@ -63,18 +71,20 @@ class Throughput:
   peak_tflops: float = 0.0  # 0: the device's peak is unknown, so no MFU.
 
   def rates(self, steps: int, seconds: float) -> dict[str, float]:
+    """images_per_second, step_seconds, and (when FLOPs were counted) tflops and (with a peak) mfu."""
     images_per_second = steps * self.batch_size / seconds
-    tflops = images_per_second * self.train_flops_per_image / 1e12
-    rates = {"images_per_second": images_per_second, "step_seconds": seconds / steps, "tflops": tflops}
-    if self.peak_tflops:
-      rates["mfu"] = tflops / self.peak_tflops
+    rates = {"images_per_second": images_per_second, "step_seconds": seconds / steps}
+    if self.train_flops_per_image:
+      rates["tflops"] = images_per_second * self.train_flops_per_image / 1e12
+      if self.peak_tflops:
+        rates["mfu"] = rates["tflops"] / self.peak_tflops
     return rates
 
   @staticmethod
   def describe(rates: dict[str, float]) -> str:
-    """'1510 images/s  21.2 ms/step  0.041 TFLOP/s  MFU 1.2%' (MFU only when known)."""
-    text = (f"{rates['images_per_second']:.0f} images/s  {rates['step_seconds'] * 1e3:.1f} ms/step  "
-            f"{rates['tflops']:.3f} TFLOP/s")
+    """'1510 images/s  21.2 ms/step  0.041 TFLOP/s  MFU 1.2%' (what is known)."""
+    text = f"{rates['images_per_second']:.0f} images/s  {rates['step_seconds'] * 1e3:.1f} ms/step"
+    text += f"  {rates['tflops']:.3f} TFLOP/s" if "tflops" in rates else ""
     return text + (f"  MFU {rates['mfu']:.1%}" if "mfu" in rates else "")
 
 

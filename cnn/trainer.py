@@ -100,9 +100,9 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   flops_per_image, train_flops_per_image = speed.model_flops_per_image(
       model, info.image_shape, training.loss_fn, config.batch_size)
   throughput = speed.Throughput(config.batch_size, train_flops_per_image, config.peak_tflops)
-  logging.info("%.4g MFLOPs per image forward, %.4g per image in training; precision %s, %d steps per "
-               "loop, XLA %s", flops_per_image / 1e6, train_flops_per_image / 1e6, config.precision,
-               config.steps_per_loop, "on" if config.jit_compile else "off")
+  logging.info("%.4g MFLOPs per image forward, %.4g MFLOPs per image in training; precision %s, %d "
+               "step(s) per loop, XLA %s", flops_per_image / 1e6, train_flops_per_image / 1e6,
+               config.precision, config.steps_per_loop, "on" if config.jit_compile else "off")
 
   # ---------------------------------------------------------------- Data.
   train_split = data_lib.load_split(builder, config.train_split)

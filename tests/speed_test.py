@@ -142,6 +142,11 @@ def test_flops_of_the_tutorial_network_match_a_hand_count(precision):
   assert forward == conv1 + pool1 + conv2 + pool2 + dense + logits == 8_159_114
   # The backward pass costs about twice the forward one (gradients of activations and of weights).
   assert 3.0 * forward < train < 3.5 * forward
+  # Dropout's state update (its seed) does not stop the graph from being counted; the masks are
+  # left out of the count.
+  with_dropout = build(precision=precision, dropout=0.25)
+  assert speed.model_flops_per_image(with_dropout.model, INFO.image_shape, with_dropout.loss_fn, 32) == (
+      forward, train)
 
 
 def test_throughput_rates_and_time_to_accuracy():
