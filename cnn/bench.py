@@ -44,8 +44,7 @@ from cnn import trainer
 from cnn.config import Config
 from cnn.errors import UserError
 
-if "dataset" not in absl_flags.FLAGS:  # Tests import cnn.train, which defines them too, in one process.
-  flags.define_config_flags()
+flags.define_config_flags()
 _EVAL_EXAMPLES = absl_flags.DEFINE_integer("eval_examples", 2000, "Evaluate on the first N examples of "
                                            "--eval_split (accuracy after a few hundred steps is a check).",
                                            lower_bound=1)

@@ -90,6 +90,15 @@ def test_float16_loss_scaling_skips_a_non_finite_step_and_lowers_the_scale():
   assert float(optimizer.dynamic_scale) == 2.0 ** 99 and int(optimizer.iterations) == iterations
 
 
+def test_the_loss_scale_is_saved_with_the_optimizer(tmp_path):
+  training = build(precision="mixed_float16")
+  training.optimizer.dynamic_scale.assign(1024.0)
+  path = tf.train.Checkpoint(optimizer=training.optimizer).save(str(tmp_path / "ckpt"))
+  restored = build(precision="mixed_float16")
+  tf.train.Checkpoint(optimizer=restored.optimizer).restore(path).assert_existing_objects_matched()
+  assert float(restored.optimizer.dynamic_scale) == 1024.0
+
+
 def test_k_steps_per_loop_give_the_same_weights_as_k_single_steps(op_determinism):
   split = random_split(200)
   results = []
