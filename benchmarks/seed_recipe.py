@@ -1,7 +1,8 @@
 """The seed's own recipe, for comparison: Keras `Sequential` + `model.fit` on numpy arrays.
 
 This is the TensorFlow CNN tutorial's code (batch 32, Adam, validation on the test set each
-epoch). It prints test accuracy and training wall time in the same form as `cnn.train`'s
+epoch; the network and `compile` are in `cnn/keras_fit.py`, shared with `python -m cnn.bench`).
+It prints test accuracy and training wall time in the same form as `cnn.train`'s
 results. Run it back to back with the custom loop on the same machine:
 
     python benchmarks/seed_recipe.py --data_dir=../shared/tfds
@@ -16,6 +17,8 @@ from absl import flags
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cnn import keras_fit
+
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory holding cifar10.")
 _EPOCHS = flags.DEFINE_integer("epochs", 5, "Epochs.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
@@ -29,18 +32,7 @@ def main(argv):
       download=False))
   train_images, test_images = train_images / 255.0, test_images / 255.0
 
-  model = tf.keras.Sequential([
-      tf.keras.Input((32, 32, 3)),
-      tf.keras.layers.Conv2D(32, (3, 3), activation="relu"),
-      tf.keras.layers.MaxPooling2D((2, 2)),
-      tf.keras.layers.Conv2D(64, (3, 3), activation="relu"),
-      tf.keras.layers.MaxPooling2D((2, 2)),
-      tf.keras.layers.Flatten(),
-      tf.keras.layers.Dense(64, activation="relu"),
-      tf.keras.layers.Dense(10),
-  ])
-  model.compile(optimizer="adam", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"])
+  model = keras_fit.compile_like_the_seeds(keras_fit.tutorial_sequential((32, 32, 3), 10))
   start = time.perf_counter()
   model.fit(train_images, train_labels, epochs=_EPOCHS.value, batch_size=32,
             validation_data=(test_images, test_labels), verbose=2)

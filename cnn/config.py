@@ -96,6 +96,18 @@ class Config:
             for name in (f.name for f in dataclasses.fields(self))
             if name not in RESUMABLE_FIELDS and getattr(self, name) != getattr(other, name)]
 
+  # Speed (see cnn/speed.py and `python -m cnn.bench`).
+  precision: str = _field("float32", "Keras mixed-precision policy; logits and loss stay float32; "
+                          "mixed_float16 adds dynamic loss scaling.",
+                          choices=("float32", "mixed_float16", "mixed_bfloat16"))
+  steps_per_loop: int = _field(1, "Train steps per call of the compiled train function (a tf.range loop); "
+                               "metrics, logs and evals stay exact at loop boundaries.", minimum=1)
+  jit_compile: bool = _field(False, "Compile the train and eval steps with XLA.")
+  peak_tflops: float = _field(0.0, "The device's peak TFLOP/s at --precision, for MFU (0: unknown, no MFU).",
+                              minimum=0.0)
+  target_accuracy: float = _field(0.0, "Report the wall seconds and steps at which eval accuracy first "
+                                  "reaches this (0: off).", minimum=0.0, maximum=1.0)
+
   def validate(self) -> "Config":
     """Checks numbers and choices; raises UserError naming the flag. Returns self."""
     for field in dataclasses.fields(self):
@@ -108,6 +120,8 @@ class Config:
           raise UserError(f"--{field.name}={v} is not one of: {', '.join(meta['choices'])}")
         if "minimum" in meta and v < meta["minimum"]:
           raise UserError(f"--{field.name}={v} must be at least {meta['minimum']}")
+        if "maximum" in meta and v > meta["maximum"]:
+          raise UserError(f"--{field.name}={v} must be at most {meta['maximum']}")
         if "above" in meta and not v > meta["above"]:
           raise UserError(f"--{field.name}={v} must be greater than {meta['above']}")
         if "below" in meta and not v < meta["below"]:
@@ -142,6 +156,7 @@ OPERATIONAL_FIELDS = frozenset({
     "data_dir", "download", "run_dir", "overwrite", "log_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "histogram_every_steps", "summary_images", "confusion_matrix", "write_graph",
     "profile_steps", "strategy", "cpu_devices", "cluster", "tpu", "startup_timeout_seconds",
+    "steps_per_loop", "peak_tflops", "target_accuracy",
 })
 # The fields a resumed run may change: its length and the operational fields, except those that
 # change the structure of the checkpointed (distributed) data iterator. Every other field must match

@@ -8,6 +8,13 @@ from there by index: each epoch is a seeded permutation of the example indices
   * keeps a tf.data iterator's state to a position, not a buffer of images,
   * costs no decode after loading: the small datasets this codebase trains on
     (CIFAR, MNIST families: 30-180 MB as uint8) sit comfortably in memory.
+
+Why it keeps up (`python -m cnn.bench` measures it): the per-step work is one gather of a batch
+of indices and one cast, vectorised over the whole batch, run in parallel with the train step
+(`map(num_parallel_calls=AUTOTUNE)`, then `prefetch(AUTOTUNE)`); on 2 CPU cores the pipeline
+alone serves about 100k CIFAR images/s, 30-50× what the tutorial network trains at. Per-example
+work such as augmentation belongs after `batch`, on whole batches, for the same reason.
+`pipeline_options()` says how tf.data is set, and why.
 """
 
 import dataclasses
@@ -109,6 +116,23 @@ def steps_per_epoch(split: Split, batch_size: int) -> int:
   return len(split) // batch_size
 
 
+def pipeline_options() -> tf.data.Options:
+  """tf.data settings, chosen deliberately (the others keep tf.data's defaults).
+
+  * deterministic: batches leave the parallel map in order, so the example order stays a
+    function of the seed (the default, stated because it matters here).
+  * max_intra_op_parallelism=1: each op of the pipeline runs on one thread. Its ops are small
+    (a gather and a cast of one batch); letting them spread over the cores would only take the
+    cores from the train step, which shares them on a CPU host.
+  * autotune (default on): tf.data picks the map's parallelism and the prefetch depth at run time.
+  """
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.max_intra_op_parallelism = 1
+  options.autotune.enabled = True
+  return options
+
+
 def train_dataset(split: Split, batch_size: int, seed: int,
                   input_context: Optional[tf.distribute.InputContext] = None,
                   start_step: int = 0) -> tf.data.Dataset:
@@ -153,7 +177,8 @@ def train_dataset(split: Split, batch_size: int, seed: int,
           .skip(steps_into_epoch)  # Index batches only: skipping costs microseconds a step.
           .flat_map(replica_batches)
           .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-          .prefetch(tf.data.AUTOTUNE))
+          .prefetch(tf.data.AUTOTUNE)
+          .with_options(pipeline_options()))
 
 
 def eval_dataset(split: Split, batch_size: int,
@@ -172,4 +197,5 @@ def eval_dataset(split: Split, batch_size: int,
           .batch(batch_size)
           .map(lambda images, labels, index: (normalize(images), labels, index),
                num_parallel_calls=tf.data.AUTOTUNE)
-          .prefetch(tf.data.AUTOTUNE))
+          .prefetch(tf.data.AUTOTUNE)
+          .with_options(pipeline_options()))

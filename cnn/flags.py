@@ -12,10 +12,15 @@ FLAGS = flags.FLAGS
 
 
 def define_config_flags(flag_values: flags.FlagValues = FLAGS) -> None:
-  """Defines one absl flag per `Config` field (tuples become comma-separated lists)."""
+  """Defines one absl flag per `Config` field (tuples become comma-separated lists).
+
+  Idempotent: entry points that share a process (tests import several) may each call it.
+  """
   hints = typing.get_type_hints(Config)
   for field in dataclasses.fields(Config):
     kind, name, default, help_text = hints[field.name], field.name, field.default, field.metadata["help"]
+    if name in flag_values:
+      continue
     if kind is bool:
       flags.DEFINE_boolean(name, default, help_text, flag_values=flag_values)
     elif kind is int:

@@ -12,20 +12,29 @@ import tensorflow as tf
 from cnn.errors import UserError
 
 
-def check(step: int, outputs: dict[str, tf.Tensor], last_checkpoint: str) -> None:
+# A loss scale that has been halved down to this has had its chances (from 2**15: 15 skipped steps).
+MIN_LOSS_SCALE = 1.0
+
+
+def check(step: int, outputs: dict[str, tf.Tensor], last_checkpoint: str,
+          optimizer: tf.keras.optimizers.Optimizer) -> None:
   """Raises UserError if step `step`'s loss or gradient norm is NaN or infinite.
 
+  With mixed-float16 loss scaling, a non-finite gradient norm alongside a finite loss is the loss
+  scale's business: LossScaleOptimizer has skipped that update and halved the scale. The run goes
+  on while the scale is above MIN_LOSS_SCALE, and stops once it has run out.
+
   Args:
-    step: the step just taken (1-based).
+    step: the step just taken (1-based; with several steps per loop, the loop's last).
     outputs: the train step's `loss` and `gradient_norm`.
     last_checkpoint: a clause naming the last good checkpoint (`Checkpointer.describe_last`).
+    optimizer: the run's optimizer (a LossScaleOptimizer under mixed_float16).
   """
   loss, gradient_norm = float(outputs["loss"]), float(outputs["gradient_norm"])
   if math.isfinite(loss) and math.isfinite(gradient_norm):
     return
-  # With mixed-float16 loss scaling, a non-finite gradient norm alongside a finite loss is the loss
-  # scale's business: LossScaleOptimizer skips that update and halves the scale. This is the place to
-  # let it have its chances: return here while the scale is above its floor (or for a bounded number of
-  # consecutive skipped steps), and stop only on a non-finite loss or once the scale has run out.
+  if (math.isfinite(loss) and isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer) and
+      float(tf.convert_to_tensor(optimizer.dynamic_scale)) > MIN_LOSS_SCALE):
+    return  # A skipped update; the scale was halved.
   raise UserError(f"non-finite training at step {step} (loss {loss}, gradient_norm {gradient_norm}); "
                   f"{last_checkpoint}; try a lower --learning_rate")

@@ -9,9 +9,19 @@ OPTIMIZERS = ("adam", "sgd")
 
 
 def build_optimizer(config: Config) -> tf.keras.optimizers.Optimizer:
-  """The optimizer `config.optimizer` names, with its learning rate and momentum settings."""
+  """The optimizer `config.optimizer` names, with its learning rate and momentum settings.
+
+  Under --precision=mixed_float16 it is wrapped in a `LossScaleOptimizer` (dynamic loss scaling:
+  float16 gradients would underflow otherwise); the wrapper is the optimizer the run holds, so its
+  loss scale is saved with it.
+  """
   if config.optimizer == "adam":
-    return tf.keras.optimizers.Adam(config.learning_rate)
-  if config.optimizer == "sgd":
-    return tf.keras.optimizers.SGD(config.learning_rate, momentum=config.momentum, nesterov=config.nesterov)
-  raise UserError(f"unknown --optimizer={config.optimizer}; choose one of: {', '.join(OPTIMIZERS)}")
+    optimizer = tf.keras.optimizers.Adam(config.learning_rate)
+  elif config.optimizer == "sgd":
+    optimizer = tf.keras.optimizers.SGD(config.learning_rate, momentum=config.momentum,
+                                        nesterov=config.nesterov)
+  else:
+    raise UserError(f"unknown --optimizer={config.optimizer}; choose one of: {', '.join(OPTIMIZERS)}")
+  if config.precision == "mixed_float16":
+    optimizer = tf.keras.optimizers.LossScaleOptimizer(optimizer)
+  return optimizer

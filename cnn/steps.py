@@ -36,7 +36,7 @@ class Metrics:
     return {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
 
 
-TrainStep = Callable[[Iterator], dict[str, tf.Tensor]]
+TrainStep = Callable[..., dict[str, tf.Tensor]]  # train_step(iterator, num_steps=1)
 EvalStep = Callable[[Any], dict[str, tf.Tensor]]
 GradientSummary = Callable[[Sequence[tf.Tensor]], None]
 
@@ -51,39 +51,56 @@ def _global_norm(gradients: Sequence[tf.Tensor]) -> tf.Tensor:
 
 def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
                     loss_fn: tf.keras.losses.Loss, metrics: Metrics, strategy: tf.distribute.Strategy,
-                    global_batch_size: int, gradient_summary: Optional[GradientSummary] = None) -> TrainStep:
-  """A compiled step that takes the next batch from `iterator`: forward, loss, gradients, update.
+                    global_batch_size: int, jit_compile: bool = False,
+                    gradient_summary: Optional[GradientSummary] = None) -> TrainStep:
+  """A compiled loop of `num_steps` train steps, each taking the next batch from `iterator`.
 
-  The iterator is read inside the `tf.function` (as Orbit does). Each replica averages its
-  per-example losses over the *global* batch, and the optimizer sums gradients across
-  replicas, so any number of replicas computes the one-device update.
+  The iterator is read inside the `tf.function` (as Orbit does), so `train_step(iterator, K)` runs
+  K steps in one call (a `tf.range` loop: one dispatch from Python per K steps); `num_steps` is a
+  tensor, so a shorter loop does not retrace. Each replica averages its per-example losses over
+  the *global* batch and the optimizer sums gradients across replicas, so any number of replicas
+  computes the one-device update. Under mixed_float16 `optimizer` is a `LossScaleOptimizer`: the
+  loss is scaled for the gradients, and `apply_gradients` unscales them and skips a step whose
+  gradients are not finite (halving the scale).
 
   Args:
     model: the model, built under `strategy.scope()`.
     optimizer: its optimizer, created and built (`optimizer.build(variables)`) under the same
-      scope: a Keras 3 optimizer that builds lazily inside `strategy.run` fails.
+      scope: a Keras 3 optimizer that builds lazily inside `strategy.run` fails, and an unbuilt
+      LossScaleOptimizer would bake its initial scale into the graph.
     loss_fn: a per-example loss (`reduction="none"`).
     metrics: train metrics, created under the same scope.
     strategy: the distribution strategy (the default one for a single device).
     global_batch_size: examples per step across all replicas.
+    jit_compile: compile the forward and backward pass with XLA (the update, which all-reduces
+      across replicas, and reading the iterator stay outside the compiled part).
     gradient_summary: called in the step with the gradients, after the update (e.g. the
       histograms of `summaries.gradient_histograms`).
 
   Returns:
-    The step. Each call returns the step's `loss` (mean over the global batch) and
-    `gradient_norm` (global L2 norm of the applied gradients), which the NaN guard checks
-    (cnn/guard.py).
+    The step. Each call returns the last step's `loss` (mean over the global batch) and
+    `gradient_norm` (global L2 norm of the unscaled gradients), which the NaN guard checks
+    (cnn/guard.py). Like a `tf.function`, it has `experimental_get_tracing_count()`.
   """
+  loss_scaling = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
 
-  def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  def gradients_of(images: tf.Tensor, labels: tf.Tensor):
     with tf.GradientTape() as tape:
       logits = model(images, training=True)
       per_example_loss = loss_fn(labels, logits)
       loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_batch_size)
       if model.losses:  # Regularisers, averaged over replicas like the loss.
         loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-    gradients = tape.gradient(loss, model.trainable_variables)
+      scaled_loss = optimizer.scale_loss(loss) if loss_scaling else loss  # In the tape, or no gradients.
+    return loss, per_example_loss, logits, tape.gradient(scaled_loss, model.trainable_variables)
+
+  compiled_gradients_of = tf.function(gradients_of, jit_compile=True) if jit_compile else gradients_of
+
+  def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    loss, per_example_loss, logits, gradients = compiled_gradients_of(images, labels)
     gradient_norm = _global_norm(gradients)
+    if loss_scaling:
+      gradient_norm /= tf.cast(optimizer.dynamic_scale, gradient_norm.dtype)
     optimizer.apply_gradients(zip(gradients, model.trainable_variables))
     metrics.update(per_example_loss, labels, logits)
     if gradient_summary is not None:
@@ -91,26 +108,37 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
     return loss, gradient_norm
 
   @tf.function
-  def train_step(iterator: Iterator) -> dict[str, tf.Tensor]:
-    loss, gradient_norm = strategy.run(replica_step, args=next(iterator))
-    # Each replica's loss is its share of the global mean; every replica has the same norm.
-    return {"loss": strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-            "gradient_norm": strategy.reduce(tf.distribute.ReduceOp.MEAN, gradient_norm, axis=None)}
+  def loop(iterator: Iterator, num_steps: tf.Tensor) -> dict[str, tf.Tensor]:
+    loss = gradient_norm = tf.constant(0.0)
+    for _ in tf.range(num_steps):
+      per_replica_loss, per_replica_norm = strategy.run(replica_step, args=next(iterator))
+      # Each replica's loss is its share of the global mean; every replica has the same norm.
+      loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
+      gradient_norm = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica_norm, axis=None)
+    return {"loss": loss, "gradient_norm": gradient_norm}
 
+  def train_step(iterator: Iterator, num_steps: int = 1) -> dict[str, tf.Tensor]:
+    return loop(iterator, tf.constant(num_steps, tf.int32))
+
+  train_step.experimental_get_tracing_count = loop.experimental_get_tracing_count
+  train_step.get_concrete_function = lambda iterator: loop.get_concrete_function(iterator, tf.constant(1))
   return train_step
 
 
 def make_eval_step(model: tf.keras.Model, loss_fn: tf.keras.losses.Loss, metrics: Metrics,
-                   strategy: tf.distribute.Strategy) -> EvalStep:
+                   strategy: tf.distribute.Strategy, jit_compile: bool = False) -> EvalStep:
   """A compiled forward pass over one (distributed) batch of (images, labels, indices).
 
   Each call updates the metrics and returns, for every example of the batch on every replica,
   its index in the split (`index`), predicted class (`predictions`) and that class's softmax
-  probability (`confidence`), for the confusion matrix and the misclassified-image grid.
+  probability (`confidence`), for the confusion matrix and the misclassified-image grid. An eval
+  split's last batch is usually smaller: it gets its own trace (two in all), which keeps every
+  metric exact without padding.
   """
+  forward = tf.function(model, jit_compile=True) if jit_compile else model
 
   def replica_step(images: tf.Tensor, labels: tf.Tensor, index: tf.Tensor) -> dict[str, tf.Tensor]:
-    logits = model(images, training=False)
+    logits = forward(images, training=False)
     metrics.update(loss_fn(labels, logits), labels, logits)
     return {"index": index, "predictions": tf.argmax(logits, axis=-1, output_type=tf.int32),
             "confidence": tf.reduce_max(tf.nn.softmax(logits), axis=-1)}

@@ -135,7 +135,8 @@ def gradient_histograms(writer: tf.summary.SummaryWriter, model: tf.keras.Model,
   """
 
   def write(gradients: Sequence[tf.Tensor]) -> None:
-    with writer.as_default(step=optimizer.iterations):
+    # name_scope(None): tags without the step's loop scope ("while/").
+    with tf.compat.v1.name_scope(None), writer.as_default(step=optimizer.iterations):
       for variable, gradient in zip(model.trainable_variables, gradients):
         name = _variable_name(model, variable)
         tf.summary.histogram(f"weights/{name}", variable)

@@ -6,6 +6,7 @@ summaries).
 """
 
 import contextlib
+import dataclasses
 import math
 import os
 import shutil
@@ -24,6 +25,7 @@ from cnn import guard
 from cnn import models
 from cnn import optim
 from cnn import run_dir as run_dir_lib
+from cnn import speed
 from cnn import steps
 from cnn import summaries
 from cnn.config import Config
@@ -44,6 +46,40 @@ def evaluate(eval_step: steps.EvalStep, dataset: Iterable,
   outputs = {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
   order = np.argsort(outputs.pop("index"), kind="stable")
   return metrics.result(), {key: values[order] for key, values in outputs.items()}
+
+
+@dataclasses.dataclass
+class Training:
+  """What the loop drives: the model, its optimizer, loss and metrics, and the compiled steps."""
+  model: tf.keras.Model
+  optimizer: tf.keras.optimizers.Optimizer
+  loss_fn: tf.keras.losses.Loss
+  train_metrics: steps.Metrics
+  eval_metrics: steps.Metrics
+  train_step: steps.TrainStep
+  eval_step: steps.EvalStep
+
+
+def build_training(config: Config, info: data_lib.DatasetInfo,
+                   strategy: tf.distribute.Strategy) -> Training:
+  """Builds the model (under `config.precision`), optimizer, metrics and compiled steps in `strategy`.
+
+  Sets the Keras global precision policy: it applies to every layer built afterwards.
+  """
+  tf.keras.mixed_precision.set_global_policy(config.precision)
+  with strategy.scope():
+    model = models.build_model(config, info)
+    model(tf.zeros((1, *info.image_shape)))  # Builds the variables.
+    optimizer = optim.build_optimizer(config)
+    optimizer.build(model.trainable_variables)  # Before the step is traced (see make_train_step).
+    train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+  return Training(
+      model=model, optimizer=optimizer, loss_fn=loss_fn, train_metrics=train_metrics,
+      eval_metrics=eval_metrics,
+      train_step=steps.make_train_step(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size,
+                                       config.jit_compile),
+      eval_step=steps.make_eval_step(model, loss_fn, eval_metrics, strategy, config.jit_compile))
 
 
 def train_and_evaluate(config: Config) -> dict[str, Any]:
@@ -78,17 +114,18 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   # Built before the splits are read, so that a bad name or shape fails in a second.
   builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
   info = data_lib.dataset_info(builder)
-  with strategy.scope():
-    model = models.build_model(config, info)
-    model(tf.zeros((1, *info.image_shape)))  # Builds the variables.
-    optimizer = optim.build_optimizer(config)
-    optimizer.build(model.trainable_variables)
-    train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
-  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-  train_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size)
-  eval_step = steps.make_eval_step(model, loss_fn, eval_metrics, strategy)
+  training = build_training(config, info, strategy)
+  model, optimizer, loss_fn = training.model, training.optimizer, training.loss_fn
+  train_metrics, eval_metrics = training.train_metrics, training.eval_metrics
+  train_step, eval_step = training.train_step, training.eval_step
   model_table = layer_table(model, info.image_shape)
   logging.info("Model %s:\n%s", config.model, model_table)
+  flops_per_image, train_flops_per_image = speed.model_flops_per_image(model, info.image_shape, loss_fn,
+                                                                       per_replica_batch)
+  throughput = speed.Throughput(config.batch_size, train_flops_per_image, config.peak_tflops)
+  logging.info("%.4g MFLOPs per image forward, %.4g MFLOPs per image in training; precision %s, %d "
+               "step(s) per loop, XLA %s", flops_per_image / 1e6, train_flops_per_image / 1e6,
+               config.precision, config.steps_per_loop, "on" if config.jit_compile else "off")
 
   # ---------------------------------------------------------------- Data.
   train_split = data_lib.load_split(builder, config.train_split)
@@ -116,6 +153,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   # The same step, also writing weight and gradient histograms: run only on due steps, so that
   # the other steps carry no summary op at all.
   histogram_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size,
+                                         config.jit_compile,
                                          summaries.gradient_histograms(writers.train, model, optimizer))
   profiler = summaries.Profiler(os.path.join(run_dir, "train"), config.profile_steps if chief else (0, 0),
                                 total_steps)
@@ -140,29 +178,36 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   # ---------------------------------------------------------------- Train.
   train_seconds, loop_start = 0.0, time.perf_counter()
   eval_results = None
+  train_retraces = speed.RetraceWatch("the train step", train_step)
+  eval_retraces = speed.RetraceWatch("the eval step", eval_step)
+  time_to_accuracy = speed.TimeToAccuracy(config.target_accuracy)
   with checkpoints.stop_on_signals() as signals, contextlib.closing(writers):
     for epoch in range(step // steps_per_epoch + 1, num_epochs + 1):
       if step % steps_per_epoch == 0:  # Not when resuming mid-epoch: the running means were restored.
         train_metrics.reset()
       epoch_start = interval_start = time.perf_counter()
-      interval_steps = 0
-      for _ in range(min(epoch * steps_per_epoch, total_steps) - step):
-        histograms_due = config.histogram_every_steps and (step + 1) % config.histogram_every_steps == 0
+      interval_steps, epoch_end = 0, min(epoch * steps_per_epoch, total_steps)
+      while step < epoch_end:
+        if config.histogram_every_steps and (step + 1) % config.histogram_every_steps == 0:
+          step_fn, num_steps = histogram_step, 1
+        else:  # Up to --steps_per_loop steps per call, ending where something is due.
+          step_fn, num_steps = train_step, min(config.steps_per_loop, epoch_end - step,
+                                               *_steps_to_next(step, config))
         with profiler.step(step + 1):
-          outputs = (histogram_step if histograms_due else train_step)(train_iterator)
-        step, interval_steps = step + 1, interval_steps + 1
-        guard.check(step, outputs, checkpointer.describe_last())  # Before any save: NaN never reaches disk.
+          outputs = step_fn(train_iterator, num_steps)
+        step, interval_steps = step + num_steps, interval_steps + num_steps
+        guard.check(step, outputs, checkpointer.describe_last(), optimizer)  # Before any save.
         checkpointer.after_step(step, epoch, config.checkpoint_every_steps)
         if signals:
           _stop(checkpointer, step, epoch, signals[0], run_dir)
         if step % config.log_every_steps == 0:
-          seconds = time.perf_counter() - interval_start
-          images_per_second = interval_steps * config.batch_size / seconds
-          eta = (total_steps - step) * config.batch_size / images_per_second
-          scalars = {"images_per_second": images_per_second, "step_seconds": seconds / interval_steps,
-                     "gradient_norm": float(outputs["gradient_norm"]),
+          rates = throughput.rates(interval_steps, time.perf_counter() - interval_start)
+          eta = (total_steps - step) * rates["step_seconds"]
+          scalars = {**rates, "gradient_norm": float(outputs["gradient_norm"]),
+                     "peak_host_memory_mb": speed.peak_host_memory_mb(),
                      **summaries.train_scalars(model, optimizer)}
           _log_progress(step, total_steps, epoch, train_metrics.result(), scalars, eta, writers)
+          train_retraces.check()
           interval_start, interval_steps = time.perf_counter(), 0
       train_seconds += time.perf_counter() - epoch_start
       if step > total_steps:
@@ -171,6 +216,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
 
       # ------------------------------------------------------------ Evaluate (and save) at each epoch end.
       eval_results, eval_outputs = evaluate(eval_step, eval_ds, eval_metrics)
+      eval_retraces.check()
       writers.scalars(writers.eval, eval_results, step)
       summaries.write_eval(writers.eval, step, eval_split, eval_outputs["predictions"],
                            eval_outputs["confidence"], info.class_names, config)
@@ -179,6 +225,9 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
       logging.info("epoch %d/%d  step %d  train loss %.4f accuracy %.4f  eval loss %.4f accuracy %.4f",
                    epoch, num_epochs, step, train_results["loss"], train_results["accuracy"],
                    eval_results["loss"], eval_results["accuracy"])
+      if time_to_accuracy.update(eval_results["accuracy"], step, time.perf_counter() - loop_start):
+        logging.info("target accuracy %.4f reached at step %d, %.1f s after training started",
+                     config.target_accuracy, step, time_to_accuracy.seconds)
       if signals:
         _stop(checkpointer, step, epoch, signals[0], run_dir)
     profiler.stop()
@@ -198,8 +247,14 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
         "wall_seconds": time.perf_counter() - loop_start,  # Training and evaluation.
         "steps": step,
         "epochs": step / steps_per_epoch,
-        "images_per_second": (step - first_step) * config.batch_size / train_seconds if train_seconds else 0.0,
         "num_parameters": model.count_params(),
+        # Speed (cnn/speed.py): rates over this process's training steps, the first (tracing) call included.
+        **(throughput.rates(step - first_step, train_seconds) if train_seconds else {"images_per_second": 0.0}),
+        "flops_per_image": flops_per_image,
+        "train_flops_per_image": train_flops_per_image,
+        "peak_host_memory_mb": speed.peak_host_memory_mb(),
+        "retraces": train_retraces.retraces + eval_retraces.retraces,
+        **time_to_accuracy.results(),
     }
     writers.scalars(writers.run, {k: v for k, v in results.items() if not isinstance(v, str)}, step)
   if not chief:
@@ -214,10 +269,17 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
 def _log_progress(step: int, total_steps: int, epoch: int, train_results: dict[str, float],
                   scalars: dict[str, float], eta_seconds: float, writers: summaries.Writers) -> None:
   """The progress line and the train scalars (metrics and `scalars`)."""
-  logging.info("step %d/%d  epoch %d  loss %.4f  accuracy %.4f  %.0f images/s  ETA %s", step, total_steps,
-               epoch, train_results["loss"], train_results["accuracy"], scalars["images_per_second"],
-               _duration(eta_seconds))
+  loss_scale = f"  loss scale {scalars['loss_scale']:g}" if "loss_scale" in scalars else ""
+  logging.info("step %d/%d  epoch %d  loss %.4f  accuracy %.4f  %s%s  ETA %s", step, total_steps, epoch,
+               train_results["loss"], train_results["accuracy"], speed.Throughput.describe(scalars),
+               loss_scale, _duration(eta_seconds))
   writers.scalars(writers.train, {**train_results, **scalars}, step)
+
+
+def _steps_to_next(step: int, config: Config) -> list[int]:
+  """Steps from `step` to the next log step, checkpoint and histogram step (what ends a loop early)."""
+  every = [config.log_every_steps, config.checkpoint_every_steps, config.histogram_every_steps]
+  return [n - step % n for n in every if n]
 
 
 def _stop(checkpointer: checkpoints.Checkpointer, step: int, epoch: int, signum: int, run_dir: str) -> None:

@@ -35,7 +35,7 @@ from conftest import run_cli, run_dir_files
 import tiny_tfds
 
 TRAIN_SCALARS = {"loss", "accuracy", "images_per_second", "step_seconds", "gradient_norm", "weight_norm",
-                 "learning_rate"}
+                 "learning_rate", "tflops", "peak_host_memory_mb"}
 FULL = ["--train_steps=12", "--log_every_steps=3", "--histogram_every_steps=6", "--summary_images=8",
         "--profile_steps=2,3", "--learning_rate=1e-5"]  # 2 epochs of 6 steps; a rate too low to learn all.
 OFF = ["--train_steps=6", "--log_every_steps=3", "--histogram_every_steps=0", "--summary_images=0",
@@ -187,7 +187,8 @@ def test_run_text_hparams_and_final_results(runs):
 def test_graph_and_profile_trace(runs):
   events = Events(runs / "full" / "train")
   assert events.accumulator.Tags()["graph"]
-  ops = {node.op for node in events.accumulator.Graph().node}
+  graph = events.accumulator.Graph()  # The step's loop body is a function of the graph's library.
+  ops = {node.op for node in graph.node} | {node.op for f in graph.library.function for node in f.node_def}
   assert {"IteratorGetNext", "Conv2D", "Conv2DBackpropFilter"} <= ops
   traces = [f for f in run_dir_files(runs / "full") if f.endswith(".xplane.pb")]
   assert len(traces) == 1 and traces[0].startswith("train/plugins/profile/"), traces

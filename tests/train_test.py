@@ -36,17 +36,41 @@ def test_smoke_run_writes_events_flags_and_results(mock_tfds, tmp_path):
   assert results["epochs"] == 40 / (256 // 32)
   assert 0.0 <= results["eval_accuracy"] <= 1.0 and results["eval_loss"] > 0
   assert results["train_seconds"] > 0 and results["images_per_second"] > 0
+  assert results["step_seconds"] == pytest.approx(results["train_seconds"] / 40)
+  assert results["flops_per_image"] == 8_159_114  # Hand-counted in speed_test.py.
+  assert results["tflops"] == pytest.approx(results["images_per_second"] * results["train_flops_per_image"] / 1e12)
+  assert "mfu" not in results and "time_to_accuracy_steps" not in results  # Neither asked for.
+  assert results["peak_host_memory_mb"] > 100 and results["retraces"] == 0
   assert results["num_parameters"] == 167_562
 
   train_scalars = scalar_tags(run_dir / "train")
   assert set(train_scalars) == {"loss", "accuracy", "images_per_second", "step_seconds", "gradient_norm",
-                                "weight_norm", "learning_rate"}
+                                "weight_norm", "learning_rate", "tflops", "peak_host_memory_mb"}
   assert [step for step, _ in train_scalars["loss"]] == [10, 20, 30, 40]  # --log_every_steps=10
   eval_scalars = scalar_tags(run_dir / "eval")
   assert set(eval_scalars) == {"loss", "accuracy"}
   # One eval per epoch end: 40 steps of 8 per epoch end epochs at 8, 16, 24, 32 and 40.
   assert [step for step, _ in eval_scalars["accuracy"]] == [8, 16, 24, 32, 40]
   assert eval_scalars["accuracy"][-1][1] == pytest.approx(results["eval_accuracy"])
+
+
+def test_steps_per_loop_keep_logs_evals_and_summaries_at_their_steps(mock_tfds, tmp_path):
+  """7 steps per loop, logs every 10, epochs of 8: every call is cut at the next log or epoch end."""
+  run_dir = tmp_path / "run"
+  code, stderr = run_cli(train.main, [*SMOKE, f"--run_dir={run_dir}", "--steps_per_loop=7",
+                                      "--precision=mixed_float16", "--target_accuracy=0.01",
+                                      "--peak_tflops=2"])
+  assert code == 0, stderr
+  results = json.loads((run_dir / "results.json").read_text())
+  assert results["steps"] == 40 and results["retraces"] == 0
+  assert results["mfu"] == pytest.approx(results["tflops"] / 2)
+  assert results["target_accuracy"] == 0.01 and results["time_to_accuracy_steps"] == 8  # First eval.
+  assert 0 < results["time_to_accuracy_seconds"] < results["wall_seconds"]
+  train_scalars = scalar_tags(run_dir / "train")
+  assert {"mfu", "loss_scale"} <= set(train_scalars)
+  assert [step for step, _ in train_scalars["loss"]] == [10, 20, 30, 40]
+  assert all(scale >= 1 for _, scale in train_scalars["loss_scale"])
+  assert [step for step, _ in scalar_tags(run_dir / "eval")["accuracy"]] == [8, 16, 24, 32, 40]
 
 
 def test_flags_txt_reproduces_the_config(tiny_data_dir, tmp_path):
