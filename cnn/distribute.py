@@ -4,6 +4,7 @@ The trainer is written once for `tf.distribute`: the default strategy (one devic
 case with one replica, so single-device and multi-device runs take the same code path.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -60,8 +61,7 @@ def make_strategy(config: Config) -> tf.distribute.Strategy:
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
   if name == "mirrored":
     gpus = tf.config.list_logical_devices("GPU")
-    devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices)
+    return _mirrored(tuple(d.name for d in gpus or tf.config.list_logical_devices("CPU")))
   if name == "multi_worker_mirrored":
     resolver = _cluster_resolver(config)
     # A peer that never starts blocks the constructor or the first collective forever.
@@ -77,6 +77,14 @@ def make_strategy(config: Config) -> tf.distribute.Strategy:
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
   raise UserError(f"unknown --strategy={name}; choose one of: {', '.join(STRATEGIES)}")
+
+
+@functools.lru_cache(maxsize=None)
+def _mirrored(devices: tuple[str, ...]) -> tf.distribute.MirroredStrategy:
+  # One per process and device set: a second MirroredStrategy hands out the same collective
+  # instance keys as the first, and their collectives then clash (TF 2.21, measured with two runs
+  # in one process, as a notebook or the tests make).
+  return tf.distribute.MirroredStrategy(list(devices))
 
 
 def per_replica_batch_size(strategy: tf.distribute.Strategy, global_batch_size: int, flag: str) -> int:
