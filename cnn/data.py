@@ -12,6 +12,7 @@ from there by index: each epoch is a seeded permutation of the example indices
 
 import dataclasses
 import difflib
+import pathlib
 
 import numpy as np
 import tensorflow as tf
@@ -46,8 +47,41 @@ def normalize(images: tf.Tensor) -> tf.Tensor:
   return tf.cast(images, tf.float32) / 255.0
 
 
+def channel_stats(split: Split) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and standard deviation of a split's pixels, in [0, 1] units (float64 sums)."""
+  total = np.zeros(split.images.shape[-1])
+  squares = np.zeros(split.images.shape[-1])
+  for start in range(0, len(split), _READ_BATCH):
+    chunk = split.images[start:start + _READ_BATCH].astype(np.float64) / 255.0
+    total += chunk.sum(axis=(0, 1, 2))
+    squares += np.square(chunk).sum(axis=(0, 1, 2))
+  count = len(split) * split.images.shape[1] * split.images.shape[2]
+  mean = total / count
+  return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+
+
+def standardizer(mean_std: tuple[np.ndarray, np.ndarray] | None):
+  """`images -> (images - mean) / std` on [0, 1] floats, or the identity when `mean_std` is None."""
+  if mean_std is None:
+    return lambda images: images
+  mean, std = (tf.constant(np.asarray(v), tf.float32) for v in mean_std)
+  return lambda images: (images - mean) / std
+
+
+def folder_builder(path: str) -> tfds.core.DatasetBuilder:
+  """TFDS's ImageFolder on `path`: split sub-folders (train/, test/) of class sub-folders of images."""
+  root = pathlib.Path(path).expanduser()
+  if not (root / "train").is_dir():
+    found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    raise UserError(f"--dataset=folder:{path} needs sub-folders train/ and test/, each with one folder "
+                    f"of images per class ({'found: ' + ', '.join(found) if found else 'none found'})")
+  return tfds.folder_dataset.ImageFolder(str(root))
+
+
 def get_builder(name: str, data_dir: str = "", download: bool = True) -> tfds.core.DatasetBuilder:
   """A prepared TFDS builder for `name`. Raises UserError if it is unknown or cannot be prepared."""
+  if name.startswith("folder:"):
+    return folder_builder(name[len("folder:"):])
   data_dir = data_dir or None
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -70,25 +104,39 @@ def get_builder(name: str, data_dir: str = "", download: bool = True) -> tfds.co
   return builder
 
 
-def dataset_info(builder: tfds.core.DatasetBuilder) -> DatasetInfo:
-  """Image shape, number of classes and class names from the builder's features."""
+def dataset_info(builder: tfds.core.DatasetBuilder, image_size: int = 0) -> DatasetInfo:
+  """Image shape, number of classes and class names from the builder's features.
+
+  `image_size` > 0 replaces the height and width (images are resized to it when loaded).
+  """
   name = builder.info.name
   if not builder.info.supervised_keys:
     raise UserError(f"dataset '{name}' has no (image, label) supervised keys; it is not an image "
                     "classification dataset")
   image_key, label_key = builder.info.supervised_keys
   image, label = builder.info.features[image_key], builder.info.features[label_key]
-  if not isinstance(label, tfds.features.ClassLabel) or len(image.shape) != 3 or None in image.shape:
+  shape = tuple(image.shape)
+  if image_size and len(shape) == 3:
+    shape = (image_size, image_size, shape[2])
+  if len(shape) == 3 and None in shape[:2] and shape[2] is not None:
+    raise UserError(f"dataset '{name}' has images of varying size; resize them with --image_size=N")
+  if not isinstance(label, tfds.features.ClassLabel) or len(shape) != 3 or None in shape:
     raise UserError(f"dataset '{name}' is not fixed-size image classification "
                     f"(image shape {image.shape}, label {type(label).__name__})")
-  return DatasetInfo(name=name, image_shape=tuple(image.shape), num_classes=label.num_classes,
+  return DatasetInfo(name=name, image_shape=shape, num_classes=label.num_classes,
                      class_names=tuple(label.names))
 
 
-def load_split(builder: tfds.core.DatasetBuilder, split: str) -> Split:
-  """Reads and decodes a whole split (TFDS slicing allowed) into memory."""
+def load_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int = 0) -> Split:
+  """Reads and decodes a whole split (TFDS slicing allowed) into memory.
+
+  `image_size` > 0 resizes every image to that height and width (bilinear, back to uint8).
+  """
   try:
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    if image_size:
+      ds = ds.map(lambda image, label: (tf.saturate_cast(tf.round(tf.image.resize(
+          image, (image_size, image_size))), tf.uint8), label), num_parallel_calls=tf.data.AUTOTUNE)
   except (ValueError, KeyError, AssertionError) as e:
     raise UserError(f"bad split '{split}' for {builder.info.name}: {str(e).splitlines()[0]} "
                     f"(splits: {', '.join(builder.info.splits)})") from None
@@ -101,11 +149,21 @@ def load_split(builder: tfds.core.DatasetBuilder, split: str) -> Split:
   return Split(images=np.concatenate(images), labels=np.concatenate(labels))
 
 
-def train_dataset(split: Split, batch_size: int, seed: int) -> tf.data.Dataset:
+def train_dataset(split: Split, batch_size: int, seed: int, augment_fn=None,
+                  mean_std: tuple[np.ndarray, np.ndarray] | None = None) -> tf.data.Dataset:
   """Endless (images, labels) batches; each epoch a fresh permutation, remainder dropped.
 
   Batches never straddle an epoch, so step `k` of epoch `e` always sees the same examples
-  for a given seed. Images are float32 in [0, 1], labels int32.
+  for a given seed. Images are float32 in [0, 1] (standardised when `mean_std` is given),
+  labels int32 (or one-hot floats from a label-mixing `augment_fn`).
+
+  Args:
+    split: the training split in memory.
+    batch_size: examples per batch.
+    seed: the run's seed (example order, augmentation).
+    augment_fn: optional `fn(images, labels, epoch, step, indices) -> (images, labels)` on [0, 1]
+      images (see `cnn.augment.make_augment_fn`), applied before standardisation.
+    mean_std: optional per-channel (mean, std) in [0, 1] units.
   """
   if len(split) < batch_size:
     raise UserError(f"--batch_size={batch_size} is larger than the training split ({len(split)} examples)")
@@ -115,10 +173,16 @@ def train_dataset(split: Split, batch_size: int, seed: int) -> tf.data.Dataset:
   def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
     order = tf.random.experimental.stateless_shuffle(
         tf.range(num_examples), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-    return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+    batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+    return batches.enumerate().map(lambda step, indices: (epoch, step, indices))
 
-  def gather(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    return normalize(tf.gather(images, indices)), tf.gather(labels, indices)
+  standardize = standardizer(mean_std)
+
+  def gather(epoch: tf.Tensor, step: tf.Tensor, indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    batch_images, batch_labels = normalize(tf.gather(images, indices)), tf.gather(labels, indices)
+    if augment_fn is not None:
+      batch_images, batch_labels = augment_fn(batch_images, batch_labels, epoch, step, indices)
+    return standardize(batch_images), batch_labels
 
   return (tf.data.Dataset.counter()
           .flat_map(epoch_batches)
@@ -126,9 +190,12 @@ def train_dataset(split: Split, batch_size: int, seed: int) -> tf.data.Dataset:
           .prefetch(tf.data.AUTOTUNE))
 
 
-def eval_dataset(split: Split, batch_size: int) -> tf.data.Dataset:
-  """One pass over the split in order; the last batch may be smaller."""
+def eval_dataset(split: Split, batch_size: int,
+                 mean_std: tuple[np.ndarray, np.ndarray] | None = None) -> tf.data.Dataset:
+  """One pass over the split in order; the last batch may be smaller. `mean_std` as train_dataset."""
+  standardize = standardizer(mean_std)
   return (tf.data.Dataset.from_tensor_slices((split.images, split.labels))
           .batch(batch_size)
-          .map(lambda images, labels: (normalize(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
+          .map(lambda images, labels: (standardize(normalize(images)), labels),
+               num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE))

@@ -12,9 +12,12 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from cnn import augment
 from cnn import data as data_lib
+from cnn import losses
 from cnn import models
 from cnn import optim
+from cnn import plugins
 from cnn import run_dir as run_dir_lib
 from cnn import steps
 from cnn import summaries
@@ -52,28 +55,42 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   tf.keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()  # Process-wide; TensorFlow cannot undo it.
+  plugins.import_modules(config.extra_modules)  # Already imported by the CLI; needed from a notebook.
 
-  # ---------------------------------------------------------------- Model, optimizer, loss, metrics.
+  # ---------------------------------------------------------------- Model, loss, metrics.
   # Built before the splits are read, so that a bad name or shape fails in a second.
   builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
-  info = data_lib.dataset_info(builder)
+  info = data_lib.dataset_info(builder, config.image_size)
   model = models.build_model(config, info)
   model(tf.zeros((1, *info.image_shape)))  # Builds the variables.
-  optimizer = optim.build_optimizer(config)
-  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  soft_labels = augment.needs_soft_labels(config.augment)  # Also checks the names.
+  loss_fn = losses.build_loss(config, soft_labels)
+  eval_loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # Plain CE, unsmoothed.
   train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
-  train_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics)
-  eval_step = steps.make_eval_step(model, loss_fn, eval_metrics)
   logging.info("Model %s:\n%s", config.model, layer_table(model, info.image_shape))
 
   # ---------------------------------------------------------------- Data.
-  train_split = data_lib.load_split(builder, config.train_split)
-  eval_split = data_lib.load_split(builder, config.eval_split)
-  train_ds = data_lib.train_dataset(train_split, config.batch_size, config.seed)
-  eval_ds = data_lib.eval_dataset(eval_split, config.eval_batch_size)
+  train_split = data_lib.load_split(builder, config.train_split, config.image_size)
+  eval_split = data_lib.load_split(builder, config.eval_split, config.image_size)
+  mean_std = None
+  if config.normalization == "standardize":
+    mean_std = ((config.normalization_mean, config.normalization_std) if config.normalization_mean
+                else data_lib.channel_stats(train_split))
+    logging.info("Standardising inputs with mean %s, std %s", *(np.round(v, 4).tolist() for v in mean_std))
+  augment_fn = augment.make_augment_fn(config, info.num_classes, len(train_split))
+  train_ds = data_lib.train_dataset(train_split, config.batch_size, config.seed, augment_fn, mean_std)
+  eval_ds = data_lib.eval_dataset(eval_split, config.eval_batch_size, mean_std)
   steps_per_epoch = len(train_split) // config.batch_size
   total_steps = config.train_steps or config.epochs * steps_per_epoch
   num_epochs = math.ceil(total_steps / steps_per_epoch)
+  if hasattr(model, "initialize_from_data"):  # E.g. airbench94's whitening from training patches.
+    model.initialize_from_data(data_lib.standardizer(mean_std)(data_lib.normalize(train_split.images[:5000])))
+
+  # ---------------------------------------------------------------- Optimizer and steps.
+  # Here, as its schedule needs the run's length in steps.
+  optimizer = optim.build_optimizer(config, model.trainable_variables, steps_per_epoch, total_steps)
+  train_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics)
+  eval_step = steps.make_eval_step(augment.with_tta(model, config.tta), eval_loss_fn, eval_metrics)
   logging.info("%s: %d train examples (%s), %d eval examples (%s), image %s, %d classes", info.name,
                len(train_split), config.train_split, len(eval_split), config.eval_split,
                "×".join(map(str, info.image_shape)), info.num_classes)
@@ -104,7 +121,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
     train_results = train_metrics.result()
 
     # -------------------------------------------------------------- Evaluate at each epoch end.
-    eval_results = evaluate(eval_step, eval_ds, eval_metrics)
+    with optim.averaged_weights(model, optimizer):  # The moving average when --ema_decay is set.
+      eval_results = evaluate(eval_step, eval_ds, eval_metrics)
     writers.scalars(writers.eval, eval_results, step)
     writers.flush()
     logging.info("epoch %d/%d  step %d  train loss %.4f accuracy %.4f  eval loss %.4f accuracy %.4f",
