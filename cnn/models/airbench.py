@@ -23,19 +23,24 @@ from cnn.models import registry
 WHITEN_EPS = 5e-4  # Added to the patch-covariance eigenvalues, as the reference code does.
 
 
-class IdentityInitConv(tf.keras.layers.Conv2D):
-  """A bias-free 3×3 "same" conv whose first min(in, out) filters start as the identity (Dirac)."""
+class PartialIdentity(tf.keras.initializers.Initializer):
+  """A conv kernel [kh, kw, in, out] whose first min(in, out) filters are the identity (Dirac).
 
-  def __init__(self, filters: int, **kwargs):
-    super().__init__(filters, 3, padding="same", use_bias=False, **kwargs)
+  The rest is PyTorch's default conv initialisation, uniform within ±1/sqrt(fan_in).
+  """
 
-  def build(self, input_shape):
-    super().build(input_shape)
-    kernel = self.kernel.numpy()
-    channels = min(input_shape[-1], self.filters)
-    kernel[:, :, :channels, :channels] = 0.0
-    kernel[1, 1, np.arange(channels), np.arange(channels)] = 1.0
-    self.kernel.assign(kernel)
+  def __call__(self, shape, dtype=None):
+    kernel = tf.keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")(shape, dtype)
+    channels = min(shape[2], shape[3])
+    mask, dirac = np.ones(shape, np.float32), np.zeros(shape, np.float32)
+    mask[:, :, :channels, :channels] = 0.0
+    dirac[shape[0] // 2, shape[1] // 2, np.arange(channels), np.arange(channels)] = 1.0
+    return kernel * tf.constant(mask, kernel.dtype) + tf.constant(dirac, kernel.dtype)
+
+
+def _conv(filters: int, name: str) -> tf.keras.layers.Conv2D:
+  return tf.keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                                kernel_initializer=PartialIdentity(), name=name)
 
 
 def _batch_norm(name: str) -> tf.keras.layers.BatchNormalization:
@@ -47,8 +52,8 @@ class ConvGroup(tf.keras.layers.Layer):
 
   def __init__(self, filters: int, **kwargs):
     super().__init__(**kwargs)
-    self.conv1, self.bn1 = IdentityInitConv(filters, name="conv1"), _batch_norm("bn1")
-    self.conv2, self.bn2 = IdentityInitConv(filters, name="conv2"), _batch_norm("bn2")
+    self.conv1, self.bn1 = _conv(filters, "conv1"), _batch_norm("bn1")
+    self.conv2, self.bn2 = _conv(filters, "conv2"), _batch_norm("bn2")
     self.pool = tf.keras.layers.MaxPooling2D(2, name="pool")
 
   def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:

@@ -1,0 +1,87 @@
+"""The model zoo: parameter counts of every registered model, and each one learns."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnn import models
+from cnn import steps
+from cnn.config import Config
+from cnn.data import DatasetInfo
+from cnn.models.airbench import Airbench94
+
+CIFAR10 = DatasetInfo("cifar10", (32, 32, 3), 10, tuple(f"c{i}" for i in range(10)))
+TINY = DatasetInfo("tiny", (16, 16, 3), 4, ("a", "b", "c", "d"))
+
+# Trainable parameters on CIFAR-10. ResNets: option-A shortcuts (no parameters), as He et al.
+TRAINABLE = {
+    "resnet20": 269_722,
+    "resnet32": 464_154,
+    "resnet44": 658_586,
+    "resnet56": 853_018,
+    "resnet110": 1_727_962,
+    # 24 whitening biases + convs 24·64·9, 64·64·9, 64·256·9, 256·256·9 ×3 + BN offsets + head 256·10.
+    "airbench94": 24 + 9 * (24 * 64 + 64 * 64 + 64 * 256 + 3 * 256 * 256) + 2 * (64 + 256 + 256) + 2560,
+    "simple_cnn": 167_562,
+}
+
+
+def trainable_count(model):
+  return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+
+
+def test_every_registered_model_has_a_checked_parameter_count():
+  assert set(models.names()) == set(TRAINABLE)
+  for name, expected in TRAINABLE.items():
+    model = models.build_model(Config(model=name), CIFAR10)
+    logits = model(tf.zeros((2, 32, 32, 3)))
+    assert trainable_count(model) == expected, name
+    assert logits.shape == (2, 10) and logits.dtype == tf.float32, name
+
+
+@pytest.mark.parametrize("name", [n for n in TRAINABLE if n != "resnet110"])
+def test_each_model_trains_a_few_steps_and_the_loss_falls(name):
+  tf.keras.utils.set_random_seed(0)
+  images = tf.random.uniform((8, *TINY.image_shape))
+  labels = tf.constant(np.arange(8) % TINY.num_classes, tf.int32)
+  model = models.build_model(Config(model=name, padding="same"), TINY)
+  model(images[:1])
+  if hasattr(model, "initialize_from_data"):
+    model.initialize_from_data(images)
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  metrics = steps.Metrics("train")
+  train_step = steps.make_train_step(model, tf.keras.optimizers.Adam(3e-3), loss_fn, metrics)
+  before = float(loss_fn(labels, model(images, training=False)))
+  iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+  for _ in range(10):
+    train_step(iterator)
+  after = float(loss_fn(labels, model(images, training=True)))
+  assert after < 0.7 * before, (before, after)
+
+
+def test_airbench_whitening_is_frozen_and_whitens_training_patches():
+  rng = np.random.default_rng(0)
+  base = rng.normal(size=(64, 32, 32, 1))
+  images = np.concatenate([base, 0.5 * base + 0.1 * rng.normal(size=base.shape), rng.normal(size=base.shape)],
+                          axis=-1).astype(np.float32)  # Correlated channels.
+  model = Airbench94(10)
+  model(images[:1])
+  assert model.whiten.kernel.path not in {v.path for v in model.trainable_variables}
+  assert model.whiten.bias.path in {v.path for v in model.trainable_variables}
+  model.initialize_from_data(images)
+  kernel = model.whiten.kernel.numpy()
+  np.testing.assert_allclose(kernel[..., 12:], -kernel[..., :12])  # Eigenvectors and their negatives.
+  responses = (model.whiten(images).numpy() - model.whiten.bias.numpy()).reshape(-1, 24)[:, :12]
+  covariance = np.cov(responses.T)
+  # The leading directions come out with unit variance and uncorrelated (eps damps the smallest).
+  np.testing.assert_allclose(np.diag(covariance)[:6], 1.0, atol=0.02)
+  assert np.abs(covariance[:6, :6] - np.diag(np.diag(covariance[:6, :6]))).max() < 0.02
+
+
+def test_airbench_convs_start_as_identity():
+  model = Airbench94(10)
+  model(tf.zeros((1, 32, 32, 3)))
+  kernel = model.groups[1].conv1.kernel.numpy()  # 64 → 256: the first 64 filters are the identity.
+  np.testing.assert_array_equal(kernel[1, 1, :, :64], np.eye(64))
+  assert np.abs(kernel[0, 0, :, :64]).max() == 0.0  # Only the centre tap.
+  assert np.abs(kernel[..., 64:]).max() > 0.0  # The other filters are random.
