@@ -67,8 +67,8 @@ class Config:
                                                  allow_empty=True)
   normalization_std: tuple[float, ...] = _field((), "Per-channel standard deviations in [0, 1] units "
                                                 "(empty: computed).", allow_empty=True, above=0.0)
-  lr_schedule: str = _field("constant", "Learning-rate schedule: constant, piecewise, cosine or linear "
-                            "(linear with warmup is the one-cycle / piecewise-linear schedule).")
+  lr_schedule: str = _field("constant", "Learning-rate schedule (linear with a warmup is the one-cycle / "
+                            "piecewise-linear schedule).", choices=("constant", "piecewise", "cosine", "linear"))
   lr_boundaries: tuple[int, ...] = _field((), "Piecewise schedule: steps (or epochs, see "
                                           "--lr_boundary_unit) at which the rate is multiplied by "
                                           "--lr_decay_factor.", allow_empty=True, minimum=1)
@@ -133,6 +133,8 @@ class Config:
     if len(self.pool_size) not in (1, len(self.conv_filters)):
       raise UserError(f"--pool_size has {len(self.pool_size)} values for {len(self.conv_filters)} conv "
                       "layers; give one value, or one per layer")
+    if self.ema_overwrite_every and not self.ema_decay:
+      raise UserError("--ema_overwrite_every needs --ema_decay (the average to copy into the weights)")
     if self.normalization_mean and len(self.normalization_mean) != len(self.normalization_std):
       raise UserError("--normalization_mean and --normalization_std need one value per channel each")
     return self

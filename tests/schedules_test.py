@@ -45,7 +45,6 @@ def test_linear_with_warmup_is_airbenchs_piecewise_linear_schedule():
 
 
 @pytest.mark.parametrize("settings, message", [
-    (dict(lr_schedule="step"), "unknown --lr_schedule=step; choose one of: constant, piecewise, cosine, linear"),
     (dict(lr_warmup_epochs=10), "--lr_warmup_epochs=10 (100 steps) is not shorter than training (100 steps)"),
     (dict(lr_schedule="piecewise"), "--lr_schedule=piecewise needs --lr_boundaries"),
     (dict(lr_schedule="piecewise", lr_boundaries=(30, 20)), "--lr_boundaries=30,20 must increase"),

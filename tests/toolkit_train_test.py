@@ -109,7 +109,8 @@ def test_image_folder_errors(tmp_path, argv, message):
 
 @pytest.mark.parametrize("argv, message", [
     (["--augment=crop,rotate"], "unknown augmentation 'rotate' in --augment; registered: alternating_flip"),
-    (["--lr_schedule=step"], "unknown --lr_schedule=step; choose one of: constant, piecewise, cosine, linear"),
+    (["--lr_schedule=step"], "--lr_schedule=step is not one of: constant, piecewise, cosine, linear"),
+    (["--ema_overwrite_every=5"], "--ema_overwrite_every needs --ema_decay"),
     (["--lr_warmup_epochs=2"], "--lr_warmup_epochs=2.0 (64 steps) is not shorter than training (4 steps)"),
     (["--optimizer=adamw", "--weight_decay=0.1", "--weight_decay_type=l2"], "--optimizer=adamw decays weights "
      "decoupled"),
