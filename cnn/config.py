@@ -57,6 +57,8 @@ class Config:
   extra_modules: str = _field(
       "", "Comma-separated Python modules to import before the flags are read, e.g. mylab.models: they "
       "register models and augmentations (importable from the current directory or PYTHONPATH).")
+  test_split: str = _field("", "TFDS split for one final evaluation after training, e.g. test when "
+                           "--eval_split is a validation split carved from train (empty: none).")
   image_size: int = _field(0, "Resize images to this height and width when loading (0: keep the dataset's "
                            "shape; needed for --dataset=folder:PATH with images of varying size).", minimum=0)
   normalization: str = _field(

@@ -72,6 +72,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   # ---------------------------------------------------------------- Data.
   train_split = data_lib.load_split(builder, config.train_split, config.image_size)
   eval_split = data_lib.load_split(builder, config.eval_split, config.image_size)
+  test_split = data_lib.load_split(builder, config.test_split, config.image_size) if config.test_split else None
   mean_std = None
   if config.normalization == "standardize":
     mean_std = ((config.normalization_mean, config.normalization_std) if config.normalization_mean
@@ -129,6 +130,11 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
                  epoch, num_epochs, step, train_results["loss"], train_results["accuracy"],
                  eval_results["loss"], eval_results["accuracy"])
   writers.close()
+  if test_split is not None:  # --test_split: one final evaluation, as each eval (EMA, TTA).
+    with optim.averaged_weights(model, optimizer):
+      test_results = evaluate(eval_step, data_lib.eval_dataset(test_split, config.eval_batch_size, mean_std),
+                              eval_metrics)
+    logging.info("%s: loss %.4f accuracy %.4f", config.test_split, test_results["loss"], test_results["accuracy"])
 
   # ---------------------------------------------------------------- Results.
   results = {
@@ -144,6 +150,9 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
       "images_per_second": step * config.batch_size / train_seconds,
       "num_parameters": model.count_params(),
   }
+  if test_split is not None:
+    results.update(test_accuracy=test_results["accuracy"], test_loss=test_results["loss"],
+                   test_split=config.test_split)
   run_dir_lib.write_results(run_dir, results)
   print(f"{config.eval_split} accuracy: {results['eval_accuracy']:.4f}  (loss {results['eval_loss']:.4f}, "
         f"{step} steps, {train_seconds:.0f} s of training; results in {run_dir})")

@@ -138,3 +138,13 @@ def test_recipe_flagfiles_run(mock_tfds, tmp_path, recipe):
   assert code == 0, stderr
   flags_txt = (run_dir / "flags.txt").read_text()
   assert f"--model={recipe.split('_')[1]}" in flags_txt and "--weight_decay_type=l2" in flags_txt
+
+
+def test_a_validation_split_from_train_and_a_final_test_evaluation(mock_tfds, tmp_path):
+  run_dir = tmp_path / "run"
+  code, stderr = run_cli(train.main, [*TINY, "--train_split=train[:75%]", "--eval_split=train[75%:]",
+                                      "--test_split=test", f"--run_dir={run_dir}"])
+  assert code == 0, stderr
+  results = json.loads((run_dir / "results.json").read_text())
+  assert results["eval_split"] == "train[75%:]" and results["test_split"] == "test"
+  assert 0.0 <= results["test_accuracy"] <= 1.0 and results["test_loss"] > 0
