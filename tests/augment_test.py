@@ -103,7 +103,7 @@ def test_unknown_names_list_the_registered_ones():
     augment.parse("crop,rotate")
 
 
-def test_the_training_pipeline_is_reproducible_and_checkpointable_with_augmentation():
+def test_the_training_pipeline_is_reproducible_and_checkpointable_with_augmentation(tmp_path):
   images = np.random.default_rng(1).integers(0, 256, (40, 8, 8, 3), np.uint8)
   split = data_lib.Split(images, np.arange(40, dtype=np.int32) % NUM_CLASSES)
   config = Config(augment="crop,alternating_flip,cutmix", seed=3)
@@ -121,8 +121,7 @@ def test_the_training_pipeline_is_reproducible_and_checkpointable_with_augmentat
   for _ in range(7):
     next(iterator)
   checkpoint = tf.train.Checkpoint(iterator=iterator)
-  path = checkpoint.write(self_tmp := __import__("tempfile").mkdtemp() + "/ckpt")
-  del self_tmp
+  path = checkpoint.write(str(tmp_path / "ckpt"))
   restored = iter(pipeline())
   tf.train.Checkpoint(iterator=restored).read(path).assert_consumed()
   for expected in first[7:]:

@@ -8,7 +8,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from cnn import augment
 from cnn import train
+from cnn.models import registry
 from conftest import run_cli
 
 TINY = ["--train_steps=4", "--batch_size=8", "--eval_batch_size=16", "--log_every_steps=2"]
@@ -43,11 +45,20 @@ def invert(images, labels, ctx):
 
 @pytest.fixture
 def module_dir(tmp_path, monkeypatch):
-  """A directory outside the package on sys.path, as the current directory or PYTHONPATH would be."""
+  """A directory outside the package on sys.path, as the current directory or PYTHONPATH would be.
+
+  What its modules register is forgotten afterwards, so other tests see the package's own lists.
+  """
   directory = tmp_path / "lab"
   directory.mkdir()
   monkeypatch.syspath_prepend(str(directory))
-  return directory
+  monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))  # pylint: disable=protected-access
+  monkeypatch.setattr(augment, "_AUGMENTATIONS", dict(augment._AUGMENTATIONS))  # pylint: disable=protected-access
+  before = set(sys.modules)
+  yield directory
+  for name in set(sys.modules) - before:
+    if name.startswith(("my_linear", "broken_lab")):
+      del sys.modules[name]
 
 
 def test_a_model_and_augmentation_from_an_outside_module_train(mock_tfds, module_dir, tmp_path):
@@ -60,7 +71,7 @@ def test_a_model_and_augmentation_from_an_outside_module_train(mock_tfds, module
   results = json.loads((run_dir / "results.json").read_text())
   assert results["steps"] == 4 and results["num_parameters"] == 32 * 32 * 3 * 10 + 10
   assert "--extra_modules=my_linear_model" in (run_dir / "flags.txt").read_text()
-  assert "my_linear_model" in sys.modules
+  assert "my_linear" in registry.names() and "my_linear_invert" in augment.names()
 
 
 def test_a_module_that_fails_to_import_is_named_with_the_reason(module_dir, tmp_path):
