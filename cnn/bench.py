@@ -150,12 +150,14 @@ class KerasFit(Contender):
 
 # ------------------------------------------------------------------ C and D: this project's trainer.
 class Trainer(Contender):
-  """`trainer.build_training(config)`'s train step, fed by the pipeline or by one cached batch."""
+  """`trainer.build_training`'s train step, fed by the pipeline or by one cached batch."""
 
   def __init__(self, config: Config, data: Data, what: str, cached: bool = False):
     self.config, self.data, self.what, self.cached = config, data, what, cached
     tf.keras.utils.set_random_seed(config.seed)
-    self.training = trainer.build_training(config, data.info, tf.distribute.get_strategy())
+    strategy, steps_per_epoch = tf.distribute.get_strategy(), data_lib.steps_per_epoch(data.train, config.batch_size)
+    self.training = trainer.build_training(config, trainer.build_model(config, data.info, strategy), strategy,
+                                           steps_per_epoch, config.epochs * steps_per_epoch)
     dataset = data_lib.train_dataset(data.train, config.batch_size, config.seed)
     if cached:  # The same batch again and again, already in memory: the step with free input.
       dataset = tf.data.Dataset.from_tensors(next(iter(dataset))).repeat()

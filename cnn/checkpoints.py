@@ -25,6 +25,7 @@ import signal
 from typing import Iterator, Optional, Sequence
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -111,12 +112,17 @@ def check_model_fits(model: tf.keras.Model, path: str) -> None:
 
 @dataclasses.dataclass
 class TrainedModel:
-  """A run's model with a checkpoint restored, and what it was trained on."""
+  """A run's model with a checkpoint restored, what it was trained on, and how it sees its inputs."""
   config: Config
   builder: tfds.core.DatasetBuilder
   info: data_lib.DatasetInfo
   model: tf.keras.Model
   checkpoint: str
+  mean_std: Optional[tuple[np.ndarray, np.ndarray]]  # Per-channel standardisation, as in training.
+
+  def preprocess(self, images: tf.Tensor) -> tf.Tensor:
+    """uint8 images (already at the model's size) → the model's float inputs, as in training."""
+    return data_lib.standardizer(self.mean_std)(data_lib.normalize(images))
 
 
 def load_trained_model(run_dir: str, which: str = "latest") -> TrainedModel:
@@ -124,11 +130,15 @@ def load_trained_model(run_dir: str, which: str = "latest") -> TrainedModel:
   config = run_dir_lib.read_config(run_dir)
   path = resolve(run_dir, which)
   builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
-  info = data_lib.dataset_info(builder)
+  info = data_lib.dataset_info(builder, config.image_size)
   model = models.build_model(config, info)
   model(tf.zeros((1, *info.image_shape)))  # Build first: restoring into an unbuilt model skips variables.
   restore_model(model, path)
-  return TrainedModel(config, builder, info, model, path)
+  mean_std = None
+  if config.normalization == "standardize":  # Recomputed from the training split, as the run did.
+    mean_std = ((config.normalization_mean, config.normalization_std) if config.normalization_mean else
+                data_lib.channel_stats(data_lib.load_split(builder, config.train_split, config.image_size)))
+  return TrainedModel(config, builder, info, model, path, mean_std)
 
 
 class Checkpointer:

@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 from absl import app
 from absl import flags
 
+from cnn import plugins
 from cnn.errors import Interrupted
 from cnn.errors import UserError
 
@@ -17,9 +18,15 @@ def _fail(message: str) -> None:
 
 def _parse_flags(argv: Sequence[str]) -> list[str]:
   try:
+    if "extra_modules" in flags.FLAGS:  # Import them first: they register models and augmentations.
+      flags.FLAGS(argv, known_only=True)  # Also reads --flagfile, so a flagfile may name them.
+      plugins.import_modules(flags.FLAGS.extra_modules)
+      flags.FLAGS.unparse_flags()
     return flags.FLAGS(argv)
   except flags.Error as e:  # unknown flag, bad value, missing flagfile, ...
     _fail(str(e).splitlines()[0])
+  except UserError as e:
+    _fail(str(e))
 
 
 def define_flag(define: Callable[..., None], name: str, default, help_text: str, **kwargs) -> None:

@@ -44,7 +44,7 @@ class Config:
   dropout: float = _field(0.0, "Dropout rate after each hidden dense layer.", minimum=0.0, below=1.0)
 
   # Optimisation.
-  optimizer: str = _field("adam", "Optimizer: adam or sgd.")
+  optimizer: str = _field("adam", "Optimizer: adam, adamw, sgd or nesterov (sgd with Nesterov momentum).")
   learning_rate: float = _field(1e-3, "Learning rate.", above=0.0)
   momentum: float = _field(0.9, "SGD momentum.", minimum=0.0, below=1.0)
   nesterov: bool = _field(False, "Nesterov momentum for SGD.")
@@ -52,6 +52,62 @@ class Config:
   eval_batch_size: int = _field(256, "Evaluation batch size.", minimum=1)
   epochs: int = _field(5, "Training epochs (ignored when --train_steps is given).", minimum=1)
   train_steps: int = _field(0, "Training steps; wins over --epochs when positive.", minimum=0)
+
+  # Research toolkit: plug-ins, data normalisation, schedules, regularisation, augmentation.
+  extra_modules: str = _field(
+      "", "Comma-separated Python modules to import before the flags are read, e.g. mylab.models: they "
+      "register models and augmentations (importable from the current directory or PYTHONPATH).")
+  test_split: str = _field("", "TFDS split for one final evaluation after training, e.g. test when "
+                           "--eval_split is a validation split carved from train (empty: none).")
+  image_size: int = _field(0, "Resize images to this height and width when loading (0: keep the dataset's "
+                           "shape; needed for --dataset=folder:PATH with images of varying size).", minimum=0)
+  normalization: str = _field(
+      "unit", "Input scaling: unit ([0, 1]) or standardize (per-channel mean/std of the training split, "
+      "or --normalization_mean/--normalization_std when given).", choices=("unit", "standardize"))
+  normalization_mean: tuple[float, ...] = _field((), "Per-channel means in [0, 1] units for "
+                                                 "--normalization=standardize (empty: computed).",
+                                                 allow_empty=True)
+  normalization_std: tuple[float, ...] = _field((), "Per-channel standard deviations in [0, 1] units "
+                                                "(empty: computed).", allow_empty=True, above=0.0)
+  lr_schedule: str = _field("constant", "Learning-rate schedule (linear with a warmup is the one-cycle / "
+                            "piecewise-linear schedule).", choices=("constant", "piecewise", "cosine", "linear"))
+  lr_boundaries: tuple[int, ...] = _field((), "Piecewise schedule: steps (or epochs, see "
+                                          "--lr_boundary_unit) at which the rate is multiplied by "
+                                          "--lr_decay_factor.", allow_empty=True, minimum=1)
+  lr_boundary_unit: str = _field("steps", "Unit of --lr_boundaries.", choices=("steps", "epochs"))
+  lr_decay_factor: float = _field(0.1, "Piecewise schedule: factor at each boundary.", above=0.0)
+  lr_warmup_epochs: float = _field(0.0, "Linear warmup length in epochs (fractions allowed).", minimum=0.0)
+  lr_warmup_start_fraction: float = _field(0.0, "Warmup starts at this fraction of --learning_rate.",
+                                           minimum=0.0)
+  lr_final_fraction: float = _field(0.0, "cosine/linear: the rate ends at this fraction of "
+                                    "--learning_rate.", minimum=0.0)
+  weight_decay: float = _field(0.0, "Weight decay coefficient (0: none).", minimum=0.0)
+  weight_decay_type: str = _field(
+      "auto", "l2: coupled, λ·w added to the gradient (He et al.); decoupled: w -= lr·λ·w after the "
+      "update (AdamW); auto: decoupled for adamw, l2 otherwise.", choices=("auto", "l2", "decoupled"))
+  weight_decay_exclude: str = _field(
+      "", "Comma-separated regular expressions; variables whose path matches one get no weight decay, "
+      "e.g. bias,gamma,beta (biases and BatchNorm).")
+  bn_bias_lr_scale: float = _field(1.0, "Multiplies the gradient of BatchNorm offsets (beta); with SGD "
+                                   "this is their learning rate times this factor (airbench: 64).",
+                                   above=0.0)
+  clip_global_norm: float = _field(0.0, "Clip gradients to this global norm (0: no clipping).", minimum=0.0)
+  ema_decay: float = _field(0.0, "Keep an exponential moving average of the weights with this decay "
+                            "(e.g. 0.999) and evaluate with it; 0: off.", minimum=0.0, below=1.0)
+  ema_overwrite_every: int = _field(0, "With --ema_decay: every this many steps the weights are set to "
+                                    "their average (lookahead-style averaging); 0: never.", minimum=0)
+  label_smoothing: float = _field(0.0, "Label smoothing of the cross-entropy.", minimum=0.0, below=1.0)
+  augment: str = _field("", "Comma-separated training augmentations, applied in order: crop, flip, "
+                        "alternating_flip, cutout, mixup, cutmix (or a registered one).")
+  crop_padding: int = _field(4, "crop: pad each side by this many pixels, then crop back.", minimum=0)
+  crop_pad_mode: str = _field("constant", "crop: padding with zeros or by reflection.",
+                              choices=("constant", "reflect"))
+  cutout_size: int = _field(8, "cutout: side of the zeroed square.", minimum=1)
+  mixup_alpha: float = _field(0.2, "mixup: Beta(α, α) of the mixing weight.", above=0.0)
+  cutmix_alpha: float = _field(1.0, "cutmix: Beta(α, α) of the kept area.", above=0.0)
+  tta: str = _field("none", "Test-time augmentation at eval: none, flip (mean logits of image and "
+                    "mirror) or flip_translate (also ±1-pixel translations, as airbench).",
+                    choices=("none", "flip", "flip_translate"))
 
   # Run.
   run_dir: str = _field("", "Run directory (empty: runs/<dataset>-<model>-<time>).")
@@ -113,7 +169,7 @@ class Config:
     for field in dataclasses.fields(self):
       value, meta = getattr(self, field.name), field.metadata
       values = value if isinstance(value, tuple) else (value,)
-      if isinstance(value, tuple) and not value:
+      if isinstance(value, tuple) and not value and not meta.get("allow_empty"):
         raise UserError(f"--{field.name} needs at least one value")
       for v in values:
         if "choices" in meta and v not in meta["choices"]:
@@ -133,6 +189,10 @@ class Config:
                                              1 <= self.profile_steps[0] <= self.profile_steps[1]):
       raise UserError(f"--profile_steps={','.join(map(str, self.profile_steps))} must be START,END with "
                       "1 <= START <= END (0,0: no profiling)")
+    if self.ema_overwrite_every and not self.ema_decay:
+      raise UserError("--ema_overwrite_every needs --ema_decay (the average to copy into the weights)")
+    if self.normalization_mean and len(self.normalization_mean) != len(self.normalization_std):
+      raise UserError("--normalization_mean and --normalization_std need one value per channel each")
     return self
 
   def to_flagfile(self) -> str:
@@ -156,7 +216,7 @@ OPERATIONAL_FIELDS = frozenset({
     "data_dir", "download", "run_dir", "overwrite", "log_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "histogram_every_steps", "summary_images", "confusion_matrix", "write_graph",
     "profile_steps", "strategy", "cpu_devices", "cluster", "tpu", "startup_timeout_seconds",
-    "steps_per_loop", "peak_tflops", "target_accuracy",
+    "steps_per_loop", "peak_tflops", "target_accuracy", "test_split",
 })
 # The fields a resumed run may change: its length and the operational fields, except those that
 # change the structure of the checkpointed (distributed) data iterator. Every other field must match

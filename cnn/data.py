@@ -8,17 +8,11 @@ from there by index: each epoch is a seeded permutation of the example indices
   * keeps a tf.data iterator's state to a position, not a buffer of images,
   * costs no decode after loading: the small datasets this codebase trains on
     (CIFAR, MNIST families: 30-180 MB as uint8) sit comfortably in memory.
-
-Why it keeps up (`python -m cnn.bench` measures it): the per-step work is one gather of a batch
-of indices and one cast, vectorised over the whole batch, run in parallel with the train step
-(`map(num_parallel_calls=AUTOTUNE)`, then `prefetch(AUTOTUNE)`); on 2 CPU cores the pipeline
-alone serves about 100k CIFAR images/s, 30-50× what the tutorial network trains at. Per-example
-work such as augmentation belongs after `batch`, on whole batches, for the same reason.
-`pipeline_options()` says how tf.data is set, and why.
 """
 
 import dataclasses
 import difflib
+import pathlib
 from typing import Optional
 
 import numpy as np
@@ -54,8 +48,41 @@ def normalize(images: tf.Tensor) -> tf.Tensor:
   return tf.cast(images, tf.float32) / 255.0
 
 
+def channel_stats(split: Split) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and standard deviation of a split's pixels, in [0, 1] units (float64 sums)."""
+  total = np.zeros(split.images.shape[-1])
+  squares = np.zeros(split.images.shape[-1])
+  for start in range(0, len(split), _READ_BATCH):
+    chunk = split.images[start:start + _READ_BATCH].astype(np.float64) / 255.0
+    total += chunk.sum(axis=(0, 1, 2))
+    squares += np.square(chunk).sum(axis=(0, 1, 2))
+  count = len(split) * split.images.shape[1] * split.images.shape[2]
+  mean = total / count
+  return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+
+
+def standardizer(mean_std: tuple[np.ndarray, np.ndarray] | None):
+  """`images -> (images - mean) / std` on [0, 1] floats, or the identity when `mean_std` is None."""
+  if mean_std is None:
+    return lambda images: images
+  mean, std = (tf.constant(np.asarray(v), tf.float32) for v in mean_std)
+  return lambda images: (images - mean) / std
+
+
+def folder_builder(path: str) -> tfds.core.DatasetBuilder:
+  """TFDS's ImageFolder on `path`: split sub-folders (train/, test/) of class sub-folders of images."""
+  root = pathlib.Path(path).expanduser()
+  if not (root / "train").is_dir():
+    found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    raise UserError(f"--dataset=folder:{path} needs sub-folders train/ and test/, each with one folder "
+                    f"of images per class ({'found: ' + ', '.join(found) if found else 'none found'})")
+  return tfds.folder_dataset.ImageFolder(str(root))
+
+
 def get_builder(name: str, data_dir: str = "", download: bool = True) -> tfds.core.DatasetBuilder:
   """A prepared TFDS builder for `name`. Raises UserError if it is unknown or cannot be prepared."""
+  if name.startswith("folder:"):
+    return folder_builder(name[len("folder:"):])
   data_dir = data_dir or None
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -78,25 +105,39 @@ def get_builder(name: str, data_dir: str = "", download: bool = True) -> tfds.co
   return builder
 
 
-def dataset_info(builder: tfds.core.DatasetBuilder) -> DatasetInfo:
-  """Image shape, number of classes and class names from the builder's features."""
+def dataset_info(builder: tfds.core.DatasetBuilder, image_size: int = 0) -> DatasetInfo:
+  """Image shape, number of classes and class names from the builder's features.
+
+  `image_size` > 0 replaces the height and width (images are resized to it when loaded).
+  """
   name = builder.info.name
   if not builder.info.supervised_keys:
     raise UserError(f"dataset '{name}' has no (image, label) supervised keys; it is not an image "
                     "classification dataset")
   image_key, label_key = builder.info.supervised_keys
   image, label = builder.info.features[image_key], builder.info.features[label_key]
-  if not isinstance(label, tfds.features.ClassLabel) or len(image.shape) != 3 or None in image.shape:
+  shape = tuple(image.shape)
+  if image_size and len(shape) == 3:
+    shape = (image_size, image_size, shape[2])
+  if len(shape) == 3 and None in shape[:2] and shape[2] is not None:
+    raise UserError(f"dataset '{name}' has images of varying size; resize them with --image_size=N")
+  if not isinstance(label, tfds.features.ClassLabel) or len(shape) != 3 or None in shape:
     raise UserError(f"dataset '{name}' is not fixed-size image classification "
                     f"(image shape {image.shape}, label {type(label).__name__})")
-  return DatasetInfo(name=name, image_shape=tuple(image.shape), num_classes=label.num_classes,
+  return DatasetInfo(name=name, image_shape=shape, num_classes=label.num_classes,
                      class_names=tuple(label.names))
 
 
-def load_split(builder: tfds.core.DatasetBuilder, split: str) -> Split:
-  """Reads and decodes a whole split (TFDS slicing allowed) into memory."""
+def load_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int = 0) -> Split:
+  """Reads and decodes a whole split (TFDS slicing allowed) into memory.
+
+  `image_size` > 0 resizes every image to that height and width (bilinear, back to uint8).
+  """
   try:
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    if image_size:
+      ds = ds.map(lambda image, label: (tf.saturate_cast(tf.round(tf.image.resize(
+          image, (image_size, image_size))), tf.uint8), label), num_parallel_calls=tf.data.AUTOTUNE)
   except (ValueError, KeyError, AssertionError) as e:
     raise UserError(f"bad split '{split}' for {builder.info.name}: {str(e).splitlines()[0]} "
                     f"(splits: {', '.join(builder.info.splits)})") from None
@@ -134,23 +175,27 @@ def pipeline_options() -> tf.data.Options:
 
 
 def train_dataset(split: Split, batch_size: int, seed: int,
-                  input_context: Optional[tf.distribute.InputContext] = None,
-                  start_step: int = 0) -> tf.data.Dataset:
+                  input_context: Optional[tf.distribute.InputContext] = None, start_step: int = 0,
+                  augment_fn=None, mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None) -> tf.data.Dataset:
   """Endless (images, labels) batches; each epoch a fresh permutation, remainder dropped.
 
-  Batches never straddle an epoch, so step `k` of epoch `e` always sees the same examples
-  for a given seed: the data position is a pure function of the step. A resumed run builds
-  the pipeline at its restored step (`start_step`) instead of checkpointing an iterator.
-  Images are float32 in [0, 1], labels int32.
+  Batches never straddle an epoch, so step `k` of epoch `e` always sees the same examples (and
+  augmentations) for a given seed: the data position is a pure function of the step. A resumed
+  run builds the pipeline at its restored step (`start_step`) instead of checkpointing an
+  iterator. Images are float32 in [0, 1] (standardised when `mean_std` is given), labels int32
+  (or one-hot floats from a label-mixing `augment_fn`).
 
   Args:
     split: the training split in memory.
     batch_size: the global batch size (all replicas of all workers together).
-    seed: the data-order seed.
+    seed: the run's seed (example order, augmentation).
     input_context: under `tf.distribute`, which input pipeline this is. Every pipeline draws
       the same global batches and keeps its own slice of each, cut into per-replica batches,
       so a step sees the same examples whatever the number of workers and replicas.
     start_step: the global step the first batch is for (0 for a fresh run).
+    augment_fn: optional `fn(images, labels, epoch, step, indices) -> (images, labels)` on [0, 1]
+      images (see `cnn.augment.make_augment_fn`), applied before standardisation.
+    mean_std: optional per-channel (mean, std) in [0, 1] units.
   """
   batches_per_epoch = steps_per_epoch(split, batch_size)
   images, labels = tf.constant(split.images), tf.constant(split.labels)
@@ -158,18 +203,23 @@ def train_dataset(split: Split, batch_size: int, seed: int,
   pipelines, pipeline = (input_context.num_input_pipelines, input_context.input_pipeline_id) if input_context else (1, 0)
   per_pipeline = batch_size // pipelines
   per_replica = input_context.get_per_replica_batch_size(batch_size) if input_context else batch_size
+  standardize = standardizer(mean_std)
 
   def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
     order = tf.random.experimental.stateless_shuffle(
         tf.range(num_examples), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-    return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+    batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+    return batches.enumerate().map(lambda step, indices: (epoch, step, indices))
 
-  def replica_batches(global_batch: tf.Tensor) -> tf.data.Dataset:
-    mine = global_batch[pipeline * per_pipeline:(pipeline + 1) * per_pipeline]
-    return tf.data.Dataset.from_tensor_slices(tf.reshape(mine, [-1, per_replica]))
+  def replica_batches(epoch: tf.Tensor, step: tf.Tensor, global_batch: tf.Tensor) -> tf.data.Dataset:
+    mine = tf.reshape(global_batch[pipeline * per_pipeline:(pipeline + 1) * per_pipeline], [-1, per_replica])
+    return tf.data.Dataset.from_tensor_slices(mine).map(lambda indices: (epoch, step, indices))
 
-  def gather(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    return normalize(tf.gather(images, indices)), tf.gather(labels, indices)
+  def gather(epoch: tf.Tensor, step: tf.Tensor, indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    batch_images, batch_labels = normalize(tf.gather(images, indices)), tf.gather(labels, indices)
+    if augment_fn is not None:
+      batch_images, batch_labels = augment_fn(batch_images, batch_labels, epoch, step, indices)
+    return standardize(batch_images), batch_labels
 
   first_epoch, steps_into_epoch = divmod(start_step, batches_per_epoch)
   return (tf.data.Dataset.counter(start=first_epoch)
@@ -182,20 +232,22 @@ def train_dataset(split: Split, batch_size: int, seed: int,
 
 
 def eval_dataset(split: Split, batch_size: int,
-                 input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
-  """One pass over the split in order; the last batch may be smaller.
+                 input_context: Optional[tf.distribute.InputContext] = None,
+                 mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None) -> tf.data.Dataset:
+  """One pass over the split in order; the last batch may be smaller. `mean_std` as train_dataset.
 
   Elements are (images, labels, indices): each example's index in the split travels with it,
   because under `tf.distribute` each input pipeline evaluates its own shard of the examples
   (in per-replica batches of the global `batch_size`) and the results come back out of order.
   """
+  standardize = standardizer(mean_std)
   dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels, np.arange(len(split))))
   if input_context:
     dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     batch_size = input_context.get_per_replica_batch_size(batch_size)
   return (dataset
           .batch(batch_size)
-          .map(lambda images, labels, index: (normalize(images), labels, index),
+          .map(lambda images, labels, index: (standardize(normalize(images)), labels, index),
                num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE)
           .with_options(pipeline_options()))

@@ -13,6 +13,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from cnn import augment
 from cnn import checkpoints
 from cnn import cli
 from cnn import data as data_lib
@@ -41,11 +42,12 @@ def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "
   """
   trained = checkpoints.load_trained_model(run_dir, checkpoint)
   split = split or trained.config.eval_split
-  examples = data_lib.load_split(trained.builder, split)
+  examples = data_lib.load_split(trained.builder, split, trained.config.image_size)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   metrics = steps.Metrics("eval")
-  eval_step = steps.make_eval_step(trained.model, loss_fn, metrics, tf.distribute.get_strategy())
-  dataset = data_lib.eval_dataset(examples, trained.config.eval_batch_size)
+  eval_step = steps.make_eval_step(augment.with_tta(trained.model, trained.config.tta), loss_fn, metrics,
+                                   tf.distribute.get_strategy())
+  dataset = data_lib.eval_dataset(examples, trained.config.eval_batch_size, mean_std=trained.mean_std)
   eval_results, outputs = trainer.evaluate(eval_step, dataset, metrics)  # As the trainer evaluates.
   matrix = tf.math.confusion_matrix(examples.labels, outputs["predictions"],
                                     num_classes=trained.info.num_classes).numpy()

@@ -17,9 +17,9 @@ from typing import Sequence
 from absl import flags
 import tensorflow as tf
 
+from cnn import augment
 from cnn import checkpoints
 from cnn import cli
-from cnn import data as data_lib
 from cnn.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -34,9 +34,12 @@ CLASS_NAMES_FILE = "class_names.txt"
 class Classifier(tf.Module):
   """What is exported: the model behind a uint8-in, named-outputs-out serving function."""
 
-  def __init__(self, model: tf.keras.Model, info: data_lib.DatasetInfo, class_names_path: str):
+  def __init__(self, trained: checkpoints.TrainedModel, class_names_path: str):
     super().__init__(name="classifier")
+    model, info = trained.model, trained.info
     self.model = model
+    self._preprocess = trained.preprocess  # uint8 → the model's inputs, as in training.
+    self._predict = augment.with_tta(model, trained.config.tta)
     # Tracked explicitly: a Keras 3 model's layers kept in Python lists are not tracked for saving.
     self.model_variables = list(model.variables)
     self.class_names = tf.Variable(list(info.class_names), trainable=False, name="class_names")
@@ -45,7 +48,7 @@ class Classifier(tf.Module):
         tf.TensorSpec((None, *info.image_shape), tf.uint8, name="images")])
 
   def _serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-    logits = self.model(data_lib.normalize(images), training=False)
+    logits = self._predict(self._preprocess(images), training=False)
     return {"probabilities": tf.nn.softmax(logits), "class_ids": tf.argmax(logits, -1, output_type=tf.int32)}
 
 
@@ -72,7 +75,7 @@ def export_run(run_dir: str, export_dir: str, checkpoint: str = "latest", overwr
     names_path = os.path.join(staging, CLASS_NAMES_FILE)
     with open(names_path, "w") as f:
       f.write("\n".join(trained.info.class_names) + "\n")
-    classifier = Classifier(trained.model, trained.info, names_path)
+    classifier = Classifier(trained, names_path)
     model_dir = os.path.join(staging, "model")
     tf.saved_model.save(classifier, model_dir, signatures={"serving_default": classifier.serve})
     if os.path.exists(export_dir):

@@ -29,7 +29,7 @@ def define_config_flags(flag_values: flags.FlagValues = FLAGS) -> None:
       flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
     elif kind is str:
       flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
-    else:  # tuple[int, ...]
+    else:  # tuple[int, ...] or tuple[float, ...]
       flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
 
 
@@ -39,9 +39,11 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> Config:
   for field in dataclasses.fields(Config):
     value = flag_values[field.name].value
     if isinstance(field.default, tuple):
+      kind = typing.get_args(typing.get_type_hints(Config)[field.name])[0]  # int or float
       try:
-        value = tuple(int(v) for v in value)
+        value = tuple(kind(v) for v in value)
       except ValueError:
-        raise UserError(f"--{field.name}={','.join(value)}: expected comma-separated integers") from None
+        raise UserError(f"--{field.name}={','.join(value)}: expected comma-separated "
+                        f"{'integers' if kind is int else 'numbers'}") from None
     values[field.name] = value
   return Config(**values).validate()

@@ -19,7 +19,10 @@ RESULTS_FILE = "results.json"
 def default_run_dir(config: Config) -> str:
   """runs/<dataset>-<model>-<YYYYmmdd-HHMMSS>."""
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  return os.path.join("runs", f"{config.dataset}-{config.model}-{stamp}")
+  dataset = config.dataset
+  if dataset.startswith("folder:"):  # folder:PATH → the folder's name
+    dataset = os.path.basename(os.path.abspath(dataset[len("folder:"):]))
+  return os.path.join("runs", f"{dataset}-{config.model}-{stamp}")
 
 
 def check(run_dir: str, config: Config) -> bool:

@@ -21,6 +21,8 @@ class Metrics:
     self.accuracy = tf.keras.metrics.SparseCategoricalAccuracy(f"{prefix}_accuracy")
 
   def update(self, per_example_loss: tf.Tensor, labels: tf.Tensor, logits: tf.Tensor) -> None:
+    if labels.shape.rank == 2:  # Mixed one-hot labels (mixup, cutmix): accuracy against the top class.
+      labels = tf.argmax(labels, axis=-1)
     self.loss.update_state(per_example_loss)
     self.accuracy.update_state(labels, logits)
 

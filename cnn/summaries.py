@@ -104,7 +104,12 @@ def write_input_grid(writer: tf.summary.SummaryWriter, dataset: tf.data.Dataset,
   """
   images, labels = next(iter(dataset.take(1)))
   images, labels = images[:max_images].numpy(), labels[:max_images].numpy()
-  grid = render.image_grid(images, [[class_names[label]] for label in labels])
+  if labels.ndim == 2:  # Mixed labels (mixup, cutmix): the classes in the mix, with their weights.
+    captions = [[f"{class_names[c]} {weights[c]:.0%}" for c in np.argsort(-weights)[:2] if weights[c] > 0]
+                for weights in labels]
+  else:
+    captions = [[class_names[label]] for label in labels]
+  grid = render.image_grid(images, captions)
   with writer.as_default(step=0):
     tf.summary.image("inputs", grid[None], description=(
         f"The first {len(labels)} training inputs after augmentation, with their class names."))

@@ -18,12 +18,15 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from cnn import augment
 from cnn import checkpoints
 from cnn import data as data_lib
 from cnn import distribute
 from cnn import guard
+from cnn import losses
 from cnn import models
 from cnn import optim
+from cnn import plugins
 from cnn import run_dir as run_dir_lib
 from cnn import speed
 from cnn import steps
@@ -60,9 +63,8 @@ class Training:
   eval_step: steps.EvalStep
 
 
-def build_training(config: Config, info: data_lib.DatasetInfo,
-                   strategy: tf.distribute.Strategy) -> Training:
-  """Builds the model (under `config.precision`), optimizer, metrics and compiled steps in `strategy`.
+def build_model(config: Config, info: data_lib.DatasetInfo, strategy: tf.distribute.Strategy) -> tf.keras.Model:
+  """Builds `config.model` under `config.precision` in `strategy`'s scope (variables included).
 
   Sets the Keras global precision policy: it applies to every layer built afterwards.
   """
@@ -70,16 +72,25 @@ def build_training(config: Config, info: data_lib.DatasetInfo,
   with strategy.scope():
     model = models.build_model(config, info)
     model(tf.zeros((1, *info.image_shape)))  # Builds the variables.
-    optimizer = optim.build_optimizer(config)
+  return model
+
+
+def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribute.Strategy,
+                   steps_per_epoch: int, total_steps: int) -> Training:
+  """The optimizer (its schedule needs the run's length), loss, metrics and compiled steps for `model`."""
+  with strategy.scope():
+    optimizer = optim.build_optimizer(config, model.trainable_variables, steps_per_epoch, total_steps)
     optimizer.build(model.trainable_variables)  # Before the step is traced (see make_train_step).
     train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
-  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+  loss_fn = losses.build_loss(config, augment.needs_soft_labels(config.augment))
+  eval_loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")  # Unsmoothed.
   return Training(
       model=model, optimizer=optimizer, loss_fn=loss_fn, train_metrics=train_metrics,
       eval_metrics=eval_metrics,
       train_step=steps.make_train_step(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size,
                                        config.jit_compile),
-      eval_step=steps.make_eval_step(model, loss_fn, eval_metrics, strategy, config.jit_compile))
+      eval_step=steps.make_eval_step(augment.with_tta(model, config.tta), eval_loss_fn, eval_metrics, strategy,
+                                     config.jit_compile))
 
 
 def train_and_evaluate(config: Config) -> dict[str, Any]:
@@ -109,35 +120,50 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
     tf.config.experimental.enable_op_determinism()  # Process-wide; TensorFlow cannot undo it.
   per_replica_batch = distribute.per_replica_batch_size(strategy, config.batch_size, "batch_size")
   distribute.per_replica_batch_size(strategy, config.eval_batch_size, "eval_batch_size")
+  plugins.import_modules(config.extra_modules)  # Already imported by the CLI; needed from a notebook.
 
-  # ---------------------------------------------------------------- Model, optimizer, loss, metrics.
+  # ---------------------------------------------------------------- Model.
   # Built before the splits are read, so that a bad name or shape fails in a second.
   builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
-  info = data_lib.dataset_info(builder)
-  training = build_training(config, info, strategy)
-  model, optimizer, loss_fn = training.model, training.optimizer, training.loss_fn
-  train_metrics, eval_metrics = training.train_metrics, training.eval_metrics
-  train_step, eval_step = training.train_step, training.eval_step
+  info = data_lib.dataset_info(builder, config.image_size)
+  model = build_model(config, info, strategy)
+  augment.needs_soft_labels(config.augment)  # Checks the augmentation names.
   model_table = layer_table(model, info.image_shape)
   logging.info("Model %s:\n%s", config.model, model_table)
-  flops_per_image, train_flops_per_image = speed.model_flops_per_image(model, info.image_shape, loss_fn,
-                                                                       per_replica_batch)
-  throughput = speed.Throughput(config.batch_size, train_flops_per_image, config.peak_tflops)
-  logging.info("%.4g MFLOPs per image forward, %.4g MFLOPs per image in training; precision %s, %d "
-               "step(s) per loop, XLA %s", flops_per_image / 1e6, train_flops_per_image / 1e6,
-               config.precision, config.steps_per_loop, "on" if config.jit_compile else "off")
 
   # ---------------------------------------------------------------- Data.
-  train_split = data_lib.load_split(builder, config.train_split)
-  eval_split = data_lib.load_split(builder, config.eval_split)
+  train_split = data_lib.load_split(builder, config.train_split, config.image_size)
+  eval_split = data_lib.load_split(builder, config.eval_split, config.image_size)
+  test_split = data_lib.load_split(builder, config.test_split, config.image_size) if config.test_split else None
+  mean_std = None
+  if config.normalization == "standardize":
+    mean_std = ((config.normalization_mean, config.normalization_std) if config.normalization_mean
+                else data_lib.channel_stats(train_split))
+    logging.info("Standardising inputs with mean %s, std %s", *(np.round(v, 4).tolist() for v in mean_std))
+  augment_fn = augment.make_augment_fn(config, info.num_classes, len(train_split))
   eval_ds = strategy.distribute_datasets_from_function(
-      lambda context: data_lib.eval_dataset(eval_split, config.eval_batch_size, context))
+      lambda context: data_lib.eval_dataset(eval_split, config.eval_batch_size, context, mean_std))
   steps_per_epoch = data_lib.steps_per_epoch(train_split, config.batch_size)
   total_steps = config.train_steps or config.epochs * steps_per_epoch
   num_epochs = math.ceil(total_steps / steps_per_epoch)
   logging.info("%s: %d train examples (%s), %d eval examples (%s), image %s, %d classes", info.name,
                len(train_split), config.train_split, len(eval_split), config.eval_split,
                "×".join(map(str, info.image_shape)), info.num_classes)
+  if hasattr(model, "initialize_from_data"):  # E.g. airbench94's whitening from training patches.
+    model.initialize_from_data(data_lib.standardizer(mean_std)(data_lib.normalize(train_split.images[:5000])))
+
+  # ---------------------------------------------------------------- Optimizer, loss, metrics, steps.
+  # Here, as the learning-rate schedule needs the run's length in steps.
+  training = build_training(config, model, strategy, steps_per_epoch, total_steps)
+  optimizer, loss_fn = training.optimizer, training.loss_fn
+  train_metrics, eval_metrics = training.train_metrics, training.eval_metrics
+  train_step, eval_step = training.train_step, training.eval_step
+  flops_per_image, train_flops_per_image = speed.model_flops_per_image(model, info.image_shape, loss_fn,
+                                                                       per_replica_batch)
+  throughput = speed.Throughput(config.batch_size, train_flops_per_image, config.peak_tflops)
+  logging.info("%.4g MFLOPs per image forward, %.4g MFLOPs per image in training; precision %s, %d "
+               "step(s) per loop, XLA %s", flops_per_image / 1e6, train_flops_per_image / 1e6,
+               config.precision, config.steps_per_loop, "on" if config.jit_compile else "off")
 
   # ---------------------------------------------------------------- Run directory and summaries.
   # Only the chief writes the run directory; other workers' summaries go nowhere.
@@ -148,8 +174,9 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   summaries.write_run_info(writers.run, config, info, model_table, model.count_params(),
                            os.path.basename(os.path.normpath(run_dir)))
   if config.summary_images and chief:
-    summaries.write_input_grid(writers.train, data_lib.train_dataset(train_split, config.batch_size, config.seed),
-                               info.class_names, config.summary_images)
+    summaries.write_input_grid(
+        writers.train, data_lib.train_dataset(train_split, config.batch_size, config.seed, augment_fn=augment_fn,
+                                              mean_std=mean_std), info.class_names, config.summary_images)
   # The same step, also writing weight and gradient histograms: run only on due steps, so that
   # the other steps carry no summary op at all.
   histogram_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size,
@@ -171,7 +198,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
           f"{checkpointer.last_saved}", flush=True)
   # The data position is a function of the step: the pipeline starts where the restored run was.
   train_iterator = iter(strategy.distribute_datasets_from_function(
-      lambda context: data_lib.train_dataset(train_split, config.batch_size, config.seed, context, step)))
+      lambda context: data_lib.train_dataset(train_split, config.batch_size, config.seed, context, step,
+                                             augment_fn, mean_std)))
   if config.write_graph and not step:
     summaries.write_graph(writers.train, train_step, train_iterator)
 
@@ -215,7 +243,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
       train_results = train_metrics.result()
 
       # ------------------------------------------------------------ Evaluate (and save) at each epoch end.
-      eval_results, eval_outputs = evaluate(eval_step, eval_ds, eval_metrics)
+      with optim.averaged_weights(model, optimizer):  # The moving average when --ema_decay is set.
+        eval_results, eval_outputs = evaluate(eval_step, eval_ds, eval_metrics)
       eval_retraces.check()
       writers.scalars(writers.eval, eval_results, step)
       summaries.write_eval(writers.eval, step, eval_split, eval_outputs["predictions"],
@@ -232,8 +261,15 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
         _stop(checkpointer, step, epoch, signals[0], run_dir)
     profiler.stop()
     checkpointer.save(step, math.ceil(step / steps_per_epoch))
-    if eval_results is None:  # A resumed run that had nothing left to train.
-      eval_results, _ = evaluate(eval_step, eval_ds, eval_metrics)
+    with optim.averaged_weights(model, optimizer):
+      if eval_results is None:  # A resumed run that had nothing left to train.
+        eval_results, _ = evaluate(eval_step, eval_ds, eval_metrics)
+      if test_split is not None:  # --test_split: one final evaluation, as each eval (EMA, TTA).
+        test_ds = strategy.distribute_datasets_from_function(
+            lambda context: data_lib.eval_dataset(test_split, config.eval_batch_size, context, mean_std))
+        test_results, _ = evaluate(eval_step, test_ds, eval_metrics)
+        logging.info("%s: loss %.4f accuracy %.4f", config.test_split, test_results["loss"],
+                     test_results["accuracy"])
     train_results = train_metrics.result()
 
     # -------------------------------------------------------------- Results.
@@ -256,6 +292,9 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
         "retraces": train_retraces.retraces + eval_retraces.retraces,
         **time_to_accuracy.results(),
     }
+    if test_split is not None:
+      results.update(test_accuracy=test_results["accuracy"], test_loss=test_results["loss"],
+                     test_split=config.test_split)
     writers.scalars(writers.run, {k: v for k, v in results.items() if not isinstance(v, str)}, step)
   if not chief:
     shutil.rmtree(write_dir, ignore_errors=True)  # This worker's copy of the checkpoints.

@@ -56,9 +56,10 @@ def assert_bitwise_equal(state, expected):
 
 
 def test_runs_killed_at_any_step_resume_bit_for_bit(tiny_data_dir, tmp_path):
-  # 30 steps = 2.5 epochs, dropout on, a checkpoint every 5 steps and at each epoch end (12, 24).
+  # 30 steps = 2.5 epochs, dropout and every kind of augmentation on (random crops, flips, cutout,
+  # label mixing), a checkpoint every 5 steps and at each epoch end (12, 24).
   args = ["--train_steps=30", "--checkpoint_every_steps=5", "--dropout=0.5", "--deterministic",
-          "--log_every_steps=100"]
+          "--log_every_steps=100", "--augment=crop,flip,cutout,mixup"]
   reference = tmp_path / "reference"
   result = train_subprocess(tiny_args(tiny_data_dir, reference, *args))
   assert result.returncode == 0, result.stderr[-2000:]

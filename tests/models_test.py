@@ -66,7 +66,8 @@ def test_a_stack_that_shrinks_the_image_below_1x1_names_the_layer():
 
 
 def test_unknown_names_list_the_valid_ones():
-  with pytest.raises(UserError, match="unknown --model=resnet9; registered models: simple_cnn"):
+  with pytest.raises(UserError, match="unknown --model=resnet9; registered models: airbench94, resnet110, "
+                     "resnet20, resnet32, resnet44, resnet56, simple_cnn"):
     build(model="resnet9")
   with pytest.raises(UserError, match="unknown --activation=rectify; e.g. relu"):
     build(activation="rectify")

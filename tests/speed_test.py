@@ -40,7 +40,9 @@ def random_split(n: int, seed: int = 0) -> data_lib.Split:
 
 def build(**settings) -> trainer.Training:
   tf.keras.utils.set_random_seed(0)
-  return trainer.build_training(Config(**settings), INFO, tf.distribute.get_strategy())
+  config, strategy = Config(**settings), tf.distribute.get_strategy()
+  return trainer.build_training(config, trainer.build_model(config, INFO, strategy), strategy,
+                                steps_per_epoch=6, total_steps=9)
 
 
 def weights(training: trainer.Training) -> list[np.ndarray]:

@@ -1,4 +1,6 @@
 """Models. Importing this package registers every model module listed here."""
 
+from cnn.models import airbench  # noqa: F401  (registers "airbench94")
+from cnn.models import resnet  # noqa: F401  (registers "resnet20" ... "resnet110")
 from cnn.models import simple_cnn  # noqa: F401  (registers "simple_cnn")
 from cnn.models.registry import build_model, names, register  # noqa: F401

@@ -1,0 +1,89 @@
+"""Learning-rate schedules by name, built on `keras.optimizers.schedules`.
+
+Every schedule peaks at `--learning_rate`; an optional linear warmup (`--lr_warmup_epochs`) climbs to it
+from `--lr_warmup_start_fraction` of it. After the warmup:
+  * constant: stays at the peak;
+  * piecewise: multiplied by `--lr_decay_factor` at each of `--lr_boundaries` (steps or epochs,
+    counted from the start of training);
+  * cosine / linear: decays to `--lr_final_fraction` of the peak at the last step. Linear decay after
+    a warmup is the one-cycle (piecewise-linear) schedule of airbench and fast CIFAR training.
+"""
+
+import tensorflow as tf
+
+from cnn.config import Config
+from cnn.errors import UserError
+
+SCHEDULES = ("constant", "piecewise", "cosine", "linear")
+Schedule = tf.keras.optimizers.schedules.LearningRateSchedule
+
+
+class Constant(Schedule):
+  """The same rate at every step."""
+
+  def __init__(self, learning_rate: float):
+    self.learning_rate = learning_rate
+
+  def __call__(self, step):
+    return tf.constant(self.learning_rate, tf.float32)
+
+  def get_config(self):
+    return {"learning_rate": self.learning_rate}
+
+
+class WarmupThen(Schedule):
+  """Linear warmup from `start` to `peak` over `warmup_steps`, then `after(step - offset)`.
+
+  Args:
+    after: the schedule after the warmup.
+    peak: the rate at the end of the warmup.
+    start: the rate at step 0.
+    warmup_steps: length of the warmup (0: none).
+    offset: subtracted from the step before calling `after` (the warmup length for schedules that
+      decay over the steps after it, 0 for boundaries counted from the start).
+  """
+
+  def __init__(self, after: Schedule, peak: float, start: float, warmup_steps: int, offset: int):
+    self.after, self.peak, self.start = after, peak, start
+    self.warmup_steps, self.offset = warmup_steps, offset
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    if not self.warmup_steps:
+      return self.after(step)
+    warm = self.start + (self.peak - self.start) * step / self.warmup_steps
+    return tf.where(step < self.warmup_steps, warm, self.after(tf.maximum(step - self.offset, 0.0)))
+
+  def get_config(self):
+    return {"peak": self.peak, "start": self.start, "warmup_steps": self.warmup_steps, "offset": self.offset}
+
+
+def build_schedule(config: Config, steps_per_epoch: int, total_steps: int) -> Schedule:
+  """The schedule `config.lr_schedule` names for a run of `total_steps`. Raises UserError."""
+  peak = config.learning_rate
+  warmup_steps = round(config.lr_warmup_epochs * steps_per_epoch)
+  if warmup_steps >= total_steps and config.lr_warmup_epochs:
+    raise UserError(f"--lr_warmup_epochs={config.lr_warmup_epochs} ({warmup_steps} steps) is not shorter "
+                    f"than training ({total_steps} steps); shorten the warmup or train longer")
+  decay_steps = total_steps - warmup_steps
+  offset = warmup_steps
+  if config.lr_schedule == "constant":
+    after = Constant(peak)
+  elif config.lr_schedule == "piecewise":
+    if not config.lr_boundaries:
+      raise UserError("--lr_schedule=piecewise needs --lr_boundaries, e.g. --lr_boundaries=32000,48000")
+    per = steps_per_epoch if config.lr_boundary_unit == "epochs" else 1
+    boundaries = [b * per for b in config.lr_boundaries]
+    if boundaries != sorted(set(boundaries)):
+      raise UserError(f"--lr_boundaries={','.join(map(str, config.lr_boundaries))} must increase")
+    values = [peak * config.lr_decay_factor**i for i in range(len(boundaries) + 1)]
+    after, offset = tf.keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values), 0
+  elif config.lr_schedule == "cosine":
+    after = tf.keras.optimizers.schedules.CosineDecay(peak, decay_steps, alpha=config.lr_final_fraction)
+  elif config.lr_schedule == "linear":
+    after = tf.keras.optimizers.schedules.PolynomialDecay(peak, decay_steps,
+                                                          end_learning_rate=peak * config.lr_final_fraction)
+  else:
+    raise UserError(f"unknown --lr_schedule={config.lr_schedule}; choose one of: {', '.join(SCHEDULES)}")
+  return WarmupThen(after, peak, peak * config.lr_warmup_start_fraction, warmup_steps, offset)
+

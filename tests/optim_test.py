@@ -1,0 +1,120 @@
+"""Optimizers: weight decay where it should be and nowhere else, gradient scales, clipping, EMA."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnn import optim
+from cnn import steps
+from cnn.config import Config
+from cnn.errors import UserError
+
+
+class Net(tf.keras.Model):
+  """A conv with bias, a BatchNorm and a dense layer: kernels, biases, gamma and beta."""
+
+  def __init__(self):
+    super().__init__(name="net")
+    self.conv = tf.keras.layers.Conv2D(2, 3, name="conv")
+    self.bn = tf.keras.layers.BatchNormalization(name="bn")
+    self.pool = tf.keras.layers.GlobalAveragePooling2D()
+    self.logits = tf.keras.layers.Dense(3, name="logits")
+
+  def call(self, images, training=False):
+    return self.logits(self.pool(self.bn(self.conv(images), training=training)))
+
+
+def built_net():
+  tf.keras.utils.set_random_seed(0)
+  model = Net()
+  model(tf.zeros((1, 8, 8, 3)))
+  for variable in model.trainable_variables:  # Non-zero everywhere, so that decay shows.
+    variable.assign(tf.ones_like(variable))
+  return model
+
+
+def step_with_zero_gradients(config):
+  """One update with all-zero gradients: any change is weight decay. Returns {path: new value}."""
+  model = built_net()
+  optimizer = optim.build_optimizer(config, model.trainable_variables)
+  optimizer.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
+  return {v.path: v.numpy() for v in model.trainable_variables}
+
+
+@pytest.mark.parametrize("optimizer, kind", [("sgd", "l2"), ("nesterov", "l2"), ("adam", "l2"),
+                                             ("sgd", "decoupled"), ("adamw", "auto")])
+def test_weight_decay_skips_excluded_variables(optimizer, kind):
+  config = Config(optimizer=optimizer, learning_rate=0.1, weight_decay=0.5, weight_decay_type=kind,
+                  weight_decay_exclude="bias,gamma,beta")
+  after = step_with_zero_gradients(config)
+  for path, value in after.items():
+    if path.endswith(("bias", "gamma", "beta")):
+      np.testing.assert_array_equal(value, 1.0, err_msg=path)
+    else:
+      assert (value < 1.0).all(), path
+  assert set(after) == {"net/conv/kernel", "net/conv/bias", "net/bn/gamma", "net/bn/beta",
+                        "net/logits/kernel", "net/logits/bias"}
+
+
+def test_coupled_l2_is_added_to_the_gradient_and_decoupled_is_scaled_by_the_rate():
+  # SGD without momentum, lr 0.1, λ 0.5 on w = 1: coupled w -= 0.1·(0 + 0.5·1); decoupled w -= 0.1·0.5·1.
+  for kind in ("l2", "decoupled"):
+    after = step_with_zero_gradients(Config(optimizer="sgd", momentum=0.0, learning_rate=0.1, weight_decay=0.5,
+                                            weight_decay_type=kind))
+    np.testing.assert_allclose(after["net/conv/kernel"], 0.95, rtol=1e-6)
+  with pytest.raises(UserError, match="--optimizer=adamw decays weights decoupled"):
+    optim.build_optimizer(Config(optimizer="adamw", weight_decay=0.1, weight_decay_type="l2"))
+
+
+def test_batch_norm_offsets_get_a_scaled_gradient():
+  model = built_net()
+  optimizer = optim.build_optimizer(Config(optimizer="sgd", momentum=0.0, learning_rate=0.1, bn_bias_lr_scale=64),
+                                    model.trainable_variables)
+  optimizer.apply_gradients([(tf.ones_like(v), v) for v in model.trainable_variables])
+  got = {v.path: v.numpy() for v in model.trainable_variables}
+  np.testing.assert_allclose(got["net/bn/beta"], 1.0 - 6.4, rtol=1e-6)
+  np.testing.assert_allclose(got["net/bn/gamma"], 0.9, rtol=1e-6)
+  np.testing.assert_allclose(got["net/logits/bias"], 0.9, rtol=1e-6)
+
+
+def test_gradients_are_clipped_by_global_norm():
+  model = built_net()
+  optimizer = optim.build_optimizer(Config(optimizer="sgd", momentum=0.0, learning_rate=1.0, clip_global_norm=1.0),
+                                    model.trainable_variables)
+  before = [v.numpy() for v in model.trainable_variables]
+  optimizer.apply_gradients([(100 * tf.ones_like(v), v) for v in model.trainable_variables])
+  moved = np.sqrt(sum(np.sum((b - v.numpy())**2) for b, v in zip(before, model.trainable_variables)))
+  assert moved == pytest.approx(1.0, rel=1e-5)
+
+
+def test_eval_uses_the_moving_average_and_training_keeps_the_raw_weights():
+  tf.keras.utils.set_random_seed(0)
+  model = Net()
+  images = tf.random.uniform((8, 8, 8, 3))
+  labels = tf.constant([0, 1, 2, 0, 1, 2, 0, 1])
+  model(images)
+  optimizer = optim.build_optimizer(Config(optimizer="sgd", learning_rate=0.1, ema_decay=0.9),
+                                    model.trainable_variables)
+  optimizer.build(model.trainable_variables)
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+  strategy = tf.distribute.get_strategy()
+  train_step = steps.make_train_step(model, optimizer, loss_fn, steps.Metrics("train"), strategy, 8)
+  iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+  for _ in range(5):
+    train_step(iterator)
+  raw = [v.numpy() for v in model.trainable_variables]
+  averages = [optimizer._model_variables_moving_average[optimizer._get_variable_index(v)].numpy()  # pylint: disable=protected-access
+              for v in model.trainable_variables]
+  assert any(not np.allclose(r, a) for r, a in zip(raw, averages))
+
+  eval_metrics = steps.Metrics("eval")
+  eval_step = steps.make_eval_step(model, loss_fn, eval_metrics, strategy)
+  with optim.averaged_weights(model, optimizer):
+    for variable, average in zip(model.trainable_variables, averages):
+      np.testing.assert_array_equal(variable.numpy(), average)
+    eval_step((images, labels, tf.range(8)))
+    expected = float(tf.reduce_mean(loss_fn(labels, model(images))))
+  assert eval_metrics.result()["loss"] == pytest.approx(expected, rel=1e-6)
+  for variable, value in zip(model.trainable_variables, raw):  # Raw weights are back for training.
+    np.testing.assert_array_equal(variable.numpy(), value)
+  assert any("average" in v.path for v in optimizer.variables)  # Saved with the optimizer's checkpoint.

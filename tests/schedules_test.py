@@ -1,0 +1,54 @@
+"""Learning-rate schedules: values at chosen steps, and settings that cannot work."""
+
+import pytest
+
+from cnn import schedules
+from cnn.config import Config
+from cnn.errors import UserError
+
+
+def values(config, steps_per_epoch, total_steps, at):
+  schedule = schedules.build_schedule(config, steps_per_epoch, total_steps)
+  return [float(schedule(step)) for step in at]
+
+
+def test_constant():
+  assert values(Config(learning_rate=0.3), 10, 100, [0, 50, 99]) == pytest.approx([0.3, 0.3, 0.3])
+
+
+def test_piecewise_by_steps_is_the_resnet_recipe():
+  config = Config(learning_rate=0.1, lr_schedule="piecewise", lr_boundaries=(32000, 48000))
+  got = values(config, 390, 64000, [0, 32000, 32001, 48000, 48001, 63999])
+  assert got == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_piecewise_by_epochs_with_warmup():
+  config = Config(learning_rate=0.1, lr_schedule="piecewise", lr_boundaries=(2, 3), lr_boundary_unit="epochs",
+                  lr_decay_factor=0.5, lr_warmup_epochs=1)
+  got = values(config, 10, 40, [0, 5, 10, 20, 21, 30, 31])
+  assert got == pytest.approx([0.0, 0.05, 0.1, 0.1, 0.05, 0.05, 0.025])
+
+
+def test_cosine_decays_to_the_final_fraction_after_warmup():
+  config = Config(learning_rate=1.0, lr_schedule="cosine", lr_warmup_epochs=1, lr_warmup_start_fraction=0.5,
+                  lr_final_fraction=0.1)
+  got = values(config, 10, 110, [0, 5, 10, 60, 110])
+  assert got == pytest.approx([0.5, 0.75, 1.0, 0.1 + 0.9 * 0.5, 0.1], abs=1e-6)
+
+
+def test_linear_with_warmup_is_airbenchs_piecewise_linear_schedule():
+  config = Config(learning_rate=2.0, lr_schedule="linear", lr_warmup_epochs=2.3, lr_warmup_start_fraction=0.2,
+                  lr_final_fraction=0.07)
+  # 10 steps an epoch, 100 steps: 0.2 → 1 of the peak over 23 steps, then down to 0.07 at step 100.
+  got = values(config, 10, 100, [0, 23, 23 + 77 // 2, 100])
+  assert got == pytest.approx([0.4, 2.0, 2.0 * (1 - 0.93 * 38 / 77), 0.14], rel=1e-5)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(lr_warmup_epochs=10), "--lr_warmup_epochs=10 (100 steps) is not shorter than training (100 steps)"),
+    (dict(lr_schedule="piecewise"), "--lr_schedule=piecewise needs --lr_boundaries"),
+    (dict(lr_schedule="piecewise", lr_boundaries=(30, 20)), "--lr_boundaries=30,20 must increase"),
+])
+def test_settings_that_cannot_work(settings, message):
+  with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    schedules.build_schedule(Config(**settings), 10, 100)
