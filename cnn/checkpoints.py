@@ -134,10 +134,10 @@ def load_trained_model(run_dir: str, which: str = "latest") -> TrainedModel:
   model = models.build_model(config, info)
   model(tf.zeros((1, *info.image_shape)))  # Build first: restoring into an unbuilt model skips variables.
   restore_model(model, path)
-  mean_std = None
-  if config.normalization == "standardize":  # Recomputed from the training split, as the run did.
-    mean_std = ((config.normalization_mean, config.normalization_std) if config.normalization_mean else
-                data_lib.channel_stats(data_lib.load_split(builder, config.train_split, config.image_size)))
+  # The training split is read only when the run's standardisation statistics came from it.
+  needs_split = config.normalization == "standardize" and not config.normalization_mean
+  train_split = data_lib.load_split(builder, config.train_split, config.image_size) if needs_split else None
+  mean_std = data_lib.input_mean_std(config, train_split)
   return TrainedModel(config, builder, info, model, path, mean_std)
 
 

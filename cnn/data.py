@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cnn.config import Config
 from cnn.errors import UserError
 
 _READ_BATCH = 4096  # Examples per batch when materialising a split.
@@ -59,6 +60,20 @@ def channel_stats(split: Split) -> tuple[np.ndarray, np.ndarray]:
   count = len(split) * split.images.shape[1] * split.images.shape[2]
   mean = total / count
   return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+
+
+def input_mean_std(config: Config,
+                   train_split: Optional[Split]) -> Optional[tuple[np.ndarray, np.ndarray]]:
+  """The per-channel (mean, std) a run standardises with: given by flags, or from its training split.
+
+  None unless --normalization=standardize. Training and the commands that use a trained run
+  (evaluate, export) both call this, so they see the inputs alike.
+  """
+  if config.normalization != "standardize":
+    return None
+  if config.normalization_mean:
+    return config.normalization_mean, config.normalization_std
+  return channel_stats(train_split)
 
 
 def standardizer(mean_std: tuple[np.ndarray, np.ndarray] | None):

@@ -135,10 +135,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   train_split = data_lib.load_split(builder, config.train_split, config.image_size)
   eval_split = data_lib.load_split(builder, config.eval_split, config.image_size)
   test_split = data_lib.load_split(builder, config.test_split, config.image_size) if config.test_split else None
-  mean_std = None
-  if config.normalization == "standardize":
-    mean_std = ((config.normalization_mean, config.normalization_std) if config.normalization_mean
-                else data_lib.channel_stats(train_split))
+  mean_std = data_lib.input_mean_std(config, train_split)
+  if mean_std is not None:
     logging.info("Standardising inputs with mean %s, std %s", *(np.round(v, 4).tolist() for v in mean_std))
   augment_fn = augment.make_augment_fn(config, info.num_classes, len(train_split))
   eval_ds = strategy.distribute_datasets_from_function(
