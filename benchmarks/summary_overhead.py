@@ -47,11 +47,13 @@ def main(argv):
   model = SimpleCNN(num_classes=10)
   model(tf.zeros((1, 32, 32, 3)))
   optimizer = tf.keras.optimizers.Adam(1e-3)
-  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-  metrics = steps.Metrics("train")
-  variants = {"plain": steps.make_train_step(model, optimizer, loss_fn, metrics),
-              "histograms": steps.make_train_step(model, optimizer, loss_fn, metrics,
-                                                  summaries.gradient_histograms(writers.train, model, optimizer))}
+  optimizer.build(model.trainable_variables)
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+  metrics, strategy = steps.Metrics("train"), tf.distribute.get_strategy()
+  variants = {"plain": steps.make_train_step(model, optimizer, loss_fn, metrics, strategy, 32),
+              "histograms": steps.make_train_step(
+                  model, optimizer, loss_fn, metrics, strategy, 32,
+                  gradient_summary=summaries.gradient_histograms(writers.train, model, optimizer))}
   batch = (tf.random.uniform((32, 32, 32, 3)), tf.random.uniform((32,), maxval=10, dtype=tf.int32))
   iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
   trace_ms = {}

@@ -7,6 +7,7 @@ restarted with the same command ends bit for bit where an uninterrupted run ends
     are invisible to `tf.train.Checkpoint(model=...)`, and so are the `SeedGenerator` states of
     Dropout and other random layers: listing `model.variables` catches both),
   * the optimizer (slots, iterations, and the loss scale when it is a LossScaleOptimizer),
+  * the lookahead's slow weights (cnn/weight_hooks.py),
   * the global step, the epoch and the best eval accuracy so far,
   * the running train metrics of the current epoch,
   * nothing for the data: the training batches are a pure function of (seed, step), so a resumed
@@ -153,11 +154,12 @@ class Checkpointer:
     write_dir: where this process saves, if not `run_dir`: a multi-worker run's non-chief workers
       must take part in every save, but into a temporary directory (their copy is not kept). They
       restore from the chief's checkpoints in `run_dir`.
+    weight_hook_variables: the lookahead's slow weights (cnn/weight_hooks.py), if any.
   """
 
   def __init__(self, run_dir: str, model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
                metric_variables: Sequence[tf.Variable], keep: int,
-               write_dir: Optional[str] = None):
+               write_dir: Optional[str] = None, weight_hook_variables: Sequence[tf.Variable] = ()):
     self.model = model
     optimizer.build(model.trainable_variables)  # Slots exist before restoring: assert_consumed sees them.
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -166,7 +168,7 @@ class Checkpointer:
     self.checkpoint = tf.train.Checkpoint(
         model_variables=model_variables(model), optimizer=optimizer,
         train_metrics=list(metric_variables), step=self.step, epoch=self.epoch,
-        best_eval_accuracy=self.best_eval_accuracy)
+        best_eval_accuracy=self.best_eval_accuracy, weight_hooks=list(weight_hook_variables))
     self.directory = os.path.join(run_dir, CHECKPOINTS_DIR)
     write_dir = write_dir or run_dir
     self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(write_dir, CHECKPOINTS_DIR),

@@ -94,8 +94,18 @@ class Config:
   clip_global_norm: float = _field(0.0, "Clip gradients to this global norm (0: no clipping).", minimum=0.0)
   ema_decay: float = _field(0.0, "Keep an exponential moving average of the weights with this decay "
                             "(e.g. 0.999) and evaluate with it; 0: off.", minimum=0.0, below=1.0)
-  ema_overwrite_every: int = _field(0, "With --ema_decay: every this many steps the weights are set to "
-                                    "their average (lookahead-style averaging); 0: never.", minimum=0)
+  lookahead_every: int = _field(
+      0, "Lookahead averaging (airbench): every this many steps the slow weights move toward the model's, "
+      "slow = d·slow + (1−d)·weights, and the model takes them; it ends with them. 0: off.", minimum=0)
+  lookahead_decay: float = _field(0.95**5, "Lookahead: the decay d at the end of training.", minimum=0.0,
+                                  below=1.0)
+  lookahead_decay_power: float = _field(3.0, "Lookahead: d at step t is lookahead_decay·(t/T)^power over T "
+                                        "steps (airbench: 3; 0: constant).", minimum=0.0)
+  freeze_variables: str = _field(
+      "", "Comma-separated regular expressions; trainable variables whose path matches one are trained "
+      "for --freeze_after_epochs, then no longer updated (airbench: whiten/bias after 3 epochs).")
+  freeze_after_epochs: float = _field(0.0, "With --freeze_variables: epochs to train them before freezing "
+                                      "(fractions allowed; 0: frozen from the start).", minimum=0.0)
   label_smoothing: float = _field(0.0, "Label smoothing of the cross-entropy.", minimum=0.0, below=1.0)
   augment: str = _field("", "Comma-separated training augmentations, applied in order: crop, flip, "
                         "alternating_flip, cutout, mixup, cutmix (or a registered one).")
@@ -189,8 +199,8 @@ class Config:
                                              1 <= self.profile_steps[0] <= self.profile_steps[1]):
       raise UserError(f"--profile_steps={','.join(map(str, self.profile_steps))} must be START,END with "
                       "1 <= START <= END (0,0: no profiling)")
-    if self.ema_overwrite_every and not self.ema_decay:
-      raise UserError("--ema_overwrite_every needs --ema_decay (the average to copy into the weights)")
+    if self.freeze_after_epochs and not self.freeze_variables:
+      raise UserError("--freeze_after_epochs needs --freeze_variables (the variables to freeze)")
     if self.normalization_mean and len(self.normalization_mean) != len(self.normalization_std):
       raise UserError("--normalization_mean and --normalization_std need one value per channel each")
     return self

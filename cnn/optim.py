@@ -35,15 +35,19 @@ class _GradientTransform:
   def apply(self, grads, trainable_variables=None):
     if trainable_variables is not None:
       trainable_variables = list(trainable_variables)
-      grads = [g if g is None else self._transform(g, v) for g, v in zip(grads, trainable_variables)]
+      # Under tf.distribute this runs on each replica's share of the gradient, before Keras sums the
+      # shares: each replica adds its share of the L2 term, so that the sum holds it once.
+      context = tf.distribute.get_replica_context()
+      replicas = context.num_replicas_in_sync if context else 1
+      grads = [g if g is None else self._transform(g, v, replicas) for g, v in zip(grads, trainable_variables)]
     return super().apply(grads, trainable_variables)
 
-  def _transform(self, gradient: tf.Tensor, variable: tf.Variable) -> tf.Tensor:
+  def _transform(self, gradient: tf.Tensor, variable: tf.Variable, replicas: int) -> tf.Tensor:
     scale, l2 = self._scale_by_id.get(id(variable), 1.0), self._l2_by_id.get(id(variable), 0.0)
     if scale != 1.0:
       gradient = gradient * scale
     if l2:
-      gradient = gradient + tf.cast(l2, gradient.dtype) * tf.cast(variable, gradient.dtype)
+      gradient = gradient + tf.cast(l2 / replicas, gradient.dtype) * tf.cast(variable, gradient.dtype)
     return gradient
 
 
@@ -51,14 +55,23 @@ def _with_transform(cls: type) -> type:
   return type(cls.__name__, (_GradientTransform, cls), {})
 
 
+def matching(variables: Sequence[tf.Variable], patterns: str, flag: str) -> list[tf.Variable]:
+  """The variables whose path matches one of the comma-separated regular expressions `patterns`.
+
+  Raises:
+    UserError: naming `flag` for a bad regular expression.
+  """
+  try:
+    compiled = [re.compile(p.strip()) for p in patterns.split(",") if p.strip()]
+  except re.error as e:
+    raise UserError(f"--{flag}: bad regular expression ({e})") from None
+  return [v for v in variables if any(p.search(v.path) for p in compiled)]
+
+
 def decayed(variables: Sequence[tf.Variable], exclude: str) -> list[tf.Variable]:
   """The variables that get weight decay: those whose path matches none of the comma-separated regexes."""
-  patterns = [p.strip() for p in exclude.split(",") if p.strip()]
-  try:
-    compiled = [re.compile(p) for p in patterns]
-  except re.error as e:
-    raise UserError(f"--weight_decay_exclude: bad regular expression ({e})") from None
-  return [v for v in variables if not any(p.search(v.path) for p in compiled)]
+  excluded = {id(v) for v in matching(variables, exclude, "weight_decay_exclude")}
+  return [v for v in variables if id(v) not in excluded]
 
 
 def build_optimizer(config: Config, variables: Sequence[tf.Variable] = (), steps_per_epoch: int = 1,
@@ -83,10 +96,9 @@ def build_optimizer(config: Config, variables: Sequence[tf.Variable] = (), steps
     raise UserError("--optimizer=adamw decays weights decoupled; use --weight_decay_type=decoupled, or "
                     "--optimizer=adam for coupled L2")
   learning_rate = schedules.build_schedule(config, steps_per_epoch, total_steps)
-  common = dict(learning_rate=learning_rate,
-                global_clipnorm=config.clip_global_norm or None,
-                use_ema=bool(config.ema_decay), ema_momentum=config.ema_decay or 0.99,
-                ema_overwrite_frequency=config.ema_overwrite_every or None)
+  # No `global_clipnorm`: Keras clips each replica's gradients before summing them, so the train step
+  # clips instead, by the norm of the summed gradients (cnn/steps.py).
+  common = dict(learning_rate=learning_rate, use_ema=bool(config.ema_decay), ema_momentum=config.ema_decay or 0.99)
   if kind == "decoupled" and config.weight_decay:
     common["weight_decay"] = config.weight_decay
   if config.optimizer in ("adam", "adamw"):

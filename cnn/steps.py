@@ -9,6 +9,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import tensorflow as tf
 
+from cnn.weight_hooks import WeightHooks
+
 
 class Metrics:
   """Mean loss and accuracy over the examples seen since the last `reset()`.
@@ -38,7 +40,7 @@ class Metrics:
     return {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
 
 
-TrainStep = Callable[..., dict[str, tf.Tensor]]  # train_step(iterator, num_steps=1)
+TrainStep = Callable[..., dict[str, tf.Tensor]]  # train_step(iterator, num_steps=1, step=0)
 EvalStep = Callable[[Any], dict[str, tf.Tensor]]
 GradientSummary = Callable[[Sequence[tf.Tensor]], None]
 
@@ -53,12 +55,13 @@ def _global_norm(gradients: Sequence[tf.Tensor]) -> tf.Tensor:
 
 def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
                     loss_fn: tf.keras.losses.Loss, metrics: Metrics, strategy: tf.distribute.Strategy,
-                    global_batch_size: int, jit_compile: bool = False,
+                    global_batch_size: int, jit_compile: bool = False, clip_global_norm: float = 0.0,
+                    weight_hooks: Optional[WeightHooks] = None,
                     gradient_summary: Optional[GradientSummary] = None) -> TrainStep:
   """A compiled loop of `num_steps` train steps, each taking the next batch from `iterator`.
 
-  The iterator is read inside the `tf.function` (as Orbit does), so `train_step(iterator, K)` runs
-  K steps in one call (a `tf.range` loop: one dispatch from Python per K steps); `num_steps` is a
+  The iterator is read inside the `tf.function` (as Orbit does), so `train_step(iterator, K, step)`
+  runs steps step+1 … step+K in one call (a `tf.range` loop: one dispatch from Python per K steps); `num_steps` is a
   tensor, so a shorter loop does not retrace. Each replica averages its per-example losses over
   the *global* batch and the optimizer sums gradients across replicas, so any number of replicas
   computes the one-device update. Under mixed_float16 `optimizer` is a `LossScaleOptimizer`: the
@@ -76,6 +79,9 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
     global_batch_size: examples per step across all replicas.
     jit_compile: compile the forward and backward pass with XLA (the update, which all-reduces
       across replicas, and reading the iterator stay outside the compiled part).
+    clip_global_norm: clip the gradients to this global norm (0: no clipping), measured on the
+      gradients summed over replicas (Keras's `global_clipnorm` would clip each replica's share).
+    weight_hooks: freezing and lookahead around each update (cnn/weight_hooks.py).
     gradient_summary: called in the step with the gradients, after the update (e.g. the
       histograms of `summaries.gradient_histograms`).
 
@@ -103,6 +109,9 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
     gradient_norm = _global_norm(gradients)
     if loss_scaling:
       gradient_norm /= tf.cast(optimizer.dynamic_scale, gradient_norm.dtype)
+    if clip_global_norm:  # The same factor on every replica, so the summed gradient is clipped.
+      factor = clip_global_norm / tf.maximum(gradient_norm, clip_global_norm)
+      gradients = [g * tf.cast(factor, g.dtype) for g in gradients]
     optimizer.apply_gradients(zip(gradients, model.trainable_variables))
     metrics.update(per_example_loss, labels, logits)
     if gradient_summary is not None:
@@ -110,20 +119,25 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
     return loss, gradient_norm
 
   @tf.function
-  def loop(iterator: Iterator, num_steps: tf.Tensor) -> dict[str, tf.Tensor]:
+  def loop(iterator: Iterator, num_steps: tf.Tensor, first_step: tf.Tensor) -> dict[str, tf.Tensor]:
     loss = gradient_norm = tf.constant(0.0)
-    for _ in tf.range(num_steps):
+    for i in tf.range(num_steps):
+      held = weight_hooks.hold() if weight_hooks else []
       per_replica_loss, per_replica_norm = strategy.run(replica_step, args=next(iterator))
+      if weight_hooks:
+        weight_hooks.after_update(first_step + i + 1, held)
       # Each replica's loss is its share of the global mean; every replica has the same norm.
       loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
       gradient_norm = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica_norm, axis=None)
     return {"loss": loss, "gradient_norm": gradient_norm}
 
-  def train_step(iterator: Iterator, num_steps: int = 1) -> dict[str, tf.Tensor]:
-    return loop(iterator, tf.constant(num_steps, tf.int32))
+  def train_step(iterator: Iterator, num_steps: int = 1, step: int = 0) -> dict[str, tf.Tensor]:
+    """Runs `num_steps` steps after the first `step` (which only the weight hooks read)."""
+    return loop(iterator, tf.constant(num_steps, tf.int32), tf.constant(step, tf.int32))
 
   train_step.experimental_get_tracing_count = loop.experimental_get_tracing_count
-  train_step.get_concrete_function = lambda iterator: loop.get_concrete_function(iterator, tf.constant(1))
+  train_step.get_concrete_function = lambda iterator: loop.get_concrete_function(iterator, tf.constant(1),
+                                                                                 tf.constant(0))
   return train_step
 
 

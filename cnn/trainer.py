@@ -12,7 +12,7 @@ import os
 import shutil
 import signal
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from absl import logging
 import numpy as np
@@ -31,6 +31,7 @@ from cnn import run_dir as run_dir_lib
 from cnn import speed
 from cnn import steps
 from cnn import summaries
+from cnn import weight_hooks as weight_hooks_lib
 from cnn.config import Config
 from cnn.errors import Interrupted
 from cnn.models.layer_table import layer_table
@@ -61,6 +62,7 @@ class Training:
   eval_metrics: steps.Metrics
   train_step: steps.TrainStep
   eval_step: steps.EvalStep
+  weight_hooks: Optional[weight_hooks_lib.WeightHooks]  # Freezing and lookahead, if the config has them.
 
 
 def build_model(config: Config, info: data_lib.DatasetInfo, strategy: tf.distribute.Strategy) -> tf.keras.Model:
@@ -82,15 +84,25 @@ def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribut
     optimizer = optim.build_optimizer(config, model.trainable_variables, steps_per_epoch, total_steps)
     optimizer.build(model.trainable_variables)  # Before the step is traced (see make_train_step).
     train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
+    weight_hooks = weight_hooks_lib.build_weight_hooks(config, model, steps_per_epoch, total_steps)
   loss_fn = losses.build_loss(config, augment.needs_soft_labels(config.augment))
   eval_loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")  # Unsmoothed.
   return Training(
       model=model, optimizer=optimizer, loss_fn=loss_fn, train_metrics=train_metrics,
       eval_metrics=eval_metrics,
-      train_step=steps.make_train_step(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size,
-                                       config.jit_compile),
+      train_step=make_train_step(config, model, optimizer, loss_fn, train_metrics, strategy, weight_hooks),
       eval_step=steps.make_eval_step(augment.with_tta(model, config.tta), eval_loss_fn, eval_metrics, strategy,
-                                     config.jit_compile))
+                                     config.jit_compile),
+      weight_hooks=weight_hooks)
+
+
+def make_train_step(config: Config, model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
+                    loss_fn: tf.keras.losses.Loss, metrics: steps.Metrics, strategy: tf.distribute.Strategy,
+                    weight_hooks: Optional[weight_hooks_lib.WeightHooks],
+                    gradient_summary: Optional[steps.GradientSummary] = None) -> steps.TrainStep:
+  """`steps.make_train_step` with the config's batch size, XLA and clipping settings."""
+  return steps.make_train_step(model, optimizer, loss_fn, metrics, strategy, config.batch_size, config.jit_compile,
+                               config.clip_global_norm, weight_hooks, gradient_summary)
 
 
 def train_and_evaluate(config: Config) -> dict[str, Any]:
@@ -177,9 +189,9 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
                                               mean_std=mean_std), info.class_names, config.summary_images)
   # The same step, also writing weight and gradient histograms: run only on due steps, so that
   # the other steps carry no summary op at all.
-  histogram_step = steps.make_train_step(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size,
-                                         config.jit_compile,
-                                         summaries.gradient_histograms(writers.train, model, optimizer))
+  histogram_step = make_train_step(config, model, optimizer, loss_fn, train_metrics, strategy,
+                                   training.weight_hooks,
+                                   summaries.gradient_histograms(writers.train, model, optimizer))
   profiler = summaries.Profiler(os.path.join(run_dir, "train"), config.profile_steps if chief else (0, 0),
                                 total_steps)
   logging.info("Run directory %s: %d steps (%d epochs of %d steps), global batch %d = %d replicas × %d",
@@ -188,8 +200,9 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
 
   # ---------------------------------------------------------------- Checkpoints: restore or start.
   write_dir = distribute.worker_dir(strategy, run_dir)  # A temporary directory on non-chief workers.
-  checkpointer = checkpoints.Checkpointer(run_dir, model, optimizer, train_metrics.variables(),
-                                          config.keep_checkpoints, write_dir)
+  checkpointer = checkpoints.Checkpointer(
+      run_dir, model, optimizer, train_metrics.variables(), config.keep_checkpoints, write_dir,
+      training.weight_hooks.variables() if training.weight_hooks else ())
   step = first_step = checkpointer.restore() if resuming else 0
   if step:
     print(f"Resuming {run_dir} from step {step} (epoch {step // steps_per_epoch + 1}) of {total_steps}: "
@@ -220,7 +233,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
           step_fn, num_steps = train_step, min(config.steps_per_loop, epoch_end - step,
                                                *_steps_to_next(step, config))
         with profiler.step(step + 1):
-          outputs = step_fn(train_iterator, num_steps)
+          outputs = step_fn(train_iterator, num_steps, step)
         step, interval_steps = step + num_steps, interval_steps + num_steps
         guard.check(step, outputs, checkpointer.describe_last(), optimizer)  # Before any save.
         checkpointer.after_step(step, epoch, config.checkpoint_every_steps)

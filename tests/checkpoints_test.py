@@ -57,9 +57,11 @@ def assert_bitwise_equal(state, expected):
 
 def test_runs_killed_at_any_step_resume_bit_for_bit(tiny_data_dir, tmp_path):
   # 30 steps = 2.5 epochs, dropout and every kind of augmentation on (random crops, flips, cutout,
-  # label mixing), a checkpoint every 5 steps and at each epoch end (12, 24).
+  # label mixing), lookahead and a variable frozen after step 18, a checkpoint every 5 steps and
+  # at each epoch end (12, 24).
   args = ["--train_steps=30", "--checkpoint_every_steps=5", "--dropout=0.5", "--deterministic",
-          "--log_every_steps=100", "--augment=crop,flip,cutout,mixup"]
+          "--log_every_steps=100", "--augment=crop,flip,cutout,mixup", "--lookahead_every=3",
+          "--freeze_variables=logits/bias", "--freeze_after_epochs=1.5"]
   reference = tmp_path / "reference"
   result = train_subprocess(tiny_args(tiny_data_dir, reference, *args))
   assert result.returncode == 0, result.stderr[-2000:]
@@ -85,6 +87,7 @@ def test_runs_killed_at_any_step_resume_bit_for_bit(tiny_data_dir, tmp_path):
   assert_bitwise_equal(checkpoint_state(run / "checkpoints" / "ckpt-30"), checkpoint_state(latest))
   best = tf.train.latest_checkpoint(str(reference / "checkpoints" / "best"))
   assert os.path.basename(tf.train.latest_checkpoint(str(run / "checkpoints" / "best"))) == os.path.basename(best)
+  assert any(key.startswith("weight_hooks/") for key in checkpoint_state(latest))  # The slow weights.
   # The dropout seed state is in the checkpoint and moved: without it a resumed run would differ.
   seed_state = [v for k, v in checkpoint_state(latest).items() if "seed_generator_state" in k]
   assert len(seed_state) == 1 and seed_state[0][1] > 0

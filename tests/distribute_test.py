@@ -54,7 +54,12 @@ def test_mirrored_replicas_match_one_device_at_the_same_global_batch(tiny_data_d
   assert one_metrics == pytest.approx(two_metrics, rel=1e-5)
 
 
-@pytest.mark.parametrize("features", [[], ["--steps_per_loop=5"]])
+@pytest.mark.parametrize("features", [
+    [], ["--steps_per_loop=5"],
+    # Applied to each replica's share of the gradient, Keras's coupled L2 and global-norm clipping
+    # would differ from one device; the weight hooks run on every replica's copy.
+    ["--weight_decay=0.05", "--weight_decay_type=l2", "--clip_global_norm=0.05", "--lookahead_every=2",
+     "--freeze_variables=logits/bias", "--freeze_after_epochs=1", "--steps_per_loop=4"]])
 def test_mirrored_run_end_to_end_matches_the_default_strategy(tiny_data_dir, tmp_path, features):
   args = ["--dataset=" + tiny_tfds.NAME, f"--data_dir={tiny_data_dir}", "--train_steps=12", "--batch_size=16",
           "--optimizer=sgd", "--learning_rate=0.1", "--log_every_steps=3", "--histogram_every_steps=4",

@@ -121,7 +121,11 @@ def test_image_folder_errors(tmp_path, argv, message):
 @pytest.mark.parametrize("argv, message", [
     (["--augment=crop,rotate"], "unknown augmentation 'rotate' in --augment; registered: alternating_flip"),
     (["--lr_schedule=step"], "--lr_schedule=step is not one of: constant, piecewise, cosine, linear"),
-    (["--ema_overwrite_every=5"], "--ema_overwrite_every needs --ema_decay"),
+    (["--freeze_after_epochs=1"], "--freeze_after_epochs needs --freeze_variables"),
+    (["--freeze_variables=conv("], "--freeze_variables: bad regular expression"),
+    (["--freeze_variables=nothing_matches"], "--freeze_variables=nothing_matches matches no trainable variable "
+     "of --model=simple_cnn (paths look like: simple_cnn/conv1/kernel"),
+    (["--lookahead_decay=1"], "--lookahead_decay=1.0 must be less than 1.0"),
     (["--lr_warmup_epochs=2"], "--lr_warmup_epochs=2.0 (64 steps) is not shorter than training (4 steps)"),
     (["--optimizer=adamw", "--weight_decay=0.1", "--weight_decay_type=l2"], "--optimizer=adamw decays weights "
      "decoupled"),

@@ -83,7 +83,7 @@ class Airbench94(tf.keras.Model):
   def build(self, input_shape):
     super().build(input_shape)
     self.whiten.build(input_shape)
-    self.whiten.kernel.trainable = False  # Frozen: set by initialize_from_data; the bias still trains.
+    self.whiten.kernel.trainable = False  # Set by initialize_from_data. The recipe freezes the bias later.
 
   def initialize_from_data(self, images: np.ndarray) -> None:
     """Sets the whitening filters from the 2×2 patches of `images` [N, H, W, C] (normalised floats)."""

@@ -1,0 +1,102 @@
+"""Changes to the weights around each optimizer update, outside the optimizer.
+
+Two, both from airbench94's recipe and useful beyond it:
+  * freezing (`--freeze_variables`, `--freeze_after_epochs`): the trainable variables whose path
+    matches are trained for the given epochs, then the optimizer no longer moves them, as PyTorch's
+    `requires_grad = False` (airbench freezes its whitening bias after 3 epochs). Their value from
+    before each update is put back after it, so the compiled step is not traced again.
+  * lookahead averaging (`--lookahead_every=k`, Zhang et al. 2019, with airbench's schedule): every k
+    steps the slow weights move toward the model's, slow = d·slow + (1−d)·weights, and the model takes
+    them; d = lookahead_decay·(t/T)^power at step t of T. After the last step the model holds the slow
+    weights. It averages every float variable of the model, BatchNorm statistics included, as
+    airbench averages its whole state dict (a frozen variable too: airbench's lookahead moves it).
+
+The train step (cnn/steps.py) calls `hold()` before each update and `after_update(step, held)` after
+it, in cross-replica context, inside its compiled loop: on every replica the same values.
+"""
+
+from typing import Optional, Sequence
+
+import tensorflow as tf
+
+from cnn import optim
+from cnn.config import Config
+from cnn.errors import UserError
+
+
+class WeightHooks:
+  """Freezing and lookahead for one model (see the module docstring).
+
+  Create it under the strategy's scope: the slow weights are variables, saved with checkpoints.
+
+  Args:
+    model: the built model.
+    frozen: trainable variables to freeze after `freeze_step` updates.
+    freeze_step: updates they get.
+    lookahead_every: steps between lookahead updates (0: none).
+    lookahead_decay: d at the end of training.
+    lookahead_decay_power: the exponent of d's ramp (0: constant d).
+    total_steps: the run's length T.
+  """
+
+  def __init__(self, model: tf.keras.Model, frozen: Sequence[tf.Variable] = (), freeze_step: int = 0,
+               lookahead_every: int = 0, lookahead_decay: float = 0.0, lookahead_decay_power: float = 0.0,
+               total_steps: int = 1):
+    self.frozen, self.freeze_step = list(frozen), freeze_step
+    self.lookahead_every, self.total_steps = lookahead_every, total_steps
+    self.lookahead_decay, self.lookahead_decay_power = lookahead_decay, lookahead_decay_power
+    self.averaged, self.slow = [], []
+    if lookahead_every:
+      self.averaged = [v for v in model.variables if tf.as_dtype(v.dtype).is_floating]
+      self.slow = [tf.Variable(tf.convert_to_tensor(v), trainable=False, name="slow")
+                   for v in self.averaged]
+
+  def variables(self) -> list[tf.Variable]:
+    """The lookahead's slow weights (for checkpoints)."""
+    return list(self.slow)
+
+  def hold(self) -> list[tf.Tensor]:
+    """The frozen variables' values before an update."""
+    return [tf.identity(tf.convert_to_tensor(v)) for v in self.frozen]
+
+  def after_update(self, step: tf.Tensor, held: Sequence[tf.Tensor]) -> None:
+    """After the update that completes `step` (counted from 1): freezing, then lookahead."""
+    step = tf.cast(step, tf.int64)
+    if self.frozen:
+      tf.cond(step > self.freeze_step, lambda: _assign(self.frozen, held), lambda: None)
+    if self.lookahead_every:
+      tf.cond((step % self.lookahead_every == 0) | (step == self.total_steps),
+              lambda: self._lookahead(step), lambda: None)
+
+  def _lookahead(self, step: tf.Tensor) -> None:
+    progress = tf.cast(step, tf.float32) / self.total_steps
+    decay = self.lookahead_decay * progress ** self.lookahead_decay_power
+    # The last step, when it is not a lookahead step, only copies the slow weights in (decay 1).
+    decay = tf.where(step % self.lookahead_every == 0, decay, 1.0)
+    for slow, variable in zip(self.slow, self.averaged):
+      slow.assign(decay * slow + (1 - decay) * tf.cast(variable, tf.float32))
+    _assign(self.averaged, self.slow)
+
+
+def _assign(variables: Sequence[tf.Variable], values: Sequence[tf.Tensor]) -> None:
+  for variable, value in zip(variables, values):
+    variable.assign(tf.cast(value, variable.dtype))
+
+
+def build_weight_hooks(config: Config, model: tf.keras.Model, steps_per_epoch: int,
+                       total_steps: int) -> Optional[WeightHooks]:
+  """The hooks `config` asks for, or None (the step then has none of their ops).
+
+  Raises:
+    UserError: for a bad pattern, or one that matches no trainable variable.
+  """
+  frozen = optim.matching(model.trainable_variables, config.freeze_variables, "freeze_variables")
+  if config.freeze_variables and not frozen:
+    paths = ", ".join(v.path for v in model.trainable_variables[:4])
+    raise UserError(f"--freeze_variables={config.freeze_variables} matches no trainable variable of "
+                    f"--model={config.model} (paths look like: {paths}, ...)")
+  if not frozen and not config.lookahead_every:
+    return None
+  return WeightHooks(model, frozen, round(config.freeze_after_epochs * steps_per_epoch),
+                     config.lookahead_every, config.lookahead_decay, config.lookahead_decay_power,
+                     total_steps)
