@@ -61,8 +61,8 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
   """A compiled loop of `num_steps` train steps, each taking the next batch from `iterator`.
 
   The iterator is read inside the `tf.function` (as Orbit does), so `train_step(iterator, K, step)`
-  runs steps step+1 … step+K in one call (a `tf.range` loop: one dispatch from Python per K steps); `num_steps` is a
-  tensor, so a shorter loop does not retrace. Each replica averages its per-example losses over
+  runs steps step+1 … step+K in one call (a `tf.range` loop: one dispatch from Python per K
+  steps); `num_steps` and `step` are tensors, so neither retraces. Each replica averages its per-example losses over
   the *global* batch and the optimizer sums gradients across replicas, so any number of replicas
   computes the one-device update. Under mixed_float16 `optimizer` is a `LossScaleOptimizer`: the
   loss is scaled for the gradients, and `apply_gradients` unscales them and skips a step whose
@@ -122,9 +122,9 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
   def loop(iterator: Iterator, num_steps: tf.Tensor, first_step: tf.Tensor) -> dict[str, tf.Tensor]:
     loss = gradient_norm = tf.constant(0.0)
     for i in tf.range(num_steps):
-      held = weight_hooks.hold() if weight_hooks else []
+      held = weight_hooks.hold() if weight_hooks is not None else []
       per_replica_loss, per_replica_norm = strategy.run(replica_step, args=next(iterator))
-      if weight_hooks:
+      if weight_hooks is not None:
         weight_hooks.after_update(first_step + i + 1, held)
       # Each replica's loss is its share of the global mean; every replica has the same norm.
       loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
