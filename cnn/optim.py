@@ -1,4 +1,4 @@
-"""Optimizers by name, with their schedule, weight decay, gradient clipping and weight averaging.
+"""Optimizers by name, with their schedule, weight decay and weight averaging (EMA).
 
 Weight decay comes in two kinds (`--weight_decay_type`):
   * l2 (coupled): λ·w is added to the gradient before the update, so it passes through momentum and
@@ -79,7 +79,7 @@ def build_optimizer(config: Config, variables: Sequence[tf.Variable] = (), steps
   """The optimizer `config.optimizer` names, for the model's trainable `variables`.
 
   Args:
-    config: the run's settings (optimizer, schedule, weight decay, clipping, EMA).
+    config: the run's settings (optimizer, schedule, weight decay, EMA).
     variables: the model's trainable variables (for weight-decay exclusions and gradient scales).
     steps_per_epoch: steps in one epoch (for schedules given in epochs).
     total_steps: the run's length (for decaying schedules).
@@ -98,7 +98,8 @@ def build_optimizer(config: Config, variables: Sequence[tf.Variable] = (), steps
   learning_rate = schedules.build_schedule(config, steps_per_epoch, total_steps)
   # No `global_clipnorm`: Keras clips each replica's gradients before summing them, so the train step
   # clips instead, by the norm of the summed gradients (cnn/steps.py).
-  common = dict(learning_rate=learning_rate, use_ema=bool(config.ema_decay), ema_momentum=config.ema_decay or 0.99)
+  common = dict(learning_rate=learning_rate, use_ema=bool(config.ema_decay),
+                ema_momentum=config.ema_decay or 0.99)
   if kind == "decoupled" and config.weight_decay:
     common["weight_decay"] = config.weight_decay
   if config.optimizer in ("adam", "adamw"):

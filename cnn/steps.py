@@ -62,9 +62,9 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
 
   The iterator is read inside the `tf.function` (as Orbit does), so `train_step(iterator, K, step)`
   runs steps step+1 … step+K in one call (a `tf.range` loop: one dispatch from Python per K
-  steps); `num_steps` and `step` are tensors, so neither retraces. Each replica averages its per-example losses over
-  the *global* batch and the optimizer sums gradients across replicas, so any number of replicas
-  computes the one-device update. Under mixed_float16 `optimizer` is a `LossScaleOptimizer`: the
+  steps); `num_steps` and `step` are tensors, so neither retraces. Each replica averages its
+  per-example losses over the *global* batch and the optimizer sums gradients across replicas, so
+  any number of replicas computes the one-device update. Under mixed_float16 `optimizer` is a `LossScaleOptimizer`: the
   loss is scaled for the gradients, and `apply_gradients` unscales them and skips a step whose
   gradients are not finite (halving the scale).
 
