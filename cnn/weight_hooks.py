@@ -57,7 +57,7 @@ class WeightHooks:
 
   def hold(self) -> list[tf.Tensor]:
     """The frozen variables' values before an update."""
-    return [tf.identity(tf.convert_to_tensor(v)) for v in self.frozen]
+    return [tf.convert_to_tensor(v) for v in self.frozen]  # A read: a snapshot, not a reference.
 
   def after_update(self, step: tf.Tensor, held: Sequence[tf.Tensor]) -> None:
     """After the update that completes `step` (counted from 1): freezing, then lookahead."""
