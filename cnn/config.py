@@ -169,8 +169,8 @@ class Config:
   steps_per_loop: int = _field(1, "Train steps per call of the compiled train function (a tf.range loop); "
                                "metrics, logs and evals stay exact at loop boundaries.", minimum=1)
   jit_compile: bool = _field(False, "Compile the train and eval steps with XLA.")
-  peak_tflops: float = _field(0.0, "The device's peak TFLOP/s at --precision, for MFU (0: unknown, no MFU).",
-                              minimum=0.0)
+  peak_tflops: float = _field(0.0, "One device's peak TFLOP/s at --precision, for MFU = achieved TFLOP/s / "
+                              "(this × replicas on all workers) (0: unknown, no MFU).", minimum=0.0)
   target_accuracy: float = _field(0.0, "Report the wall seconds and steps at which eval accuracy first "
                                   "reaches this (0: off).", minimum=0.0, maximum=1.0)
 

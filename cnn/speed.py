@@ -65,10 +65,15 @@ def peak_host_memory_mb() -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Throughput:
-  """Turns (steps, seconds) into images/s, step time, achieved FLOP/s and MFU."""
+  """Turns (steps, seconds) into images/s, step time, achieved FLOP/s and MFU.
+
+  `batch_size` is the global batch, so images/s and FLOP/s are those of all `devices` together
+  (every replica on every worker), and MFU = achieved FLOP/s / (`peak_tflops` × `devices`).
+  """
   batch_size: int
   train_flops_per_image: float
-  peak_tflops: float = 0.0  # 0: the device's peak is unknown, so no MFU.
+  peak_tflops: float = 0.0  # Of one device; 0: unknown, so no MFU.
+  devices: int = 1
 
   def rates(self, steps: int, seconds: float) -> dict[str, float]:
     """images_per_second, step_seconds, and (when FLOPs were counted) tflops and (with a peak) mfu."""
@@ -77,7 +82,7 @@ class Throughput:
     if self.train_flops_per_image:
       rates["tflops"] = images_per_second * self.train_flops_per_image / 1e12
       if self.peak_tflops:
-        rates["mfu"] = rates["tflops"] / self.peak_tflops
+        rates["mfu"] = rates["tflops"] / (self.peak_tflops * self.devices)
     return rates
 
   @staticmethod

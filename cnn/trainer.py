@@ -170,7 +170,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   train_step, eval_step = training.train_step, training.eval_step
   flops_per_image, train_flops_per_image = speed.model_flops_per_image(model, info.image_shape, loss_fn,
                                                                        per_replica_batch)
-  throughput = speed.Throughput(config.batch_size, train_flops_per_image, config.peak_tflops)
+  throughput = speed.Throughput(config.batch_size, train_flops_per_image, config.peak_tflops,
+                                strategy.num_replicas_in_sync)
   logging.info("%.4g MFLOPs per image forward, %.4g MFLOPs per image in training; precision %s, %d "
                "step(s) per loop, XLA %s", flops_per_image / 1e6, train_flops_per_image / 1e6,
                config.precision, config.steps_per_loop, "on" if config.jit_compile else "off")

@@ -165,6 +165,9 @@ def test_throughput_rates_and_time_to_accuracy():
   assert rates == pytest.approx({"images_per_second": 1600, "step_seconds": 0.02, "tflops": 1.6e-3,
                                  "mfu": 3.2e-3})
   assert "mfu" not in speed.Throughput(32, 1e6).rates(100, 2.0)
+  # The batch is global, so the achieved FLOP/s are summed over devices: MFU divides by all their peaks.
+  eight = speed.Throughput(batch_size=32, train_flops_per_image=1e6, peak_tflops=0.5, devices=8).rates(100, 2.0)
+  assert eight["tflops"] == pytest.approx(1.6e-3) and eight["mfu"] == pytest.approx(3.2e-3 / 8)
   reached = speed.TimeToAccuracy(0.6)
   assert [reached.update(a, s, t) for a, s, t in [(0.5, 10, 1.0), (0.6, 20, 2.0), (0.7, 30, 3.0)]] == [
       False, True, False]

@@ -73,6 +73,17 @@ def test_steps_per_loop_keep_logs_evals_and_summaries_at_their_steps(mock_tfds, 
   assert [step for step, _ in scalar_tags(run_dir / "eval")["accuracy"]] == [8, 16, 24, 32, 40]
 
 
+def test_mfu_divides_by_the_peak_of_every_replica(mock_tfds, tmp_path):
+  run_dir = tmp_path / "run"
+  code, stderr = run_cli(train.main, [*SMOKE, f"--run_dir={run_dir}", "--train_steps=4", "--log_every_steps=2",
+                                      "--strategy=mirrored", "--cpu_devices=2", "--peak_tflops=2"])
+  assert code == 0, stderr
+  results = json.loads((run_dir / "results.json").read_text())
+  assert results["mfu"] == pytest.approx(results["tflops"] / (2 * 2))  # 2 replicas of 2 TFLOP/s each.
+  for (_, mfu), (_, tflops) in zip(scalar_tags(run_dir / "train")["mfu"], scalar_tags(run_dir / "train")["tflops"]):
+    assert mfu == pytest.approx(tflops / 4)
+
+
 def test_flags_txt_reproduces_the_config(tiny_data_dir, tmp_path):
   run_dir = tmp_path / "run"
   code, stderr = run_cli(train.main, [*SMOKE, f"--run_dir={run_dir}", "--dropout=0.25",
