@@ -165,8 +165,10 @@ class Profiler:
   """Captures a `tf.profiler` trace of train steps START..END (counted from 1, inclusive).
 
   The trace goes to `<logdir>/plugins/profile/<time>/<host>.xplane.pb`, which TensorBoard's
-  Profile dashboard reads (`pip install -e '.[profile]'` installs it). Each step in the window
-  is annotated with its number, so the dashboard shows a step-time breakdown.
+  Profile dashboard reads (`pip install -e '.[profile]'` installs it). Each call of the train step
+  in the window is annotated with its first step's number, so the dashboard shows a step-time
+  breakdown. The trace starts with the call whose first step is START: the trainer ends a
+  `--steps_per_loop` call before START and at END (`trainer._steps_to_next`).
   """
 
   def __init__(self, logdir: str, steps: Sequence[int], total_steps: int):
@@ -177,9 +179,16 @@ class Profiler:
                       self.end, total_steps)
 
   @contextlib.contextmanager
-  def step(self, step: int) -> Iterator[None]:
-    """Wraps the call of train step number `step`; starts and stops the trace at the window's ends."""
-    if step == self.start:
+  def step(self, step: int, last_step: Optional[int] = None) -> Iterator[None]:
+    """Wraps the call of train steps `step`..`last_step` (default: `step` alone).
+
+    Starts the trace when the call begins at START (or inside the window, so that a call cut
+    elsewhere is not missed) and stops it after the call that reaches END.
+    """
+    last_step = step if last_step is None else last_step
+    if not self.active and self.start and step <= self.end and last_step >= self.start:
+      if step != self.start:
+        logging.warning("--profile_steps=%d,%d: the trace starts at step %d", self.start, self.end, step)
       tf.profiler.experimental.start(self.logdir)
       self.active = True
     if not self.active:
@@ -187,7 +196,7 @@ class Profiler:
       return
     with tf.profiler.experimental.Trace("train", step_num=step, _r=1):
       yield
-    if step >= self.end:
+    if last_step >= self.end:
       self.stop()
 
   def stop(self) -> None:

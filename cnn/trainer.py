@@ -233,7 +233,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
         else:  # Up to --steps_per_loop steps per call, ending where something is due.
           step_fn, num_steps = train_step, min(config.steps_per_loop, epoch_end - step,
                                                *_steps_to_next(step, config))
-        with profiler.step(step + 1):
+        with profiler.step(step + 1, step + num_steps):
           outputs = step_fn(train_iterator, num_steps, step)
         step, interval_steps = step + num_steps, interval_steps + num_steps
         guard.check(step, outputs, checkpointer.describe_last(), optimizer)  # Before any save.
@@ -328,9 +328,12 @@ def _log_progress(step: int, total_steps: int, epoch: int, train_results: dict[s
 
 
 def _steps_to_next(step: int, config: Config) -> list[int]:
-  """Steps from `step` to the next log step, checkpoint and histogram step (what ends a loop early)."""
+  """Steps from `step` to the next log step, checkpoint, histogram step and profile window end
+  (what ends a loop early: the profile starts with a call that begins at START and stops at END)."""
   every = [config.log_every_steps, config.checkpoint_every_steps, config.histogram_every_steps]
-  return [n - step % n for n in every if n]
+  start, end = config.profile_steps
+  window = [start - 1 - step if step < start - 1 else end - step] if start and step < end else []
+  return [n - step % n for n in every if n] + window
 
 
 def _stop(checkpointer: checkpoints.Checkpointer, step: int, epoch: int, signum: int, run_dir: str) -> None:

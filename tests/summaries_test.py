@@ -36,8 +36,9 @@ import tiny_tfds
 
 TRAIN_SCALARS = {"loss", "accuracy", "images_per_second", "step_seconds", "gradient_norm", "weight_norm",
                  "learning_rate", "tflops", "peak_host_memory_mb"}
+# 2 epochs of 6 steps; a rate too low to learn all; the profile starts inside a loop of steps 1-3.
 FULL = ["--train_steps=12", "--log_every_steps=3", "--histogram_every_steps=6", "--summary_images=8",
-        "--profile_steps=2,3", "--learning_rate=1e-5"]  # 2 epochs of 6 steps; a rate too low to learn all.
+        "--profile_steps=2,3", "--steps_per_loop=4", "--learning_rate=1e-5"]
 OFF = ["--train_steps=6", "--log_every_steps=3", "--histogram_every_steps=0", "--summary_images=0",
        "--noconfusion_matrix", "--nowrite_graph"]
 
