@@ -45,12 +45,12 @@ EvalStep = Callable[[Any], dict[str, tf.Tensor]]
 GradientSummary = Callable[[Sequence[tf.Tensor]], None]
 
 
-def _global_norm(gradients: Sequence[tf.Tensor]) -> tf.Tensor:
-  """The norm of the gradients summed over replicas (what the optimizer applies)."""
+def _sum_over_replicas(gradients: Sequence[tf.Tensor]) -> Sequence[tf.Tensor]:
+  """The gradients summed over replicas (what the optimizer applies), on every replica."""
   context = tf.distribute.get_replica_context()
   if context.num_replicas_in_sync > 1:  # One extra all-reduce; free on a single device.
     gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-  return tf.linalg.global_norm(gradients)
+  return gradients
 
 
 def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
@@ -82,8 +82,10 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
     clip_global_norm: clip the gradients to this global norm (0: no clipping), measured on the
       gradients summed over replicas (Keras's `global_clipnorm` would clip each replica's share).
     weight_hooks: freezing and lookahead around each update (cnn/weight_hooks.py).
-    gradient_summary: called in the step with the gradients, after the update (e.g. the
-      histograms of `summaries.gradient_histograms`).
+    gradient_summary: called in the step, after the update, with the gradients the optimizer was
+      given: summed over replicas, unscaled (float16) and clipped (e.g. the histograms of
+      `summaries.gradient_histograms`); the optimizer's coupled L2 and BatchNorm-offset scale are
+      not in them.
 
   Returns:
     The step. Each call returns the last step's `loss` (mean over the global batch) and
@@ -106,16 +108,18 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
 
   def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     loss, per_example_loss, logits, gradients = compiled_gradients_of(images, labels)
-    gradient_norm = _global_norm(gradients)
-    if loss_scaling:
-      gradient_norm /= tf.cast(optimizer.dynamic_scale, gradient_norm.dtype)
+    summed = _sum_over_replicas(gradients)
+    # Read before the update, which may change the scale.
+    unscale = 1.0 / tf.cast(optimizer.dynamic_scale, tf.float32) if loss_scaling else tf.constant(1.0)
+    gradient_norm = tf.linalg.global_norm(summed) * unscale
+    factor = tf.constant(1.0)
     if clip_global_norm:  # The same factor on every replica, so the summed gradient is clipped.
       factor = clip_global_norm / tf.maximum(gradient_norm, clip_global_norm)
       gradients = [g * tf.cast(factor, g.dtype) for g in gradients]
     optimizer.apply_gradients(zip(gradients, model.trainable_variables))
     metrics.update(per_example_loss, labels, logits)
-    if gradient_summary is not None:
-      gradient_summary(gradients)
+    if gradient_summary is not None:  # The same on every replica; the first one records it.
+      gradient_summary([g * tf.cast(factor * unscale, g.dtype) for g in summed])
     return loss, gradient_norm
 
   @tf.function

@@ -127,7 +127,8 @@ def gradient_histograms(writer: tf.summary.SummaryWriter, model: tf.keras.Model,
                         optimizer: tf.keras.optimizers.Optimizer) -> Callable[[Sequence[tf.Tensor]], None]:
   """A function for a train step that writes per-layer weight and gradient histograms.
 
-  Called inside the step's `tf.function` with the step's gradients, after the update, at step
+  Called inside the step's `tf.function` with the gradients the optimizer applied (summed over
+  replicas, unscaled under float16, clipped with --clip_global_norm), after the update, at step
   `optimizer.iterations`. The trainer builds a second train step with it and runs that one only on
   due steps, so the other steps carry no summary op at all. The writer is set inside, so it is
   the default writer when the step is traced (a summary in a `tf.function` traced without one

@@ -27,10 +27,12 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from cnn import data
 from cnn import models
 from cnn import render
+from cnn import steps
 from cnn import summaries
 from cnn import train
 from cnn.config import OPERATIONAL_FIELDS
 from cnn.config import Config
+from cnn.models.simple_cnn import SimpleCNN
 from conftest import run_cli, run_dir_files
 import tiny_tfds
 
@@ -284,6 +286,72 @@ def test_tensorboard_serves_the_runs_scalars_images_and_hparams(runs, tmp_path):
 
 
 # ------------------------------------------------------------------ The pieces.
+
+def _histogram_step_gradients(log_dir: pathlib.Path, strategy_name: str, precision: str = "float32",
+                              clip_global_norm: float = 0.0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """One histogram train step of a tiny model on a fixed batch of 8, from the same initial weights.
+
+  Returns:
+    The gradient histograms read back from the event files, and the mean gradient over the batch
+    computed eagerly before the step, both by tag.
+  """
+  tf.keras.mixed_precision.set_global_policy(precision)
+  try:
+    strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if strategy_name == "mirrored"
+                else tf.distribute.get_strategy())
+    tf.keras.utils.set_random_seed(0)
+    images, labels = tf.random.uniform((8, 12, 12, 3)), tf.range(8) % 3
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+    with strategy.scope():
+      model = SimpleCNN(num_classes=3, conv_filters=(4,), pool_sizes=(2,), dense_units=(8,))
+      model(images[:1])
+      optimizer = tf.keras.optimizers.SGD(0.1)
+      if precision == "mixed_float16":
+        optimizer = tf.keras.optimizers.LossScaleOptimizer(optimizer)
+      optimizer.build(model.trainable_variables)
+      metrics = steps.Metrics("train")
+    tags = [f"gradients/{v.path.split('/', 1)[1]}" for v in model.trainable_variables]
+    with tf.GradientTape() as tape:  # Cross-replica: reads the (mirrored) weights as one device does.
+      loss = tf.reduce_mean(loss_fn(labels, tf.cast(model(images, training=True), tf.float32)))
+    expected = dict(zip(tags, (g.numpy() for g in tape.gradient(loss, model.trainable_variables))))
+    writer = tf.summary.create_file_writer(str(log_dir))
+    train_step = steps.make_train_step(model, optimizer, loss_fn, metrics, strategy, global_batch_size=8,
+                                       clip_global_norm=clip_global_norm,
+                                       gradient_summary=summaries.gradient_histograms(writer, model, optimizer))
+    train_step(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, labels)))))
+    writer.close()
+  finally:
+    tf.keras.mixed_precision.set_global_policy("float32")
+  events = Events(log_dir)
+  histograms = {tag: values[0] for tag in tags for values in [events.values(tag)] if len(values) == 1}
+  return histograms, expected
+
+
+def _range(histogram: np.ndarray) -> tuple[float, float]:
+  """The smallest and largest value a histogram counts (the edges of its outer buckets)."""
+  return histogram[0, 0], histogram[-1, 1]
+
+
+@pytest.mark.parametrize("strategy_name, precision", [
+    ("default", "float32"), ("mirrored", "float32"), ("default", "mixed_float16")])
+def test_gradient_histograms_are_the_applied_gradients_summed_over_replicas_and_unscaled(
+    tmp_path, strategy_name, precision):
+  histograms, expected = _histogram_step_gradients(tmp_path, strategy_name, precision)
+  assert set(histograms) == set(expected)
+  tolerance = 2e-2 if precision == "mixed_float16" else 1e-5  # float16 forward and backward passes.
+  for tag, histogram in histograms.items():
+    assert histogram[:, 2].sum() == expected[tag].size, tag
+    assert _range(histogram) == pytest.approx((expected[tag].min(), expected[tag].max()), rel=tolerance), tag
+
+
+def test_gradient_histograms_are_clipped_as_the_update(tmp_path):
+  histograms, expected = _histogram_step_gradients(tmp_path, "default", clip_global_norm=1e-3)
+  factor = 1e-3 / np.sqrt(sum(np.sum(g**2) for g in expected.values()))
+  assert factor < 0.1
+  for tag, histogram in histograms.items():
+    assert _range(histogram) == pytest.approx((expected[tag].min() * factor, expected[tag].max() * factor),
+                                              rel=1e-4), tag
+
 
 def test_image_grid_enlarges_tiles_in_order_and_captions_them():
   colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
