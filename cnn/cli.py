@@ -1,11 +1,13 @@
 """What every entry point shares: flag parsing and error reporting in one line, never a traceback."""
 
+import inspect
 import sys
 from typing import Callable, Sequence
 
 from absl import app
 from absl import flags
 
+from cnn import flags as config_flags
 from cnn import plugins
 from cnn.errors import Interrupted
 from cnn.errors import UserError
@@ -38,7 +40,9 @@ def define_flag(define: Callable[..., None], name: str, default, help_text: str,
   point that needs a flag given checks `flags.FLAGS[name].present`, as defaults may be shared.
   """
   if name not in flags.FLAGS:
-    define(name, default, help_text, **kwargs)
+    caller = inspect.currentframe().f_back.f_globals["__name__"]
+    # The entry point's own flags: what --help lists first (absl names the main module by its path).
+    define(name, default, help_text, module_name=sys.argv[0] if caller == "__main__" else caller, **kwargs)
 
 
 def required(name: str) -> str:
@@ -46,6 +50,38 @@ def required(name: str) -> str:
   if not flags.FLAGS[name].present:
     raise UserError(f"--{name} is required")
   return flags.FLAGS[name].value
+
+
+class _GroupedHelp:
+  """--help: the entry point's docstring and own flags, then the `Config` flags by section.
+
+  absl's --help lists only the main module's flags, and the Config flags are defined elsewhere.
+  """
+
+  def parse(self, argument: str) -> None:
+    if self._parse(argument):
+      app.usage(shorthelp=True, writeto_stdout=True)
+      print(config_flags.config_help())
+      print("\nTry --helpfull to also list the flags of absl and TensorFlow.")
+      sys.exit(0)
+
+
+class _HelpFlag(_GroupedHelp, app.HelpFlag):
+  pass
+
+
+class _HelpshortFlag(_GroupedHelp, app.HelpshortFlag):
+  pass
+
+
+def _define_help_flags() -> None:
+  """absl's help flags, with --help and --helpshort replaced by `_GroupedHelp`."""
+  app.define_help_flags()
+  for flag in (_HelpFlag(), _HelpshortFlag()):
+    for name in filter(None, (flag.name, flag.short_name)):
+      if name in flags.FLAGS:  # Not after flagsaver restored flags from before the first run (tests).
+        delattr(flags.FLAGS, name)
+    flags.DEFINE_flag(flag)
 
 
 def run(main: Callable[[Sequence[str]], None], takes_arguments: bool = False) -> None:
@@ -67,4 +103,5 @@ def run(main: Callable[[Sequence[str]], None], takes_arguments: bool = False) ->
       print(str(e), file=sys.stderr)
       sys.exit(128 + e.signum)
 
+  _define_help_flags()
   app.run(guarded_main, flags_parser=_parse_flags)

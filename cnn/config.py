@@ -1,7 +1,7 @@
 """The run configuration: one frozen dataclass that flags, flagfiles and notebooks all fill.
 
 Every field becomes a command-line flag of the same name (see `cnn/flags.py`), so a new
-setting is added here, once, with its default and help text. The library takes a `Config`
+setting is added here, once, with its default and help text, in a `_section` (its `--help` heading). The library takes a `Config`
 and never reads flags, so it can be driven from a notebook:
 
     config = Config(dataset="fashion_mnist", epochs=1)
@@ -14,22 +14,34 @@ from typing import Any
 from cnn.errors import UserError
 
 
+_section_of_next_fields = ""
+
+
+def _section(title: str) -> None:
+  """Puts the fields defined after this call, up to the next call, in section `title` (a `--help` heading)."""
+  global _section_of_next_fields
+  _section_of_next_fields = title
+
+
 def _field(default: Any, help: str, **metadata: Any) -> Any:  # pylint: disable=redefined-builtin
-  return dataclasses.field(default=default, metadata={"help": help, **metadata})
+  """A field with its flag's help and, in `metadata`, the checks `Config.validate` makes: `choices`,
+  `minimum`/`maximum` (inclusive), `above`/`below` (exclusive), `allow_empty` (tuples)."""
+  return dataclasses.field(default=default, metadata={"help": help, "section": _section_of_next_fields,
+                                                      **metadata})
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
   """All settings of one training run. Field names are the flag names."""
 
-  # Data.
+  _section("Data")
   dataset: str = _field("cifar10", "TFDS image-classification dataset, e.g. cifar10, cifar100, mnist, fashion_mnist.")
   data_dir: str = _field("", "TFDS data directory (empty: TFDS's default, ~/tensorflow_datasets).")
   download: bool = _field(True, "Download and prepare the dataset if it is not in --data_dir yet.")
   train_split: str = _field("train", "TFDS split to train on; slicing works: train[:90%].")
   eval_split: str = _field("test", "TFDS split to evaluate on; slicing works: train[90%:].")
 
-  # Model.
+  _section("Model")
   model: str = _field("simple_cnn", "Registered model name.")
   conv_filters: tuple[int, ...] = _field((32, 64), "Filters of each conv layer, e.g. 32,64,64.", minimum=1)
   kernel_size: int = _field(3, "Conv kernel size.", minimum=1)
@@ -43,7 +55,7 @@ class Config:
   activation: str = _field("relu", "Activation of conv and hidden dense layers (a Keras activation name).")
   dropout: float = _field(0.0, "Dropout rate after each hidden dense layer.", minimum=0.0, below=1.0)
 
-  # Optimisation.
+  _section("Optimisation")
   optimizer: str = _field("adam", "Optimizer: adam, adamw, sgd or nesterov (sgd with Nesterov momentum).")
   learning_rate: float = _field(1e-3, "Learning rate.", above=0.0)
   momentum: float = _field(0.9, "SGD momentum.", minimum=0.0, below=1.0)
@@ -54,6 +66,7 @@ class Config:
   train_steps: int = _field(0, "Training steps; wins over --epochs when positive.", minimum=0)
 
   # Research toolkit: plug-ins, data normalisation, schedules, regularisation, augmentation.
+  _section("Research toolkit")
   extra_modules: str = _field(
       "", "Comma-separated Python modules to import before the flags are read, e.g. mylab.models: they "
       "register models and augmentations (importable from the current directory or PYTHONPATH).")
@@ -119,14 +132,14 @@ class Config:
                     "mirror) or flip_translate (also ±1-pixel translations, as airbench).",
                     choices=("none", "flip", "flip_translate"))
 
-  # Run.
+  _section("Run")
   run_dir: str = _field("", "Run directory (empty: runs/<dataset>-<model>-<time>).")
   overwrite: bool = _field(False, "Replace the run that --run_dir holds.")
   seed: int = _field(0, "Seed for initialisation, shuffling and dropout.", minimum=0)
   deterministic: bool = _field(False, "Enable TensorFlow op determinism (bitwise reproducible runs).")
   log_every_steps: int = _field(100, "Steps between progress lines and train summaries.", minimum=1)
 
-  # TensorBoard.
+  _section("TensorBoard")
   histogram_every_steps: int = _field(
       500, "Steps between histograms of each layer's weights and gradients (0: none).", minimum=0)
   summary_images: int = _field(
@@ -139,6 +152,7 @@ class Config:
       "TensorBoard's Profile dashboard; 0,0: none.", minimum=0)
 
   # Distribution (tf.distribute).
+  _section("Distribution")
   strategy: str = _field("default", "tf.distribute strategy.",
                          choices=("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu"))
   cpu_devices: int = _field(1, "Split the CPU into this many logical devices (try `mirrored` without GPUs).",
@@ -149,7 +163,7 @@ class Config:
   startup_timeout_seconds: float = _field(
       300.0, "A multi-worker run whose cluster is not up by then stops with an error.", above=0.0)
 
-  # Checkpoints.
+  _section("Checkpoints")
   checkpoint_every_steps: int = _field(
       500, "Steps between checkpoints; one is also saved at each epoch end, at the end, and on "
       "SIGTERM/SIGINT (0: only those).", minimum=0)
@@ -163,6 +177,7 @@ class Config:
             if name not in RESUMABLE_FIELDS and getattr(self, name) != getattr(other, name)]
 
   # Speed (see cnn/speed.py and `python -m cnn.bench`).
+  _section("Speed")
   precision: str = _field("float32", "Keras mixed-precision policy; logits and loss stay float32; "
                           "mixed_float16 adds dynamic loss scaling.",
                           choices=("float32", "mixed_float16", "mixed_bfloat16"))

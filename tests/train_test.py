@@ -1,5 +1,6 @@
 """End-to-end tests of `python -m cnn.train`: real steps on TFDS mock data, and every bad input."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -197,3 +198,28 @@ def test_command_line_error_exits_non_zero_in_one_line(tmp_path):
   assert last.startswith("error: dataset 'cifar10' is not prepared in") and "tfds build cifar10" in last
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "run").exists()
+
+
+def _help(module: str) -> str:
+  result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return result.stdout
+
+
+def test_help_lists_the_config_flags_by_section_with_their_choices_and_ranges():
+  text = _help("cnn.train")
+  headings = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+  assert headings == ["Data", "Model", "Optimisation", "Research toolkit", "Run", "TensorBoard", "Distribution",
+                      "Checkpoints", "Speed"]
+  optimisation = text[text.index("\nOptimisation:"):text.index("\nResearch toolkit:")]
+  assert "--learning_rate: Learning rate.\n    (default: '0.001')\n    (a number > 0.0)" in optimisation
+  assert "--strategy: <default|one_device|mirrored|multi_worker_mirrored|tpu>:" in text  # An enum's choices.
+  assert "--dropout: Dropout rate after each hidden dense layer.\n    (default: '0.0')\n    (a number in [0.0, 1.0))" in text
+  assert "(comma-separated integers, each >= 1)" in text  # --conv_filters
+  assert text.count("\n  --") == len(dataclasses.fields(Config))  # Every field, once.
+
+
+def test_help_of_the_other_entry_points_lists_their_own_flags():
+  text = _help("cnn.evaluate")
+  assert "--run_dir: The run directory to evaluate (required)." in text and "--checkpoint:" in text
