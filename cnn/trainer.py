@@ -328,12 +328,15 @@ def _log_progress(step: int, total_steps: int, epoch: int, train_results: dict[s
 
 
 def _steps_to_next(step: int, config: Config) -> list[int]:
-  """Steps from `step` to the next log step, checkpoint, histogram step and profile window end
-  (what ends a loop early: the profile starts with a call that begins at START and stops at END)."""
-  every = [config.log_every_steps, config.checkpoint_every_steps, config.histogram_every_steps]
+  """Steps from `step` to what ends a loop early: the next log step and checkpoint, the step before
+  the next histogram step (which runs alone, in the histogram step) and the profile window's ends
+  (the trace starts with a call that begins at START and stops after END)."""
+  every = [config.log_every_steps, config.checkpoint_every_steps]
+  histogram = config.histogram_every_steps
   start, end = config.profile_steps
   window = [start - 1 - step if step < start - 1 else end - step] if start and step < end else []
-  return [n - step % n for n in every if n] + window
+  before_histogram = [histogram - 1 - step % histogram] if histogram else []  # > 0: not due now.
+  return [n - step % n for n in every if n] + before_histogram + window
 
 
 def _stop(checkpointer: checkpoints.Checkpointer, step: int, epoch: int, signum: int, run_dir: str) -> None:

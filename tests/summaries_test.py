@@ -25,6 +25,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from cnn import data
+from cnn import distribute
 from cnn import models
 from cnn import render
 from cnn import steps
@@ -297,8 +298,7 @@ def _histogram_step_gradients(log_dir: pathlib.Path, strategy_name: str, precisi
   """
   tf.keras.mixed_precision.set_global_policy(precision)
   try:
-    strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if strategy_name == "mirrored"
-                else tf.distribute.get_strategy())
+    strategy = distribute.make_strategy(Config(strategy=strategy_name, cpu_devices=2))  # The session's one.
     tf.keras.utils.set_random_seed(0)
     images, labels = tf.random.uniform((8, 12, 12, 3)), tf.range(8) % 3
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
