@@ -13,6 +13,9 @@ from there by index: each epoch is a seeded permutation of the example indices
 import dataclasses
 import difflib
 import pathlib
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Optional
 
 import numpy as np
@@ -23,6 +26,7 @@ from cnn.config import Config
 from cnn.errors import UserError
 
 _READ_BATCH = 4096  # Examples per batch when materialising a split.
+_TFDS_GCS = "https://storage.googleapis.com/"  # Where TFDS looks for prepared copies first.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +98,24 @@ def folder_builder(path: str) -> tfds.core.DatasetBuilder:
   return tfds.folder_dataset.ImageFolder(str(root))
 
 
+def probe_download_hosts(urls: list[str], timeout: float = 4.0, max_hosts: int = 2) -> str:
+  """'' if the hosts of `urls` answer HTTP within `timeout` s each, else what failed (e.g. 'host: reason').
+
+  TFDS retries a failing download with back-off for minutes; a compute node without internet should
+  hear so in seconds. Any HTTP answer, an error status included, counts as reachable. Proxies from
+  the environment (HTTPS_PROXY, ...) are used as the download would use them.
+  """
+  hosts = list(dict.fromkeys(f"{u.scheme}://{u.netloc}/" for u in map(urllib.parse.urlsplit, urls)))
+  for host in hosts[:max_hosts]:
+    try:
+      urllib.request.urlopen(urllib.request.Request(host, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+      pass  # The host answered.
+    except (OSError, ValueError) as e:  # URLError, timeouts, refused connections, bad proxy URLs.
+      return f"{urllib.parse.urlsplit(host).netloc}: {getattr(e, 'reason', e)}"
+  return ""
+
+
 def get_builder(name: str, data_dir: str = "", download: bool = True) -> tfds.core.DatasetBuilder:
   """A prepared TFDS builder for `name`. Raises UserError if it is unknown or cannot be prepared."""
   if name.startswith("folder:"):
@@ -112,6 +134,10 @@ def get_builder(name: str, data_dir: str = "", download: bool = True) -> tfds.co
          "or point --data_dir at a TFDS data directory that holds it")
   if not download:
     raise UserError(f"dataset '{name}' is not prepared in {where} and --nodownload is set; {how}")
+  unreachable = probe_download_hosts(list(builder.url_infos or ()) or [_TFDS_GCS])
+  if unreachable:
+    raise UserError(f"dataset '{name}' is not prepared in {where} and its download host is unreachable "
+                    f"({unreachable}); {how}, or pass --nodownload")
   try:
     builder.download_and_prepare()
   except Exception as e:  # pylint: disable=broad-except  # Network and archive errors vary widely.
@@ -208,8 +234,10 @@ def train_dataset(split: Split, batch_size: int, seed: int,
       the same global batches and keeps its own slice of each, cut into per-replica batches,
       so a step sees the same examples whatever the number of workers and replicas.
     start_step: the global step the first batch is for (0 for a fresh run).
-    augment_fn: optional `fn(images, labels, epoch, step, indices) -> (images, labels)` on [0, 1]
-      images (see `cnn.augment.make_augment_fn`), applied before standardisation.
+    augment_fn: optional `fn(images, labels, epoch, step, indices, positions, global_batch_size) ->
+      (images, labels)` on [0, 1] images (see `cnn.augment.make_augment_fn`), applied before
+      standardisation; `positions` are the examples' places in the global batch, which its random
+      draws follow so that every layout of replicas and workers augments alike.
     mean_std: optional per-channel (mean, std) in [0, 1] units.
   """
   batches_per_epoch = steps_per_epoch(split, batch_size)
@@ -227,13 +255,18 @@ def train_dataset(split: Split, batch_size: int, seed: int,
     return batches.enumerate().map(lambda step, indices: (epoch, step, indices))
 
   def replica_batches(epoch: tf.Tensor, step: tf.Tensor, global_batch: tf.Tensor) -> tf.data.Dataset:
-    mine = tf.reshape(global_batch[pipeline * per_pipeline:(pipeline + 1) * per_pipeline], [-1, per_replica])
-    return tf.data.Dataset.from_tensor_slices(mine).map(lambda indices: (epoch, step, indices))
+    mine = slice(pipeline * per_pipeline, (pipeline + 1) * per_pipeline)
+    indices = tf.reshape(global_batch[mine], [-1, per_replica])
+    positions = tf.reshape(tf.range(batch_size)[mine], [-1, per_replica])  # Places in the global batch.
+    return tf.data.Dataset.from_tensor_slices((indices, positions)).map(
+        lambda indices, positions: (epoch, step, indices, positions))
 
-  def gather(epoch: tf.Tensor, step: tf.Tensor, indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  def gather(epoch: tf.Tensor, step: tf.Tensor, indices: tf.Tensor,
+             positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     batch_images, batch_labels = normalize(tf.gather(images, indices)), tf.gather(labels, indices)
     if augment_fn is not None:
-      batch_images, batch_labels = augment_fn(batch_images, batch_labels, epoch, step, indices)
+      batch_images, batch_labels = augment_fn(batch_images, batch_labels, epoch, step, indices, positions,
+                                              batch_size)
     return standardize(batch_images), batch_labels
 
   first_epoch, steps_into_epoch = divmod(start_step, batches_per_epoch)

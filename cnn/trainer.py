@@ -139,7 +139,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
   info = data_lib.dataset_info(builder, config.image_size)
   model = build_model(config, info, strategy)
-  augment.needs_soft_labels(config.augment)  # Checks the augmentation names.
+  augment.check_pairing(config.augment, per_replica_batch, config.batch_size)  # Also checks the names.
   model_table = layer_table(model, info.image_shape)
   logging.info("Model %s:\n%s", config.model, model_table)
 

@@ -1,8 +1,13 @@
 """Input pipeline tests, on TFDS mock data (random examples of the real shapes)."""
 
+import time
+import urllib.error
+import urllib.request
+
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from cnn import data
 from cnn.errors import UserError
@@ -95,3 +100,32 @@ def test_a_pipeline_started_at_a_step_continues_the_stream_exactly():
     resumed = [labels.numpy() for _, labels in
                data.train_dataset(split, batch_size=8, seed=3, start_step=start).take(20 - start)]
     np.testing.assert_array_equal(np.stack(resumed), np.stack(stream[start:]))
+
+
+@pytest.mark.parametrize("offline", ["bogus_proxy", "probe_fails"])
+def test_offline_download_fails_fast_with_a_one_line_hint(tmp_path, monkeypatch, offline):
+  # Offline, TFDS would retry the download with back-off for minutes (TF_NOTES.md item 14).
+  attempts = []
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", lambda *a, **k: attempts.append(a))
+  if offline == "bogus_proxy":  # Nothing listens on port 9 of loopback: the connection is refused.
+    for key in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+      monkeypatch.setenv(key, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+  else:
+    monkeypatch.setattr(data, "probe_download_hosts", lambda urls: "www.cs.toronto.edu: timed out")
+  start = time.monotonic()
+  with pytest.raises(UserError) as error:
+    data.get_builder("cifar10", data_dir=str(tmp_path))
+  assert time.monotonic() - start < 10
+  message = str(error.value)
+  assert len(message.splitlines()) == 1 and "unreachable" in message, message
+  assert f"tfds build cifar10 --data_dir={tmp_path}" in message and "--nodownload" in message
+  assert not attempts
+
+
+def test_download_probe_accepts_any_http_answer(monkeypatch):
+  def answer(request, timeout):
+    raise urllib.error.HTTPError(request.full_url, 405, "Method Not Allowed", {}, None)
+  monkeypatch.setattr(urllib.request, "urlopen", answer)
+  assert data.probe_download_hosts(["https://example.org/a.tar.gz"]) == ""
