@@ -18,10 +18,12 @@ import urllib.parse
 import urllib.request
 from typing import Optional
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cnn import datacache
 from cnn.config import Config
 from cnn.errors import UserError
 
@@ -169,11 +171,28 @@ def dataset_info(builder: tfds.core.DatasetBuilder, image_size: int = 0) -> Data
                      class_names=tuple(label.names))
 
 
-def load_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int = 0) -> Split:
+def load_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int = 0,
+               cache_dir: Optional[pathlib.Path] = None) -> Split:
   """Reads and decodes a whole split (TFDS slicing allowed) into memory.
 
-  `image_size` > 0 resizes every image to that height and width (bilinear, back to uint8).
+  `image_size` > 0 resizes every image to that height and width (bilinear, back to uint8). With a
+  `cache_dir` (see `cnn.datacache`), a split decoded before is memory-mapped from there instead.
   """
+  entry = cache_dir and datacache.key(
+      dataset=builder.info.name, version=str(builder.info.version), split=split, image_size=image_size,
+      files=datacache.files_fingerprint(builder.data_dir))
+  cached = datacache.load(cache_dir, entry) if cache_dir else None
+  if cached is not None:
+    return Split(*cached)
+  loaded = _decode_split(builder, split, image_size)
+  if cache_dir and not datacache.save(cache_dir, entry, loaded.images, loaded.labels):
+    logging.warning("Could not write the data cache in %s (not writable?); the next run decodes again",
+                    cache_dir)
+  return loaded
+
+
+def _decode_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int) -> Split:
+  """A split read from TFDS and decoded into memory (see `load_split`)."""
   try:
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
     if image_size:
