@@ -28,6 +28,8 @@ class Config:
   download: bool = _field(True, "Download and prepare the dataset if it is not in --data_dir yet.")
   train_split: str = _field("train", "TFDS split to train on; slicing works: train[:90%].")
   eval_split: str = _field("test", "TFDS split to evaluate on; slicing works: train[90%:].")
+  data_cache_dir: str = _field("", "Where decoded splits are cached between runs (empty: $XDG_CACHE_HOME/cnn "
+                               "or ~/.cache/cnn; none: no cache).")
 
   # Model.
   model: str = _field("simple_cnn", "Registered model name.")
@@ -223,7 +225,7 @@ class Config:
 # devices it runs: none changes what it computes. They are not hyperparameters (HParams dashboard).
 # A new field changes the run unless it is listed here.
 OPERATIONAL_FIELDS = frozenset({
-    "data_dir", "download", "run_dir", "overwrite", "log_every_steps", "checkpoint_every_steps",
+    "data_dir", "data_cache_dir", "download", "run_dir", "overwrite", "log_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "histogram_every_steps", "summary_images", "confusion_matrix", "write_graph",
     "profile_steps", "strategy", "cpu_devices", "cluster", "tpu", "startup_timeout_seconds",
     "steps_per_loop", "peak_tflops", "target_accuracy", "test_split",
