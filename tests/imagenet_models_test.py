@@ -131,3 +131,22 @@ def test_unknown_or_unfit_applications_are_one_line_errors():
     build(TINY, model="keras:Foo")
   with pytest.raises(UserError, match=r"^--model=keras:InceptionV3 cannot take 32×32×3 images: .*at least 75x75"):
     build(TINY, model="keras:InceptionV3")
+
+
+def test_the_imagewoof_recipe_runs_on_a_small_folder_of_photos(tmp_path):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from cnn import train  # pylint: disable=import-outside-toplevel
+  from conftest import run_cli  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  for split, count in (("train", 8), ("val", 4)):
+    for label in ("n02086240", "n02087394"):
+      (tmp_path / "woof" / split / label).mkdir(parents=True)
+      for i in range(count):  # JPEGs of varying aspect ratios, as Imagewoof's.
+        pixels = rng.integers(0, 255, (40 + 8 * i, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "woof" / split / label / f"{i}.JPEG")
+  code, stderr = run_cli(train.main, ["--flagfile=experiments/imagewoof_5ep.cfg", f"--dataset=folder:{tmp_path / 'woof'}",
+                                      "--image_size=32", "--batch_size=8", "--eval_batch_size=8", "--train_steps=3",
+                                      f"--run_dir={tmp_path / 'run'}"])
+  assert code == 0, stderr
+  flags_txt = (tmp_path / "run" / "flags.txt").read_text()
+  assert "--model=resnet26" in flags_txt and "--resnet_d" in flags_txt and "--zero_init_residual" in flags_txt
