@@ -44,6 +44,13 @@ class Config:
                                         minimum=1)
   activation: str = _field("relu", "Activation of conv and hidden dense layers (a Keras activation name).")
   dropout: float = _field(0.0, "Dropout rate after each hidden dense layer.", minimum=0.0, below=1.0)
+  resnet_d: bool = _field(False, "ImageNet ResNets (resnet18 ... resnet152): the ResNet-D deep stem (three "
+                          "3×3 convs) and average-pooling downsampling shortcuts (Bag of Tricks, He et al. 2019).")
+  zero_init_residual: bool = _field(False, "ImageNet ResNets: the last BatchNorm gamma of each block starts at 0 "
+                                    "(each block starts as the identity).")
+  init_from: str = _field("", "Start a fresh run from the model weights of another run's checkpoint (e.g. "
+                          "runs/x/checkpoints/ckpt-500, or a run directory: its latest) or a Keras .weights.h5 "
+                          "file; a different class count gets a new classifier head (empty: random init).")
 
   # Optimisation.
   optimizer: str = _field("adam", "Optimizer: adam, adamw, sgd or nesterov (sgd with Nesterov momentum).")

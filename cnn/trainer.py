@@ -24,6 +24,7 @@ from cnn import data as data_lib
 from cnn import datacache
 from cnn import distribute
 from cnn import guard
+from cnn import init_from
 from cnn import losses
 from cnn import models
 from cnn import optim
@@ -140,6 +141,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
   info = data_lib.dataset_info(builder, config.image_size)
   model = build_model(config, info, strategy)
+  if config.init_from:  # A resumed run restores its own checkpoint over this, below.
+    init_from.initialize(model, config.init_from, info.num_classes)
   augment.check_pairing(config.augment, per_replica_batch, config.batch_size)  # Also checks the names.
   model_table = layer_table(model, info.image_shape)
   logging.info("Model %s:\n%s", config.model, model_table)
