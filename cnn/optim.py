@@ -74,6 +74,8 @@ class _StatisticsAverage:
     self._statistics = list(statistics)
 
   def build(self, variables):
+    if self.built:  # As Keras's own optimizers: building again is a no-op.
+      return
     super().build(variables)
     statistics = getattr(self, "_statistics", []) if self.use_ema else []
     self._statistics_averages = [self.add_variable_from_reference(v, name="average") for v in statistics]

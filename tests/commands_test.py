@@ -173,41 +173,16 @@ def test_predict_prints_the_top_classes_of_image_files(run, tmp_path, capsys):
   assert code == 2 and f"error: --model={tmp_path} is not an export (no saved_model.pb)" in stderr
 
 
-OUTSIDE_MODULE = '''
-import tensorflow as tf
-from cnn.models import registry
-
-
-class BatchNormNet(tf.keras.Model):
-  def __init__(self, num_classes):
-    super().__init__(name="bn_net")
-    self.conv = tf.keras.layers.Conv2D(8, 3, name="conv")
-    self.bn = tf.keras.layers.BatchNormalization(name="bn")
-    self.relu = tf.keras.layers.ReLU()
-    self.pool = tf.keras.layers.GlobalAveragePooling2D()
-    self.logits = tf.keras.layers.Dense(num_classes, dtype="float32", name="logits")
-
-  def call(self, images, training=False):
-    return self.logits(self.pool(self.relu(self.bn(self.conv(images), training=training))))
-
-
-@registry.register("outside_bn_net")
-def build(config, info):
-  return BatchNormNet(info.num_classes)
-'''
-
-
 @pytest.fixture
-def outside_model(tmp_path, monkeypatch):
-  """A model with BatchNorm in a module outside the package; `forget()` unimports it, as a new process."""
-  (tmp_path / "outside_lab.py").write_text(OUTSIDE_MODULE)
-  monkeypatch.syspath_prepend(str(tmp_path))
+def outside_model(monkeypatch):
+  """tests/outside_bn_net.py registers a model; `forget()` unimports it, as in a new process."""
   monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))  # pylint: disable=protected-access
 
   def forget():
     registry._BUILDERS.pop("outside_bn_net", None)  # pylint: disable=protected-access
-    sys.modules.pop("outside_lab", None)
+    sys.modules.pop("outside_bn_net", None)
 
+  forget()
   yield forget
   forget()
 
@@ -225,7 +200,7 @@ def logged_evals(run_dir):
 def test_evaluate_and_export_give_the_model_the_run_evaluated(tiny_data_dir, tmp_path, outside_model, precision):
   # EMA (BatchNorm statistics included), a model from --extra_modules, TTA and standardisation.
   run = tiny_run(tiny_data_dir, tmp_path / "run", "--train_steps=24", "--ema_decay=0.8", f"--precision={precision}",
-                 "--extra_modules=outside_lab", "--model=outside_bn_net", "--tta=flip",
+                 "--extra_modules=outside_bn_net", "--model=outside_bn_net", "--tta=flip",
                  "--normalization=standardize", "--learning_rate=0.01")
   logged = logged_evals(run)
   assert sorted(logged) == [12, 24]

@@ -158,6 +158,9 @@ def test_batch_norm_statistics_are_averaged_as_the_weights():
     for variable, value in zip(statistics, expected):
       np.testing.assert_allclose(variable.numpy(), value, rtol=1e-6, err_msg=variable.path)
   np.testing.assert_array_equal(statistics[0].numpy(), history[-1][0])  # Training keeps the raw ones.
+  count = len(optimizer.variables)
+  optimizer.build(model.trainable_variables)  # As the Checkpointer does: building again adds nothing.
+  assert len(optimizer.variables) == count
 
 
 def test_a_skipped_float16_step_advances_the_schedule_and_not_adams_count():
