@@ -148,10 +148,10 @@ def build_optimizer(config: Config, variables: Sequence[tf.Variable] = (), steps
   Args:
     config: the run's settings (optimizer, schedule, weight decay, EMA).
     variables: the model's trainable variables (for weight-decay exclusions and gradient scales).
-    statistics: the model's non-trainable float variables, averaged with the weights under
-      --ema_decay (`averaged_statistics(model)`).
     steps_per_epoch: steps in one epoch (for schedules given in epochs).
     total_steps: the run's length (for decaying schedules).
+    statistics: the model's non-trainable float variables, averaged with the weights under
+      --ema_decay (`averaged_statistics(model)`).
 
   Raises:
     UserError: for an unknown name or settings that do not fit together.
@@ -217,8 +217,8 @@ def moving_averages(model: tf.keras.Model,
   if not ema.use_ema or not ema.built:
     return []
   # Keras has no public accessor for its averages; they are in the order of the variables it was built on.
-  averages = ema._model_variables_moving_average  # pylint: disable=protected-access
-  pairs = [(v, averages[ema._get_variable_index(v)]) for v in model.trainable_variables]  # pylint: disable=protected-access
+  averages, index = ema._model_variables_moving_average, ema._get_variable_index  # pylint: disable=protected-access
+  pairs = [(v, averages[index(v)]) for v in model.trainable_variables]
   return pairs + list(zip(getattr(ema, "_statistics", []), getattr(ema, "_statistics_averages", [])))
 
 
