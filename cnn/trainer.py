@@ -83,7 +83,8 @@ def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribut
                    steps_per_epoch: int, total_steps: int) -> Training:
   """The optimizer (its schedule needs the run's length), loss, metrics and compiled steps for `model`."""
   with strategy.scope():
-    optimizer = optim.build_optimizer(config, model.trainable_variables, steps_per_epoch, total_steps)
+    optimizer = optim.build_optimizer(config, model.trainable_variables, steps_per_epoch, total_steps,
+                                      optim.averaged_statistics(model))
     optimizer.build(model.trainable_variables)  # Before the step is traced (see make_train_step).
     train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
     weight_hooks = weight_hooks_lib.build_weight_hooks(config, model, steps_per_epoch, total_steps)
