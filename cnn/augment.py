@@ -4,17 +4,23 @@ Each augmentation maps a batch of float images [B, H, W, C] in [0, 1] (before no
 labels to new ones. Its randomness comes only from `ctx.seed`, derived from (--seed, epoch, step, the
 augmentation's position), through stateless random ops: a run's augmented batches are a pure function
 of the seed, the same after a restart, and the tf.data iterator stays checkpointable (no
-`tf.py_function`, no stateful `tf.image.random_*`). Each draws per-example values for the whole batch
-at once.
+`tf.py_function`, no stateful `tf.image.random_*`).
+
+Under tf.distribute each replica augments its own slice of the global batch. An example's draws are
+the row of its place in the *global* batch (`ctx.positions`): draw for the whole global batch and keep
+this slice's rows with `ctx.per_example(...)`, so that any number of replicas and workers gives the
+one-device run.
 
 Augmentations marked `soft_labels` (mixup, cutmix) mix labels: the pipeline then gives one-hot float
-labels [B, num_classes] to the whole chain and to the loss.
+labels [B, num_classes] to the whole chain and to the loss. They pair neighbours of the global batch
+(examples 2k and 2k+1, `partners`): the batch order is a random permutation, and a pair never spans two
+replicas as long as the per-replica batch is even (`check_pairing`).
 
 Register your own in a module loaded with --extra_modules:
 
     @augment.register("invert")
     def invert(images, labels, ctx):
-      flip = tf.random.stateless_uniform([tf.shape(images)[0]], ctx.seed) < 0.5
+      flip = ctx.per_example(tf.random.stateless_uniform([ctx.global_batch_size], ctx.seed)) < 0.5
       return tf.where(flip[:, None, None, None], 1.0 - images, images), labels
 """
 
@@ -38,6 +44,8 @@ class Context:
     indices: int32 [B], the batch's example indices in the training split.
     num_examples: size of the training split.
     config: the run's settings (augmentation parameters).
+    positions: int32 [B], each example's place in the global batch (this replica's slice of it).
+    global_batch_size: int32 scalar, the global batch size (all replicas of all workers).
   """
   seed: tf.Tensor
   run_seed: int
@@ -45,6 +53,12 @@ class Context:
   indices: tf.Tensor
   num_examples: int
   config: Config
+  positions: tf.Tensor
+  global_batch_size: tf.Tensor
+
+  def per_example(self, draws: tf.Tensor) -> tf.Tensor:
+    """This batch's rows of `draws` [global_batch_size, ...], drawn for the whole global batch."""
+    return tf.gather(draws, self.positions)
 
 
 Augmentation = Callable[[tf.Tensor, tf.Tensor, Context], tuple[tf.Tensor, tf.Tensor]]
@@ -95,25 +109,53 @@ def needs_soft_labels(spec: str) -> bool:
   return any(_AUGMENTATIONS[name].soft_labels for name in parse(spec))
 
 
+def check_pairing(spec: str, per_replica_batch: int, global_batch: int) -> None:
+  """Raises UserError if a label-mixing augmentation's pairs would span replicas (odd replica batch)."""
+  if needs_soft_labels(spec) and per_replica_batch != global_batch and per_replica_batch % 2:
+    raise UserError(f"--augment={spec} mixes neighbouring examples (2k, 2k+1) of the global batch; the "
+                    f"per-replica batch ({per_replica_batch}) must be even")
+
+
 def make_augment_fn(config: Config, num_classes: int, num_examples: int):
-  """The chain `config.augment` names, as `fn(images, labels, epoch, step, indices)`, or None if empty."""
+  """The chain `config.augment` names, or None if empty.
+
+  As `fn(images, labels, epoch, step, indices, positions=None, global_batch_size=None)`: `positions`
+  [B] are the examples' places in the global batch of `global_batch_size` (default: the batch is the
+  whole global batch).
+  """
   chain = parse(config.augment)
   if not chain:
     return None
   soft = needs_soft_labels(config.augment)
 
-  def augment(images, labels, epoch, step, indices):
+  def augment(images, labels, epoch, step, indices, positions=None, global_batch_size=None):
+    if positions is None:
+      positions, global_batch_size = tf.range(tf.shape(images)[0]), tf.shape(images)[0]
     batch_seed = tf.random.experimental.stateless_fold_in(
         tf.stack([tf.constant(config.seed, tf.int64), tf.cast(epoch, tf.int64)]), tf.cast(step, tf.int64))
     if soft:
       labels = tf.one_hot(labels, num_classes, dtype=tf.float32)
     for position, name in enumerate(chain):
       ctx = Context(tf.random.experimental.stateless_fold_in(batch_seed, position), config.seed, epoch,
-                    indices, num_examples, config)
+                    indices, num_examples, config, tf.cast(positions, tf.int32),
+                    tf.cast(global_batch_size, tf.int32))
       images, labels = _AUGMENTATIONS[name].fn(images, labels, ctx)
     return images, labels
 
   return augment
+
+
+def partners(batch_size: tf.Tensor) -> tf.Tensor:
+  """The local index each example mixes with: its neighbour 2k <-> 2k+1 (an odd last one, itself)."""
+  neighbours = tf.bitwise.bitwise_xor(tf.range(batch_size), 1)
+  return tf.minimum(neighbours, batch_size - 1)
+
+
+def _uniform(ctx: Context, shape, seed, minval=0, maxval=None, dtype=tf.float32) -> tf.Tensor:
+  """Stateless uniform draws [B, *shape], a row per example by its place in the global batch."""
+  full_shape = tf.concat([[ctx.global_batch_size], tf.constant(shape, tf.int32)], 0)
+  draws = tf.random.stateless_uniform(full_shape, seed, minval, maxval, dtype)
+  return ctx.per_example(draws)
 
 
 def _flip_where(flip: tf.Tensor, images: tf.Tensor) -> tf.Tensor:
@@ -146,7 +188,7 @@ def crop(images, labels, ctx):
     return images, labels
   height, width = images.shape[1], images.shape[2]
   padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode=ctx.config.crop_pad_mode.upper())
-  offsets = tf.random.stateless_uniform([tf.shape(images)[0], 2], ctx.seed, 0, 2 * pad + 1, tf.int32)
+  offsets = _uniform(ctx, [2], ctx.seed, 0, 2 * pad + 1, tf.int32)
   rows = offsets[:, :1] + tf.range(height)[None, :]  # [B, H]
   cols = offsets[:, 1:] + tf.range(width)[None, :]  # [B, W]
   images = tf.gather(padded, rows, axis=1, batch_dims=1)
@@ -156,7 +198,7 @@ def crop(images, labels, ctx):
 @register("flip")
 def flip(images, labels, ctx):
   """Mirrors each image left-right with probability 1/2."""
-  return _flip_where(tf.random.stateless_uniform([tf.shape(images)[0]], ctx.seed) < 0.5, images), labels
+  return _flip_where(_uniform(ctx, [], ctx.seed) < 0.5, images), labels
 
 
 @register("alternating_flip")
@@ -172,34 +214,35 @@ def cutout(images, labels, ctx):
   """Zeroes a --cutout_size square at a random centre (clipped at the borders) in each image."""
   height, width = images.shape[1], images.shape[2]
   batch = tf.shape(images)[0]
-  center = tf.random.stateless_uniform([batch, 2], ctx.seed, 0, tf.int32.max, tf.int32) % [height, width]
+  center = _uniform(ctx, [2], ctx.seed, 0, tf.int32.max, tf.int32) % [height, width]
   size = tf.fill([batch, 2], ctx.config.cutout_size)
   return images * (1.0 - _box_mask(height, width, center, size)), labels
 
 
 @register("mixup", soft_labels=True)
 def mixup(images, labels, ctx):
-  """Blends each example with its mirror in the batch (example B-1-i) by λ ~ Beta(--mixup_alpha)."""
-  lam = _beta([tf.shape(images)[0]], ctx.config.mixup_alpha, ctx.seed)
-  other_images, other_labels = tf.reverse(images, [0]), tf.reverse(labels, [0])
+  """Blends each example with its neighbour (`partners`) by λ ~ Beta(--mixup_alpha)."""
+  lam = ctx.per_example(_beta([ctx.global_batch_size], ctx.config.mixup_alpha, ctx.seed))
+  other = partners(tf.shape(images)[0])
+  other_images, other_labels = tf.gather(images, other), tf.gather(labels, other)
   images = lam[:, None, None, None] * images + (1.0 - lam[:, None, None, None]) * other_images
   return images, lam[:, None] * labels + (1.0 - lam[:, None]) * other_labels
 
 
 @register("cutmix", soft_labels=True)
 def cutmix(images, labels, ctx):
-  """Pastes a box of the mirror example (B-1-i), area 1-λ with λ ~ Beta(--cutmix_alpha); labels by area."""
+  """Pastes a box of the neighbour (`partners`), area 1-λ with λ ~ Beta(--cutmix_alpha); labels by area."""
   height, width = images.shape[1], images.shape[2]
-  batch = tf.shape(images)[0]
   lam_seed, center_seed = tf.unstack(tf.random.experimental.stateless_split(ctx.seed, 2))
-  lam = _beta([batch], ctx.config.cutmix_alpha, lam_seed)
+  lam = ctx.per_example(_beta([ctx.global_batch_size], ctx.config.cutmix_alpha, lam_seed))
   ratio = tf.sqrt(1.0 - lam)
   size = tf.cast(tf.round(tf.stack([ratio * height, ratio * width], axis=1)), tf.int32)
-  center = tf.random.stateless_uniform([batch, 2], center_seed, 0, tf.int32.max, tf.int32) % [height, width]
+  center = _uniform(ctx, [2], center_seed, 0, tf.int32.max, tf.int32) % [height, width]
   mask = _box_mask(height, width, center, size)
-  images = (1.0 - mask) * images + mask * tf.reverse(images, [0])
+  other = partners(tf.shape(images)[0])
+  images = (1.0 - mask) * images + mask * tf.gather(images, other)
   area = tf.reduce_mean(mask, axis=[1, 2, 3])[:, None]  # The pasted fraction, after clipping.
-  return images, (1.0 - area) * labels + area * tf.reverse(labels, [0])
+  return images, (1.0 - area) * labels + area * tf.gather(labels, other)
 
 
 def with_tta(model: tf.keras.Model, mode: str) -> Callable:

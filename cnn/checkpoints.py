@@ -7,6 +7,9 @@ restarted with the same command ends bit for bit where an uninterrupted run ends
     are invisible to `tf.train.Checkpoint(model=...)`, and so are the `SeedGenerator` states of
     Dropout and other random layers: listing `model.variables` catches both),
   * the optimizer (slots, iterations, and the loss scale when it is a LossScaleOptimizer),
+  * with --ema_decay, the moving averages again under `averages/`, keyed as the model's variables
+    (the same variables as the optimizer's, saved once): what evaluation used, and what
+    `load_trained_model` restores for inference,
   * the lookahead's slow weights (cnn/weight_hooks.py),
   * the global step, the epoch and the best eval accuracy so far,
   * the running train metrics of the current epoch,
@@ -32,6 +35,8 @@ import tensorflow_datasets as tfds
 
 from cnn import data as data_lib
 from cnn import models
+from cnn import optim
+from cnn import plugins
 from cnn import run_dir as run_dir_lib
 from cnn.config import Config
 from cnn.errors import UserError
@@ -61,6 +66,12 @@ def model_variables(model: tf.keras.Model) -> dict[str, tf.Variable]:
   return variables
 
 
+def model_averages(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer) -> dict[str, tf.Variable]:
+  """The moving average of each averaged model variable (--ema_decay), keyed as in `model_variables`."""
+  average_of = {id(variable): average for variable, average in optim.moving_averages(model, optimizer)}
+  return {key: average_of[id(v)] for key, v in model_variables(model).items() if id(v) in average_of}
+
+
 def resolve(run_dir: str, which: str) -> str:
   """The checkpoint path `which` names: "latest", "best", or a checkpoint path. Raises UserError."""
   if which in ("latest", "best"):
@@ -76,13 +87,17 @@ def resolve(run_dir: str, which: str) -> str:
 
 
 def restore_model(model: tf.keras.Model, path: str) -> None:
-  """Restores only the model's variables from a training checkpoint, checking they all match.
+  """Restores the model's variables from a training checkpoint as evaluation saw them, checking they all match.
 
-  The model must be built (by a forward call) first. Raises UserError naming what did not match,
-  e.g. for a checkpoint of another model.
+  Where the checkpoint has a moving average of a variable (--ema_decay), the variable gets the
+  average, as in the run's evaluations; the others their own value. The model must be built (by a
+  forward call) first. Raises UserError naming what did not match, e.g. for a checkpoint of another model.
   """
-  check_model_fits(model, path)
-  checkpoint = tf.train.Checkpoint(model_variables=model_variables(model))
+  averaged_keys = check_model_fits(model, path)
+  variables = model_variables(model)
+  groups = {"model_variables": {k: v for k, v in variables.items() if k not in averaged_keys},
+            "averages": {k: v for k, v in variables.items() if k in averaged_keys}}
+  checkpoint = tf.train.Checkpoint(**{name: group for name, group in groups.items() if group})
   try:
     checkpoint.read(path).expect_partial().assert_existing_objects_matched()  # Other state is not needed.
   except _READ_ERRORS as e:
@@ -91,15 +106,23 @@ def restore_model(model: tf.keras.Model, path: str) -> None:
     raise UserError(_mismatch(path, e)) from None
 
 
-def check_model_fits(model: tf.keras.Model, path: str) -> None:
-  """Raises UserError naming the variables whose names or shapes differ between checkpoint and model."""
+def check_model_fits(model: tf.keras.Model, path: str) -> set[str]:
+  """Raises UserError naming the variables whose names or shapes differ between checkpoint and model.
+
+  Returns:
+    The keys of the variables the checkpoint holds a moving average of (see `model_averages`).
+  """
   try:
     listed = tf.train.list_variables(path)
   except _READ_ERRORS as e:
     raise _Unreadable(f"cannot read checkpoint {path}: {_first_line(e)}") from None
-  prefix, suffix = "model_variables/", "/.ATTRIBUTES/VARIABLE_VALUE"
-  saved = {_unescape(name[len(prefix):-len(suffix)]): tuple(shape) for name, shape in listed
-           if name.startswith(prefix) and name.endswith(suffix)}
+  suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
+
+  def saved_under(prefix: str) -> dict[str, tuple[int, ...]]:
+    return {_unescape(name[len(prefix):-len(suffix)]): tuple(shape) for name, shape in listed
+            if name.startswith(prefix) and name.endswith(suffix)}
+
+  saved = saved_under("model_variables/")
   here = {name: tuple(variable.shape) for name, variable in model_variables(model).items()}
   problems = [f"{name} is {saved[name]} there, {here[name]} here"
               for name in sorted(saved.keys() & here.keys()) if saved[name] != here[name]][:2]
@@ -109,6 +132,7 @@ def check_model_fits(model: tf.keras.Model, path: str) -> None:
     problems.append(f"it lacks {_names(here.keys() - saved.keys())}")
   if problems:
     raise UserError(f"checkpoint {path} is of another model: {'; '.join(problems)}; check the run's flags")
+  return set(saved_under("averages/"))
 
 
 @dataclasses.dataclass
@@ -126,20 +150,50 @@ class TrainedModel:
     return data_lib.standardizer(self.mean_std)(data_lib.normalize(images))
 
 
-def load_trained_model(run_dir: str, which: str = "latest") -> TrainedModel:
-  """Rebuilds a run's model from its flags.txt and restores checkpoint `which` (latest, best or a path)."""
+def load_trained_model(run_dir: str, which: str = "latest", data_dir: str = "", dataset: str = "") -> TrainedModel:
+  """Rebuilds a run's model from its flags.txt and restores checkpoint `which` (latest, best or a path).
+
+  The model is the one the run evaluated: its --extra_modules imported, built under its --precision,
+  with the moving averages restored under --ema_decay (`restore_model`).
+
+  Args:
+    run_dir: the run directory.
+    which: "latest", "best", or a checkpoint path.
+    data_dir: where the dataset is on this machine, if not at the run's --data_dir.
+    dataset: for a run on `folder:PATH`, the folder on this machine (`folder:OTHER_PATH`).
+
+  Raises:
+    UserError: a missing run, checkpoint or dataset, or a checkpoint of another model.
+  """
   config = run_dir_lib.read_config(run_dir)
+  config = dataclasses.replace(config, data_dir=data_dir or config.data_dir, dataset=_dataset(config, dataset))
   path = resolve(run_dir, which)
+  plugins.import_modules(config.extra_modules)
   builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
   info = data_lib.dataset_info(builder, config.image_size)
-  model = models.build_model(config, info)
-  model(tf.zeros((1, *info.image_shape)))  # Build first: restoring into an unbuilt model skips variables.
+  previous_policy = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy(config.precision)  # As the trainer builds it.
+  try:
+    model = models.build_model(config, info)
+    model(tf.zeros((1, *info.image_shape)))  # Build first: restoring into an unbuilt model skips variables.
+  finally:
+    tf.keras.mixed_precision.set_global_policy(previous_policy)
   restore_model(model, path)
   # The training split is read only when the run's standardisation statistics came from it.
   needs_split = config.normalization == "standardize" and not config.normalization_mean
   train_split = data_lib.load_split(builder, config.train_split, config.image_size) if needs_split else None
   mean_std = data_lib.input_mean_std(config, train_split)
   return TrainedModel(config, builder, info, model, path, mean_std)
+
+
+def _dataset(config: Config, dataset: str) -> str:
+  """The run's --dataset, or `dataset` where it moves a folder dataset. Raises UserError."""
+  if not dataset or dataset == config.dataset:
+    return config.dataset
+  if not (dataset.startswith("folder:") and config.dataset.startswith("folder:")):
+    raise UserError(f"--dataset={dataset}: only the location of a folder dataset can be changed (the run "
+                    f"has --dataset={config.dataset}); use --data_dir for a TFDS dataset elsewhere")
+  return dataset
 
 
 class Checkpointer:
@@ -165,10 +219,12 @@ class Checkpointer:
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     self.best_eval_accuracy = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_eval_accuracy")
+    averages = model_averages(model, optimizer)  # Also in the optimizer; here for inference (restore_model).
     self.checkpoint = tf.train.Checkpoint(
         model_variables=model_variables(model), optimizer=optimizer,
         train_metrics=list(metric_variables), step=self.step, epoch=self.epoch,
-        best_eval_accuracy=self.best_eval_accuracy, weight_hooks=list(weight_hook_variables))
+        best_eval_accuracy=self.best_eval_accuracy, weight_hooks=list(weight_hook_variables),
+        **({"averages": averages} if averages else {}))
     self.directory = os.path.join(run_dir, CHECKPOINTS_DIR)
     write_dir = write_dir or run_dir
     self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(write_dir, CHECKPOINTS_DIR),

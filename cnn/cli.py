@@ -45,6 +45,21 @@ def define_flag(define: Callable[..., None], name: str, default, help_text: str,
     define(name, default, help_text, module_name=sys.argv[0] if caller == "__main__" else caller, **kwargs)
 
 
+def define_data_location_flags() -> None:
+  """--data_dir and --dataset for the commands that use a trained run (evaluate, export).
+
+  Given, they say where the run's data is on this machine; absent, the run's flags.txt does.
+  """
+  define_flag(flags.DEFINE_string, "data_dir", "", "The TFDS data directory on this machine, if not the run's.")
+  define_flag(flags.DEFINE_string, "dataset", "", "For a run on --dataset=folder:PATH, the folder on this "
+              "machine: folder:OTHER_PATH.")
+
+
+def data_location() -> tuple[str, str]:
+  """(--data_dir, --dataset) as given on the command line; empty where not given (the run's then)."""
+  return tuple(flags.FLAGS[name].value if flags.FLAGS[name].present else "" for name in ("data_dir", "dataset"))
+
+
 def required(name: str) -> str:
   """The value of flag `name`; raises UserError if it was not given on the command line."""
   if not flags.FLAGS[name].present:

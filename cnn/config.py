@@ -40,6 +40,8 @@ class Config:
   download: bool = _field(True, "Download and prepare the dataset if it is not in --data_dir yet.")
   train_split: str = _field("train", "TFDS split to train on; slicing works: train[:90%].")
   eval_split: str = _field("test", "TFDS split to evaluate on; slicing works: train[90%:].")
+  data_cache_dir: str = _field("", "Where decoded splits are cached between runs (empty: $XDG_CACHE_HOME/cnn "
+                               "or ~/.cache/cnn; none: no cache).")
 
   _section("Model")
   model: str = _field("simple_cnn", "Registered model name.")
@@ -54,6 +56,13 @@ class Config:
                                         minimum=1)
   activation: str = _field("relu", "Activation of conv and hidden dense layers (a Keras activation name).")
   dropout: float = _field(0.0, "Dropout rate after each hidden dense layer.", minimum=0.0, below=1.0)
+  resnet_d: bool = _field(False, "ImageNet ResNets (resnet18 ... resnet152): the ResNet-D deep stem (three "
+                          "3×3 convs) and average-pooling downsampling shortcuts (Bag of Tricks, He et al. 2019).")
+  zero_init_residual: bool = _field(False, "ImageNet ResNets: the last BatchNorm gamma of each block starts at 0 "
+                                    "(each block starts as the identity).")
+  init_from: str = _field("", "Start a fresh run from the model weights of another run's checkpoint (e.g. "
+                          "runs/x/checkpoints/ckpt-500, or a run directory: its latest) or a Keras .weights.h5 "
+                          "file; a different class count gets a new classifier head (empty: random init).")
 
   _section("Optimisation")
   optimizer: str = _field("adam", "Optimizer: adam, adamw, sgd or nesterov (sgd with Nesterov momentum).")
@@ -238,7 +247,7 @@ class Config:
 # devices it runs: none changes what it computes. They are not hyperparameters (HParams dashboard).
 # A new field changes the run unless it is listed here.
 OPERATIONAL_FIELDS = frozenset({
-    "data_dir", "download", "run_dir", "overwrite", "log_every_steps", "checkpoint_every_steps",
+    "data_dir", "data_cache_dir", "download", "run_dir", "overwrite", "log_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "histogram_every_steps", "summary_images", "confusion_matrix", "write_graph",
     "profile_steps", "strategy", "cpu_devices", "cluster", "tpu", "startup_timeout_seconds",
     "steps_per_loop", "peak_tflops", "target_accuracy", "test_split",

@@ -13,16 +13,25 @@ from there by index: each epoch is a seeded permutation of the example indices
 import dataclasses
 import difflib
 import pathlib
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Optional
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cnn import datacache
+from cnn import folder
+from cnn import preprocess
 from cnn.config import Config
 from cnn.errors import UserError
 
 _READ_BATCH = 4096  # Examples per batch when materialising a split.
+_TFDS_GCS = "https://storage.googleapis.com/"  # Where TFDS looks for prepared copies first.
+_CROP_STREAM = 0x7E5D  # Folded into a batch's seed for the streaming back-end's crops.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +103,24 @@ def folder_builder(path: str) -> tfds.core.DatasetBuilder:
   return tfds.folder_dataset.ImageFolder(str(root))
 
 
+def probe_download_hosts(urls: list[str], timeout: float = 4.0, max_hosts: int = 2) -> str:
+  """'' if the hosts of `urls` answer HTTP within `timeout` s each, else what failed (e.g. 'host: reason').
+
+  TFDS retries a failing download with back-off for minutes; a compute node without internet should
+  hear so in seconds. Any HTTP answer, an error status included, counts as reachable. Proxies from
+  the environment (HTTPS_PROXY, ...) are used as the download would use them.
+  """
+  hosts = list(dict.fromkeys(f"{u.scheme}://{u.netloc}/" for u in map(urllib.parse.urlsplit, urls)))
+  for host in hosts[:max_hosts]:
+    try:
+      urllib.request.urlopen(urllib.request.Request(host, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+      pass  # The host answered.
+    except (OSError, ValueError) as e:  # URLError, timeouts, refused connections, bad proxy URLs.
+      return f"{urllib.parse.urlsplit(host).netloc}: {getattr(e, 'reason', e)}"
+  return ""
+
+
 def get_builder(name: str, data_dir: str = "", download: bool = True) -> tfds.core.DatasetBuilder:
   """A prepared TFDS builder for `name`. Raises UserError if it is unknown or cannot be prepared."""
   if name.startswith("folder:"):
@@ -112,6 +139,10 @@ def get_builder(name: str, data_dir: str = "", download: bool = True) -> tfds.co
          "or point --data_dir at a TFDS data directory that holds it")
   if not download:
     raise UserError(f"dataset '{name}' is not prepared in {where} and --nodownload is set; {how}")
+  unreachable = probe_download_hosts(list(builder.url_infos or ()) or [_TFDS_GCS])
+  if unreachable:
+    raise UserError(f"dataset '{name}' is not prepared in {where} and its download host is unreachable "
+                    f"({unreachable}); {how}, or pass --nodownload")
   try:
     builder.download_and_prepare()
   except Exception as e:  # pylint: disable=broad-except  # Network and archive errors vary widely.
@@ -143,11 +174,28 @@ def dataset_info(builder: tfds.core.DatasetBuilder, image_size: int = 0) -> Data
                      class_names=tuple(label.names))
 
 
-def load_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int = 0) -> Split:
+def load_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int = 0,
+               cache_dir: Optional[pathlib.Path] = None) -> Split:
   """Reads and decodes a whole split (TFDS slicing allowed) into memory.
 
-  `image_size` > 0 resizes every image to that height and width (bilinear, back to uint8).
+  `image_size` > 0 resizes every image to that height and width (bilinear, back to uint8). With a
+  `cache_dir` (see `cnn.datacache`), a split decoded before is memory-mapped from there instead.
   """
+  entry = cache_dir and datacache.key(
+      dataset=builder.info.name, version=str(builder.info.version), split=split, image_size=image_size,
+      files=datacache.files_fingerprint(builder.data_dir))
+  cached = datacache.load(cache_dir, entry) if cache_dir else None
+  if cached is not None:
+    return Split(*cached)
+  loaded = _decode_split(builder, split, image_size)
+  if cache_dir and not datacache.save(cache_dir, entry, loaded.images, loaded.labels):
+    logging.warning("Could not write the data cache in %s (not writable?); the next run decodes again",
+                    cache_dir)
+  return loaded
+
+
+def _decode_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int) -> Split:
+  """A split read from TFDS and decoded into memory (see `load_split`)."""
   try:
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
     if image_size:
@@ -191,7 +239,8 @@ def pipeline_options() -> tf.data.Options:
 
 def train_dataset(split: Split, batch_size: int, seed: int,
                   input_context: Optional[tf.distribute.InputContext] = None, start_step: int = 0,
-                  augment_fn=None, mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None) -> tf.data.Dataset:
+                  augment_fn=None, mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                  preprocessing: Optional[preprocess.Preprocessing] = None) -> tf.data.Dataset:
   """Endless (images, labels) batches; each epoch a fresh permutation, remainder dropped.
 
   Batches never straddle an epoch, so step `k` of epoch `e` always sees the same examples (and
@@ -201,19 +250,23 @@ def train_dataset(split: Split, batch_size: int, seed: int,
   (or one-hot floats from a label-mixing `augment_fn`).
 
   Args:
-    split: the training split in memory.
+    split: the training split: in memory (`Split`) or on disk (`folder.FileSplit`); the example
+      order, the shares and the random draws are the same for both.
     batch_size: the global batch size (all replicas of all workers together).
     seed: the run's seed (example order, augmentation).
     input_context: under `tf.distribute`, which input pipeline this is. Every pipeline draws
       the same global batches and keeps its own slice of each, cut into per-replica batches,
       so a step sees the same examples whatever the number of workers and replicas.
     start_step: the global step the first batch is for (0 for a fresh run).
-    augment_fn: optional `fn(images, labels, epoch, step, indices) -> (images, labels)` on [0, 1]
-      images (see `cnn.augment.make_augment_fn`), applied before standardisation.
+    augment_fn: optional `fn(images, labels, epoch, step, indices, positions, global_batch_size) ->
+      (images, labels)` on [0, 1] images (see `cnn.augment.make_augment_fn`), applied before
+      standardisation; `positions` are the examples' places in the global batch, which its random
+      draws follow so that every layout of replicas and workers augments alike.
     mean_std: optional per-channel (mean, std) in [0, 1] units.
+    preprocessing: for a `folder.FileSplit` (streaming back-end), the random-resized crop settings:
+      each example is read and decoded in the pipeline. An in-memory `Split` ignores it.
   """
   batches_per_epoch = steps_per_epoch(split, batch_size)
-  images, labels = tf.constant(split.images), tf.constant(split.labels)
   num_examples = len(split)
   pipelines, pipeline = (input_context.num_input_pipelines, input_context.input_pipeline_id) if input_context else (1, 0)
   per_pipeline = batch_size // pipelines
@@ -227,39 +280,85 @@ def train_dataset(split: Split, batch_size: int, seed: int,
     return batches.enumerate().map(lambda step, indices: (epoch, step, indices))
 
   def replica_batches(epoch: tf.Tensor, step: tf.Tensor, global_batch: tf.Tensor) -> tf.data.Dataset:
-    mine = tf.reshape(global_batch[pipeline * per_pipeline:(pipeline + 1) * per_pipeline], [-1, per_replica])
-    return tf.data.Dataset.from_tensor_slices(mine).map(lambda indices: (epoch, step, indices))
+    mine = slice(pipeline * per_pipeline, (pipeline + 1) * per_pipeline)
+    indices = tf.reshape(global_batch[mine], [-1, per_replica])
+    positions = tf.reshape(tf.range(batch_size)[mine], [-1, per_replica])  # Places in the global batch.
+    return tf.data.Dataset.from_tensor_slices((indices, positions)).map(
+        lambda indices, positions: (epoch, step, indices, positions))
 
-  def gather(epoch: tf.Tensor, step: tf.Tensor, indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    batch_images, batch_labels = normalize(tf.gather(images, indices)), tf.gather(labels, indices)
+  def finish(epoch, step, indices, positions, *read) -> tuple[tf.Tensor, tf.Tensor]:
+    # The in-memory back-end gathers here, in the parallel map; the streaming one has read already.
+    batch_images, batch_labels = read or (tf.gather(images, indices), tf.gather(labels, indices))
+    batch_images = normalize(batch_images)
     if augment_fn is not None:
-      batch_images, batch_labels = augment_fn(batch_images, batch_labels, epoch, step, indices)
+      batch_images, batch_labels = augment_fn(batch_images, batch_labels, epoch, step, indices, positions,
+                                              batch_size)
     return standardize(batch_images), batch_labels
 
   first_epoch, steps_into_epoch = divmod(start_step, batches_per_epoch)
-  return (tf.data.Dataset.counter(start=first_epoch)
-          .flat_map(epoch_batches)
-          .skip(steps_into_epoch)  # Index batches only: skipping costs microseconds a step.
-          .flat_map(replica_batches)
-          .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+  index_batches = (tf.data.Dataset.counter(start=first_epoch)
+                   .flat_map(epoch_batches)
+                   .skip(steps_into_epoch)  # Index batches only: skipping costs microseconds a step.
+                   .flat_map(replica_batches))
+  if isinstance(split, folder.FileSplit):
+    batches = _read_train_batches(index_batches, split, seed, per_replica, preprocessing)
+  else:
+    batches, images, labels = index_batches, tf.constant(split.images), tf.constant(split.labels)
+  return (batches
+          .map(finish, num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE)
           .with_options(pipeline_options()))
 
 
+def _read_train_batches(index_batches: tf.data.Dataset, split: "folder.FileSplit", seed: int, per_replica: int,
+                        preprocessing: preprocess.Preprocessing) -> tf.data.Dataset:
+  """Per-replica index batches -> (epoch, step, indices, positions, images, labels), read and decoded
+  per example in parallel (streaming back-end). Each crop's seed is a function of (seed, epoch, step,
+  place in the global batch) alone."""
+  paths, labels = tf.constant(split.paths), tf.constant(split.labels)
+
+  def examples(epoch, step, indices, positions):
+    count = tf.shape(indices)[0]
+    return tf.data.Dataset.from_tensor_slices(
+        (tf.fill([count], epoch), tf.fill([count], step), indices, positions))
+
+  def read(epoch, step, index, position):
+    batch_seed = tf.random.experimental.stateless_fold_in(
+        tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]), tf.cast(step, tf.int64))
+    crop_seed = tf.random.experimental.stateless_fold_in(  # Apart from the augmentations' seeds.
+        tf.random.experimental.stateless_fold_in(batch_seed, _CROP_STREAM), tf.cast(position, tf.int64))
+    image = preprocess.train_image(tf.io.read_file(paths[index]), crop_seed, preprocessing)
+    return epoch, step, index, position, image, labels[index]
+
+  return (index_batches.flat_map(examples)
+          .map(read, num_parallel_calls=tf.data.AUTOTUNE)
+          .batch(per_replica, drop_remainder=True)
+          .map(lambda epoch, step, *rest: (epoch[0], step[0], *rest)))
+
+
 def eval_dataset(split: Split, batch_size: int,
                  input_context: Optional[tf.distribute.InputContext] = None,
-                 mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None) -> tf.data.Dataset:
-  """One pass over the split in order; the last batch may be smaller. `mean_std` as train_dataset.
+                 mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                 preprocessing: Optional[preprocess.Preprocessing] = None) -> tf.data.Dataset:
+  """One pass over the split in order; the last batch may be smaller. `mean_std`, `preprocessing` as
+  train_dataset (a `FileSplit` gets the centre-crop view, `preprocess.eval_encoded`).
 
   Elements are (images, labels, indices): each example's index in the split travels with it,
   because under `tf.distribute` each input pipeline evaluates its own shard of the examples
   (in per-replica batches of the global `batch_size`) and the results come back out of order.
   """
   standardize = standardizer(mean_std)
-  dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels, np.arange(len(split))))
+  if isinstance(split, folder.FileSplit):
+    dataset = tf.data.Dataset.from_tensor_slices((split.paths, split.labels, np.arange(len(split))))
+  else:
+    dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels, np.arange(len(split))))
   if input_context:
     dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     batch_size = input_context.get_per_replica_batch_size(batch_size)
+  if isinstance(split, folder.FileSplit):  # Streaming: read and decode per example, in parallel.
+    dataset = dataset.map(lambda path, label, index: (
+        preprocess.eval_encoded(tf.io.read_file(path), preprocessing), label, index),
+                          num_parallel_calls=tf.data.AUTOTUNE)
   return (dataset
           .batch(batch_size)
           .map(lambda images, labels, index: (standardize(normalize(images)), labels, index),

@@ -23,30 +23,37 @@ from cnn import trainer
 FLAGS = flags.FLAGS
 cli.define_flag(flags.DEFINE_string, "run_dir", "", "The run directory to evaluate (required).")
 cli.define_flag(flags.DEFINE_string, "checkpoint", "latest", "Checkpoint: latest, best, or a checkpoint path.")
+cli.define_data_location_flags()
 cli.define_flag(flags.DEFINE_string, "split", "", "TFDS split to evaluate on (empty: the run's --eval_split).")
 
 _MAX_MATRIX_CLASSES = 20  # A larger confusion matrix is only written to the JSON file.
 
 
-def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "") -> dict[str, Any]:
+def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "", data_dir: str = "",
+                        dataset: str = "") -> dict[str, Any]:
   """Loss, accuracy, per-class accuracy and confusion matrix of a run's checkpoint on a split.
+
+  The model and its inputs are the run's evaluations' (moving averages, precision, TTA,
+  standardisation, XLA), so the run's eval split gives the numbers the run logged for the checkpoint.
 
   Args:
     run_dir: the run directory.
     checkpoint: "latest", "best", or a checkpoint path.
     split: a TFDS split (slicing allowed); empty for the run's eval split.
+    data_dir: the dataset's location on this machine, if not the run's --data_dir.
+    dataset: for a run on `folder:PATH`, the folder on this machine (`folder:OTHER_PATH`).
 
   Returns:
     The contents of `<run_dir>/eval_<split>.json`; `confusion_matrix[i][j]` counts examples of
     class i predicted as class j.
   """
-  trained = checkpoints.load_trained_model(run_dir, checkpoint)
+  trained = checkpoints.load_trained_model(run_dir, checkpoint, data_dir, dataset)
   split = split or trained.config.eval_split
   examples = data_lib.load_split(trained.builder, split, trained.config.image_size)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   metrics = steps.Metrics("eval")
   eval_step = steps.make_eval_step(augment.with_tta(trained.model, trained.config.tta), loss_fn, metrics,
-                                   tf.distribute.get_strategy())
+                                   tf.distribute.get_strategy(), trained.config.jit_compile)
   dataset = data_lib.eval_dataset(examples, trained.config.eval_batch_size, mean_std=trained.mean_std)
   eval_results, outputs = trainer.evaluate(eval_step, dataset, metrics)  # As the trainer evaluates.
   matrix = tf.math.confusion_matrix(examples.labels, outputs["predictions"],
@@ -91,7 +98,7 @@ def format_table(results: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str]) -> None:
   del argv  # Unused: cli.run rejects positional arguments.
-  results = evaluate_checkpoint(cli.required("run_dir"), FLAGS.checkpoint, FLAGS.split)
+  results = evaluate_checkpoint(cli.required("run_dir"), FLAGS.checkpoint, FLAGS.split, *cli.data_location())
   print(format_table(results))
   print(f"\nwritten to {results['path']}")
 

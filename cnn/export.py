@@ -25,6 +25,7 @@ from cnn.errors import UserError
 FLAGS = flags.FLAGS
 cli.define_flag(flags.DEFINE_string, "run_dir", "", "The run directory to export from (required).")
 cli.define_flag(flags.DEFINE_string, "checkpoint", "latest", "Checkpoint: latest, best, or a checkpoint path.")
+cli.define_data_location_flags()
 cli.define_flag(flags.DEFINE_string, "export_dir", "", "Directory to write the SavedModel to (required).")
 cli.define_flag(flags.DEFINE_boolean, "overwrite", False, "Replace an existing export in --export_dir.")
 
@@ -52,8 +53,13 @@ class Classifier(tf.Module):
     return {"probabilities": tf.nn.softmax(logits), "class_ids": tf.argmax(logits, -1, output_type=tf.int32)}
 
 
-def export_run(run_dir: str, export_dir: str, checkpoint: str = "latest", overwrite: bool = False) -> str:
+def export_run(run_dir: str, export_dir: str, checkpoint: str = "latest", overwrite: bool = False,
+               data_dir: str = "", dataset: str = "") -> str:
   """Writes the SavedModel of a run's checkpoint to `export_dir`; returns the checkpoint path used.
+
+  It ships the weights the run evaluated (the moving averages under --ema_decay), at the run's
+  precision. `data_dir` and `dataset` locate the dataset on this machine, as for
+  `checkpoints.load_trained_model`.
 
   Raises:
     UserError: a missing run or checkpoint, or an `export_dir` that exists (without `overwrite`, or
@@ -66,7 +72,7 @@ def export_run(run_dir: str, export_dir: str, checkpoint: str = "latest", overwr
     if os.path.isfile(export_dir) or (os.listdir(export_dir) and
                                       not os.path.exists(os.path.join(export_dir, "saved_model.pb"))):
       raise UserError(f"--export_dir={export_dir} is not a SavedModel directory; it is not replaced")
-  trained = checkpoints.load_trained_model(run_dir, checkpoint)
+  trained = checkpoints.load_trained_model(run_dir, checkpoint, data_dir, dataset)
   parent = os.path.dirname(os.path.abspath(export_dir))
   os.makedirs(parent, exist_ok=True)
   # Written next to the target, then moved into place: an interrupted export leaves no half model.
@@ -89,7 +95,7 @@ def export_run(run_dir: str, export_dir: str, checkpoint: str = "latest", overwr
 def main(argv: Sequence[str]) -> None:
   del argv  # Unused: cli.run rejects positional arguments.
   run_dir, export_dir = cli.required("run_dir"), cli.required("export_dir")
-  path = export_run(run_dir, export_dir, FLAGS.checkpoint, FLAGS.overwrite)
+  path = export_run(run_dir, export_dir, FLAGS.checkpoint, FLAGS.overwrite, *cli.data_location())
   print(f"exported {path} to {export_dir} (serving signature: uint8 images -> probabilities, class_ids)")
 
 

@@ -6,6 +6,17 @@ Weight decay comes in two kinds (`--weight_decay_type`):
   * decoupled: after the update, w -= lr·λ·w (Keras's `weight_decay`, AdamW; note the learning rate
     factor, as PyTorch's AdamW).
 Variables whose path matches one of `--weight_decay_exclude` (e.g. `bias,gamma,beta`) get neither.
+
+Weight averaging (`--ema_decay`) is Keras's optimizer EMA of the trainable variables, extended to the
+model's other float variables (BatchNorm moving statistics), as timm's ModelEmaV2 averages its
+buffers: evaluation swaps all of them in (`averaged_weights`). The averages are optimizer variables,
+updated on each applied step.
+
+Step counts under mixed_float16 (`LossScaleOptimizer`, which skips a step whose gradients are not
+finite): `optimizer.iterations` counts every step, skipped ones too, and drives the learning-rate
+schedule, so the schedule follows the loop's step (as the weight hooks and logs do; PyTorch's
+schedulers with GradScaler alike). The inner optimizer's `iterations` counts applied updates only:
+it drives Adam's bias correction and the EMA's first step.
 """
 
 import contextlib
@@ -51,8 +62,64 @@ class _GradientTransform:
     return gradient
 
 
+class _StatisticsAverage:
+  """Mixin for a Keras optimizer with `use_ema`: also averages non-trainable float variables.
+
+  Keras averages only the variables it updates; BatchNorm's moving statistics are averaged here with
+  the same momentum and first-step rule, on the same (applied) steps.
+  """
+
+  def configure_averaged_statistics(self, statistics: Sequence[tf.Variable]) -> None:
+    """The non-trainable variables to average too; before `build`."""
+    self._statistics = list(statistics)
+
+  def build(self, variables):
+    if self.built:  # As Keras's own optimizers: building again is a no-op.
+      return
+    super().build(variables)
+    statistics = getattr(self, "_statistics", []) if self.use_ema else []
+    self._statistics_averages = [self.add_variable_from_reference(v, name="average") for v in statistics]
+
+  def _update_model_variables_moving_average(self, trainable_variables):
+    super()._update_model_variables_moving_average(trainable_variables)
+    if self._statistics_averages:
+      momentum = tf.where(tf.equal(self.iterations, 0), 0.0, self.ema_momentum)
+      for statistic, average in zip(self._statistics, self._statistics_averages):
+        average.assign(momentum * average + (1.0 - momentum) * statistic)
+
+
 def _with_transform(cls: type) -> type:
-  return type(cls.__name__, (_GradientTransform, cls), {})
+  return type(cls.__name__, (_GradientTransform, _StatisticsAverage, cls), {})
+
+
+class _LossScaleOptimizer(tf.keras.optimizers.LossScaleOptimizer):
+  """A LossScaleOptimizer whose `iterations` counts every step, skipped ones too (see the module docstring).
+
+  Keras's wrapper reports its inner optimizer's count, which a skipped step does not advance. Its own
+  `iterations` variable, otherwise unused, is saved with it.
+  """
+
+  def apply(self, grads, trainable_variables=None):
+    super().apply(grads, trainable_variables)
+    self._iterations.assign_add(1)
+
+  @property
+  def iterations(self):
+    return self._iterations
+
+
+class _AtStep(schedules.Schedule):
+  """`schedule` at `step()` whatever step the optimizer passes (its own count can lag the loop's)."""
+
+  def __init__(self, schedule: schedules.Schedule, step):
+    self.schedule, self.step = schedule, step
+
+  def __call__(self, step):
+    del step  # The inner optimizer's count of applied updates.
+    return self.schedule(self.step())
+
+  def get_config(self):
+    return self.schedule.get_config()
 
 
 def matching(variables: Sequence[tf.Variable], patterns: str, flag: str) -> list[tf.Variable]:
@@ -75,7 +142,7 @@ def decayed(variables: Sequence[tf.Variable], exclude: str) -> list[tf.Variable]
 
 
 def build_optimizer(config: Config, variables: Sequence[tf.Variable] = (), steps_per_epoch: int = 1,
-                    total_steps: int = 1) -> tf.keras.optimizers.Optimizer:
+                    total_steps: int = 1, statistics: Sequence[tf.Variable] = ()) -> tf.keras.optimizers.Optimizer:
   """The optimizer `config.optimizer` names, for the model's trainable `variables`.
 
   Args:
@@ -83,6 +150,8 @@ def build_optimizer(config: Config, variables: Sequence[tf.Variable] = (), steps
     variables: the model's trainable variables (for weight-decay exclusions and gradient scales).
     steps_per_epoch: steps in one epoch (for schedules given in epochs).
     total_steps: the run's length (for decaying schedules).
+    statistics: the model's non-trainable float variables, averaged with the weights under
+      --ema_decay (`averaged_statistics(model)`).
 
   Raises:
     UserError: for an unknown name or settings that do not fit together.
@@ -119,32 +188,53 @@ def build_optimizer(config: Config, variables: Sequence[tf.Variable] = (), steps
   scales = {id(v): config.bn_bias_lr_scale for v in variables
             if config.bn_bias_lr_scale != 1.0 and _is_batch_norm_offset(v)}
   optimizer.configure_gradients(l2, scales)
+  optimizer.configure_averaged_statistics(statistics)
   if config.precision == "mixed_float16":
     # Dynamic loss scaling (float16 gradients would underflow otherwise). The wrapper is the optimizer
     # the run holds, so its loss scale is saved with it; it unscales before the transforms above.
-    optimizer = tf.keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer = _LossScaleOptimizer(optimizer)
+    optimizer.learning_rate = _AtStep(learning_rate, lambda: optimizer.iterations)
   return optimizer
+
+
+def averaged_statistics(model: tf.keras.Model) -> list[tf.Variable]:
+  """The model's non-trainable float variables (BatchNorm moving statistics): averaged with the weights."""
+  return [v for v in model.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
 
 
 def _is_batch_norm_offset(variable: tf.Variable) -> bool:
   return variable.path.endswith("/beta")
 
 
+def moving_averages(model: tf.keras.Model,
+                    optimizer: tf.keras.optimizers.Optimizer) -> list[tuple[tf.Variable, tf.Variable]]:
+  """(model variable, its moving average) for each averaged variable; empty without --ema_decay.
+
+  Through a LossScaleOptimizer, the inner optimizer's: the wrapper has an EMA setting of its own,
+  always off.
+  """
+  ema = getattr(optimizer, "inner_optimizer", optimizer)
+  if not ema.use_ema or not ema.built:
+    return []
+  # Keras has no public accessor for its averages; they are in the order of the variables it was built on.
+  averages, index = ema._model_variables_moving_average, ema._get_variable_index  # pylint: disable=protected-access
+  pairs = [(v, averages[index(v)]) for v in model.trainable_variables]
+  return pairs + list(zip(getattr(ema, "_statistics", []), getattr(ema, "_statistics_averages", [])))
+
+
 @contextlib.contextmanager
 def averaged_weights(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer):
-  """Within the block the model holds the optimizer's moving averages (--ema_decay); then its own weights.
+  """Within the block the model holds the optimizer's moving averages (--ema_decay); then its own values.
 
-  A no-op for an optimizer without EMA. The averages are optimizer variables, so a checkpoint of the
-  optimizer saves them.
+  Weights and BatchNorm statistics alike. A no-op for an optimizer without EMA. The averages are
+  optimizer variables, so a checkpoint of the optimizer saves them.
   """
-  if not optimizer.use_ema or not optimizer.built:
-    yield
-    return
-  variables = model.trainable_variables
-  raw = [tf.identity(v) for v in variables]
-  optimizer.finalize_variable_values(variables)  # Copies the averages into the model.
+  pairs = moving_averages(model, optimizer)
+  raw = [tf.convert_to_tensor(variable) for variable, _ in pairs]
+  for variable, average in pairs:
+    variable.assign(average)
   try:
     yield
   finally:
-    for variable, value in zip(variables, raw):
+    for (variable, _), value in zip(pairs, raw):
       variable.assign(value)

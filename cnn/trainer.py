@@ -21,8 +21,10 @@ import tensorflow as tf
 from cnn import augment
 from cnn import checkpoints
 from cnn import data as data_lib
+from cnn import datacache
 from cnn import distribute
 from cnn import guard
+from cnn import init_from
 from cnn import losses
 from cnn import models
 from cnn import optim
@@ -81,7 +83,8 @@ def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribut
                    steps_per_epoch: int, total_steps: int) -> Training:
   """The optimizer (its schedule needs the run's length), loss, metrics and compiled steps for `model`."""
   with strategy.scope():
-    optimizer = optim.build_optimizer(config, model.trainable_variables, steps_per_epoch, total_steps)
+    optimizer = optim.build_optimizer(config, model.trainable_variables, steps_per_epoch, total_steps,
+                                      optim.averaged_statistics(model))
     optimizer.build(model.trainable_variables)  # Before the step is traced (see make_train_step).
     train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
     weight_hooks = weight_hooks_lib.build_weight_hooks(config, model, steps_per_epoch, total_steps)
@@ -139,14 +142,18 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
   info = data_lib.dataset_info(builder, config.image_size)
   model = build_model(config, info, strategy)
-  augment.needs_soft_labels(config.augment)  # Checks the augmentation names.
+  if config.init_from:  # A resumed run restores its own checkpoint over this, below.
+    init_from.initialize(model, config.init_from, info.num_classes)
+  augment.check_pairing(config.augment, per_replica_batch, config.batch_size)  # Also checks the names.
   model_table = layer_table(model, info.image_shape)
   logging.info("Model %s:\n%s", config.model, model_table)
 
   # ---------------------------------------------------------------- Data.
-  train_split = data_lib.load_split(builder, config.train_split, config.image_size)
-  eval_split = data_lib.load_split(builder, config.eval_split, config.image_size)
-  test_split = data_lib.load_split(builder, config.test_split, config.image_size) if config.test_split else None
+  cache_dir = datacache.resolve_dir(config.data_cache_dir)
+  train_split = data_lib.load_split(builder, config.train_split, config.image_size, cache_dir)
+  eval_split = data_lib.load_split(builder, config.eval_split, config.image_size, cache_dir)
+  test_split = (data_lib.load_split(builder, config.test_split, config.image_size, cache_dir)
+                if config.test_split else None)
   mean_std = data_lib.input_mean_std(config, train_split)
   if mean_std is not None:
     logging.info("Standardising inputs with mean %s, std %s", *(np.round(v, 4).tolist() for v in mean_std))

@@ -1,5 +1,7 @@
 """Augmentations keep shapes and label sums, are deterministic per seed, and do what they say."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,8 +9,11 @@ import tensorflow as tf
 from cnn import augment
 from cnn import data as data_lib
 from cnn import losses
+from cnn import train
 from cnn.config import Config
 from cnn.errors import UserError
+from conftest import run_cli
+import tiny_tfds
 
 NUM_CLASSES = 10  # More than the batch: every example has its own class.
 
@@ -84,17 +89,18 @@ def test_cutout_zeroes_one_square_per_image():
     assert mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # A (clipped) rectangle.
 
 
-def test_mixup_and_cutmix_mix_with_the_mirror_example():
+def test_mixup_and_cutmix_mix_with_the_neighbour_example():
   original, labels = batch()
+  neighbour = np.arange(8) ^ 1  # 0<->1, 2<->3, ...
   onehot = tf.one_hot(labels, NUM_CLASSES).numpy()
   images, mixed = run("mixup", mixup_alpha=1.0)
   lam = mixed[np.arange(8), labels.numpy()]
-  expected = lam[:, None, None, None] * original + (1 - lam[:, None, None, None]) * original.numpy()[::-1]
+  expected = lam[:, None, None, None] * original + (1 - lam[:, None, None, None]) * original.numpy()[neighbour]
   np.testing.assert_allclose(images, expected, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(mixed, lam[:, None] * onehot + (1 - lam[:, None]) * onehot[::-1], atol=1e-6)
+  np.testing.assert_allclose(mixed, lam[:, None] * onehot + (1 - lam[:, None]) * onehot[neighbour], atol=1e-6)
   images, mixed = run("cutmix")
-  pasted = (images == original.numpy()[::-1]).all(axis=-1) & (images != original.numpy()).any(axis=-1)
-  np.testing.assert_allclose(mixed[np.arange(8), labels.numpy()[::-1]], pasted.mean(axis=(1, 2)), atol=1e-6)
+  pasted = (images == original.numpy()[neighbour]).all(axis=-1) & (images != original.numpy()).any(axis=-1)
+  np.testing.assert_allclose(mixed[np.arange(8), labels.numpy()[neighbour]], pasted.mean(axis=(1, 2)), atol=1e-6)
 
 
 def test_unknown_names_list_the_registered_ones():
@@ -124,6 +130,50 @@ def test_the_training_pipeline_is_reproducible_and_resumable_with_augmentation()
     images, labels = next(resumed)
     np.testing.assert_array_equal(images, expected_images)
     np.testing.assert_array_equal(labels, expected_labels)
+
+
+@pytest.mark.parametrize("spec", ["crop,flip,cutout", "crop,alternating_flip,cutmix", "crop,flip,cutout,mixup"])
+def test_augmented_batches_do_not_depend_on_the_replica_and_worker_layout(spec):
+  # Each input pipeline's per-replica slices, put back together, are the one-device global batch:
+  # an example's crop, flip, cutout and λ follow its place in the global batch, not in its slice.
+  images = np.random.default_rng(2).integers(0, 256, (48, 8, 8, 3), np.uint8)
+  split = data_lib.Split(images, np.arange(48, dtype=np.int32) % NUM_CLASSES)
+  fn = augment.make_augment_fn(Config(augment=spec, seed=5, crop_padding=2, cutout_size=3), NUM_CLASSES, 48)
+
+  def batches(context=None, count=8):
+    return [b for _, b in zip(range(count), data_lib.train_dataset(split, 8, 5, context, augment_fn=fn))]
+
+  one_device = batches()
+  for pipelines, replicas in ((1, 2), (2, 4), (4, 4)):
+    shares = [batches(tf.distribute.InputContext(pipelines, p, replicas), count=8 * replicas // pipelines)
+              for p in range(pipelines)]
+    per_step = replicas // pipelines
+    for step, (expected_images, expected_labels) in enumerate(one_device):
+      parts = [share[step * per_step + r] for share in shares for r in range(per_step)]
+      np.testing.assert_allclose(np.concatenate([p[0] for p in parts]), expected_images, atol=1e-6)
+      np.testing.assert_allclose(np.concatenate([p[1] for p in parts]), expected_labels, atol=1e-6)
+
+
+def test_label_mixing_refuses_pairs_that_would_span_replicas():
+  augment.check_pairing("crop,mixup", per_replica_batch=4, global_batch=8)
+  augment.check_pairing("crop,mixup", per_replica_batch=7, global_batch=7)  # One replica: no pair spans.
+  augment.check_pairing("crop,flip", per_replica_batch=3, global_batch=6)
+  with pytest.raises(UserError, match=r"the per-replica batch \(3\) must be even"):
+    augment.check_pairing("cutmix", per_replica_batch=3, global_batch=6)
+
+
+def test_mirrored_training_with_augmentation_matches_one_device(tiny_data_dir, tmp_path):
+  args = [f"--dataset={tiny_tfds.NAME}", f"--data_dir={tiny_data_dir}", "--train_steps=12", "--batch_size=16",
+          "--optimizer=sgd", "--learning_rate=0.1", "--log_every_steps=6", "--augment=crop,flip,cutout,mixup",
+          "--crop_padding=2", "--cutout_size=3", "--conv_filters=8", "--dense_units=16", "--eval_batch_size=10",
+          "--deterministic", "--cpu_devices=2"]
+  results = {}
+  for name in ("default", "mirrored"):
+    code, stderr = run_cli(train.main, [*args, f"--strategy={name}", f"--run_dir={tmp_path / name}"])
+    assert code == 0, stderr
+    results[name] = json.loads((tmp_path / name / "results.json").read_text())
+  for key in ("eval_accuracy", "eval_loss", "train_loss"):
+    assert results["mirrored"][key] == pytest.approx(results["default"][key], rel=1e-5), key
 
 
 def test_soft_cross_entropy_smooths_and_matches_sparse_without_smoothing():

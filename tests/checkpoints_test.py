@@ -93,6 +93,25 @@ def test_runs_killed_at_any_step_resume_bit_for_bit(tiny_data_dir, tmp_path):
   assert len(seed_state) == 1 and seed_state[0][1] > 0
 
 
+def test_a_float16_run_with_averaged_batch_norm_statistics_resumes_bit_for_bit(tiny_data_dir, tmp_path):
+  # --ema_decay on a model with BatchNorm (tests/outside_bn_net.py) under mixed_float16: the averages
+  # of the weights and statistics, the loss scale and both step counts are in the checkpoint.
+  args = ["--train_steps=18", "--deterministic", "--log_every_steps=100", "--ema_decay=0.9",
+          "--precision=mixed_float16", "--extra_modules=outside_bn_net", "--model=outside_bn_net",
+          "--optimizer=adam", "--learning_rate=0.01", "--lr_schedule=cosine"]
+  reference, run = tmp_path / "reference", tmp_path / "killed"
+  assert train_subprocess(tiny_args(tiny_data_dir, reference, *args)).returncode == 0
+  result = train_subprocess(tiny_args(tiny_data_dir, run, *args), kill_at=14)
+  assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+  result = train_subprocess(tiny_args(tiny_data_dir, run, *args))
+  assert result.returncode == 0 and f"Resuming {run} from step 12 " in result.stdout, result.stderr[-2000:]
+  expected = checkpoint_state(reference / "checkpoints" / "ckpt-18")
+  assert_bitwise_equal(checkpoint_state(run / "checkpoints" / "ckpt-18"), expected)
+  # (The checkpoint escapes "/" in a key as ".S".)
+  assert {"averages/bn_net.Sbn.Smoving_mean/.ATTRIBUTES/VARIABLE_VALUE",
+          "averages/bn_net.Sconv.Skernel/.ATTRIBUTES/VARIABLE_VALUE"} <= set(expected)
+
+
 def test_sigterm_finishes_the_step_saves_and_exits_saying_how_to_resume(tiny_data_dir, tmp_path, capsys):
   run = tmp_path / "run"
   args = tiny_args(tiny_data_dir, run, "--train_steps=100000", "--checkpoint_every_steps=0",

@@ -1,6 +1,8 @@
 """`cnn.evaluate`, `cnn.export` and `cnn.predict` on a run trained on the tiny real-format dataset."""
 
 import json
+import shutil
+import sys
 
 import numpy as np
 from PIL import Image
@@ -9,11 +11,13 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from cnn import train  # Before the other entry points: they share its --run_dir and --overwrite flags.
+from cnn import augment
 from cnn import checkpoints
 from cnn import data
 from cnn import evaluate
 from cnn import export
 from cnn import predict
+from cnn.models import registry
 from conftest import run_cli
 import tiny_tfds
 
@@ -167,3 +171,103 @@ def test_predict_prints_the_top_classes_of_image_files(run, tmp_path, capsys):
                                          "GIF or BMP image"
   code, stderr = run_cli(predict.main, [f"--model={tmp_path}", paths[0]], takes_arguments=True)
   assert code == 2 and f"error: --model={tmp_path} is not an export (no saved_model.pb)" in stderr
+
+
+@pytest.fixture
+def outside_model(monkeypatch):
+  """tests/outside_bn_net.py registers a model; `forget()` unimports it, as in a new process."""
+  monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))  # pylint: disable=protected-access
+
+  def forget():
+    registry._BUILDERS.pop("outside_bn_net", None)  # pylint: disable=protected-access
+    sys.modules.pop("outside_bn_net", None)
+
+  forget()
+  yield forget
+  forget()
+
+
+def logged_evals(run_dir):
+  """{step: (accuracy, loss)} of the run's evaluations, from its event files."""
+  events = event_accumulator.EventAccumulator(str(run_dir / "eval"), size_guidance={event_accumulator.TENSORS: 0})
+  events.Reload()
+  values = {tag: {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
+            for tag in ("accuracy", "loss")}
+  return {step: (accuracy, values["loss"][step]) for step, accuracy in values["accuracy"].items()}
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_evaluate_and_export_give_the_model_the_run_evaluated(tiny_data_dir, tmp_path, outside_model, precision):
+  # EMA (BatchNorm statistics included), a model from --extra_modules, TTA and standardisation.
+  run = tiny_run(tiny_data_dir, tmp_path / "run", "--train_steps=24", "--ema_decay=0.8", f"--precision={precision}",
+                 "--extra_modules=outside_bn_net", "--model=outside_bn_net", "--tta=flip",
+                 "--normalization=standardize", "--learning_rate=0.01")
+  logged = logged_evals(run)
+  assert sorted(logged) == [12, 24]
+  outside_model()  # cnn.evaluate runs in a new process, which has not imported the module.
+  best_step = max(logged, key=lambda s: (logged[s][0], -s))
+  for which, step in [("latest", 24), (str(run / "checkpoints" / "ckpt-12"), 12), ("best", best_step)]:
+    code, stderr = run_cli(evaluate.main, [f"--run_dir={run}", f"--checkpoint={which}"])
+    assert code == 0, stderr
+    results = json.loads((run / "eval_test.json").read_text())
+    assert (results["accuracy"], results["loss"]) == pytest.approx(logged[step], rel=1e-6, abs=1e-7), which
+
+  export_dir = tmp_path / "export"
+  code, stderr = run_cli(export.main, [f"--run_dir={run}", f"--export_dir={export_dir}"])
+  assert code == 0, stderr
+  trained = checkpoints.load_trained_model(str(run))
+  test = data.load_split(trained.builder, "test")
+  probabilities = tf.saved_model.load(str(export_dir)).signatures["serving_default"](
+      images=tf.constant(test.images))["probabilities"].numpy()
+  assert (probabilities.argmax(axis=1) == test.labels).mean() == pytest.approx(logged[24][0], abs=1e-7)
+  logits = augment.with_tta(trained.model, "flip")(trained.preprocess(test.images), training=False)
+  tolerance = 1e-6 if precision == "float32" else 5e-3  # bfloat16 keeps 8 bits: the SavedModel's fusions differ.
+  np.testing.assert_allclose(probabilities, tf.nn.softmax(logits).numpy(), atol=tolerance)
+
+
+def moved_run(run, tmp_path, old, new):
+  """A copy of `run` whose flags.txt says `new` where it said `old` (a run brought from another machine)."""
+  copy = tmp_path / "copied_run"
+  shutil.copytree(run, copy)
+  flags_file = copy / "flags.txt"
+  assert old in flags_file.read_text()
+  flags_file.write_text(flags_file.read_text().replace(old, new))
+  return copy
+
+
+def test_evaluate_and_export_take_this_machines_data_dir(run, tiny_data_dir, tmp_path):
+  copy = moved_run(run, tmp_path, f"--data_dir={tiny_data_dir}", "--data_dir=/elsewhere/tfds")
+  code, stderr = run_cli(evaluate.main, [f"--run_dir={copy}"])
+  assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+  code, stderr = run_cli(evaluate.main, [f"--run_dir={copy}", f"--data_dir={tiny_data_dir}"])
+  assert code == 0, stderr
+  final = json.loads((run / "results.json").read_text())
+  assert json.loads((copy / "eval_test.json").read_text())["accuracy"] == final["eval_accuracy"]
+  code, stderr = run_cli(export.main, [f"--run_dir={copy}", f"--data_dir={tiny_data_dir}",
+                                       f"--export_dir={tmp_path / 'export'}"])
+  assert code == 0, stderr
+  code, stderr = run_cli(evaluate.main, [f"--run_dir={copy}", "--dataset=folder:/data/pets"])
+  assert code == 2 and stderr.startswith("error: --dataset=folder:/data/pets: only the location of a folder "
+                                         "dataset can be changed"), stderr
+
+
+def test_evaluate_takes_this_machines_folder_of_images(tmp_path):
+  rng = np.random.default_rng(0)
+  for split, count in (("train", 8), ("test", 3)):
+    for label, name in enumerate(("cat", "dog", "fish")):
+      (tmp_path / "pets" / split / name).mkdir(parents=True)
+      for i in range(count):
+        image = np.full((16, 16, 3), 80 * label, np.uint8) + rng.integers(0, 40, (16, 16, 3), np.uint8)
+        Image.fromarray(image).save(tmp_path / "pets" / split / name / f"{i}.png")
+  code, stderr = run_cli(train.main, [f"--dataset=folder:{tmp_path / 'pets'}", "--image_size=16", "--conv_filters=8",
+                                      "--dense_units=16", "--batch_size=8", "--train_steps=3",
+                                      f"--run_dir={tmp_path / 'run'}"])
+  assert code == 0, stderr
+  (tmp_path / "pets").rename(tmp_path / "moved_pets")
+  code, stderr = run_cli(evaluate.main, [f"--run_dir={tmp_path / 'run'}"])
+  assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+  code, stderr = run_cli(evaluate.main, [f"--run_dir={tmp_path / 'run'}",
+                                         f"--dataset=folder:{tmp_path / 'moved_pets'}"])
+  assert code == 0, stderr
+  final = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert json.loads((tmp_path / "run" / "eval_test.json").read_text())["accuracy"] == final["eval_accuracy"]

@@ -33,10 +33,18 @@ def _run_from_repo_root(monkeypatch):
   monkeypatch.chdir(REPO)
 
 
+@pytest.fixture(autouse=True)
+def _data_cache_in_tmp(monkeypatch, tmp_path):
+  # Runs cache decoded splits under $XDG_CACHE_HOME/cnn: keep each test's cache its own.
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
+
+
 @pytest.fixture
 def mock_tfds():
   """TFDS returns random examples of the right shapes and dtypes instead of reading files."""
-  with tfds.testing.mock_data(num_examples=256):
+  from cnn import data  # pylint: disable=import-outside-toplevel
+  # Mock "downloads" need no network: skip the download-host probe.
+  with tfds.testing.mock_data(num_examples=256), mock.patch.object(data, "probe_download_hosts", lambda urls: ""):
     yield
 
 

@@ -1,8 +1,15 @@
 """Input pipeline tests, on TFDS mock data (random examples of the real shapes)."""
 
+import os
+import pathlib
+import time
+import urllib.error
+import urllib.request
+
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from cnn import data
 from cnn.errors import UserError
@@ -95,3 +102,70 @@ def test_a_pipeline_started_at_a_step_continues_the_stream_exactly():
     resumed = [labels.numpy() for _, labels in
                data.train_dataset(split, batch_size=8, seed=3, start_step=start).take(20 - start)]
     np.testing.assert_array_equal(np.stack(resumed), np.stack(stream[start:]))
+
+
+@pytest.mark.parametrize("offline", ["bogus_proxy", "probe_fails"])
+def test_offline_download_fails_fast_with_a_one_line_hint(tmp_path, monkeypatch, offline):
+  # Offline, TFDS would retry the download with back-off for minutes (TF_NOTES.md item 14).
+  attempts = []
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", lambda *a, **k: attempts.append(a))
+  if offline == "bogus_proxy":  # Nothing listens on port 9 of loopback: the connection is refused.
+    for key in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+      monkeypatch.setenv(key, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+  else:
+    monkeypatch.setattr(data, "probe_download_hosts", lambda urls: "www.cs.toronto.edu: timed out")
+  start = time.monotonic()
+  with pytest.raises(UserError) as error:
+    data.get_builder("cifar10", data_dir=str(tmp_path))
+  assert time.monotonic() - start < 10
+  message = str(error.value)
+  assert len(message.splitlines()) == 1 and "unreachable" in message, message
+  assert f"tfds build cifar10 --data_dir={tmp_path}" in message and "--nodownload" in message
+  assert not attempts
+
+
+def test_download_probe_accepts_any_http_answer(monkeypatch):
+  def answer(request, timeout):
+    raise urllib.error.HTTPError(request.full_url, 405, "Method Not Allowed", {}, None)
+  monkeypatch.setattr(urllib.request, "urlopen", answer)
+  assert data.probe_download_hosts(["https://example.org/a.tar.gz"]) == ""
+
+
+def test_a_decoded_split_is_cached_and_a_warm_load_reads_no_source_file(tiny_data_dir, tmp_path, monkeypatch):
+  cache = tmp_path / "cache"
+  builder = data.get_builder(tiny_tfds.NAME, tiny_data_dir, download=False)
+  cold = data.load_split(builder, "train[:40]", cache_dir=cache)
+  assert sorted(p.name.split(".", 1)[1] for p in cache.iterdir()) == ["images.npy", "labels.npy"]  # No temp left.
+
+  class SourceRead(Exception):
+    pass
+
+  def no_reads(*args, **kwargs):
+    raise SourceRead("the warm load read the source files")
+
+  monkeypatch.setattr(type(builder), "as_dataset", no_reads)
+  warm = data.load_split(builder, "train[:40]", cache_dir=cache)
+  assert isinstance(warm.images, np.memmap)
+  np.testing.assert_array_equal(warm.images, cold.images)
+  np.testing.assert_array_equal(warm.labels, cold.labels)
+  # Another split, another preprocessing or changed source files are never served from the entry.
+  for split, image_size in (("train[:20]", 0), ("train[:40]", 4)):
+    with pytest.raises(SourceRead):
+      data.load_split(builder, split, image_size, cache_dir=cache)
+  shard = next(p for p in pathlib.Path(builder.data_dir).iterdir() if "train.tfrecord" in p.name)
+  times = shard.stat().st_atime_ns, shard.stat().st_mtime_ns
+  os.utime(shard, ns=(times[0], times[1] + 10**9))
+  try:
+    with pytest.raises(SourceRead):
+      data.load_split(builder, "train[:40]", cache_dir=cache)
+  finally:
+    os.utime(shard, ns=times)
+
+
+def test_an_unwritable_cache_dir_costs_a_decode_not_the_run(tiny_data_dir, tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  builder = data.get_builder(tiny_tfds.NAME, tiny_data_dir, download=False)
+  assert len(data.load_split(builder, "train[:8]", cache_dir=blocker / "cache")) == 8

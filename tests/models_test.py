@@ -66,8 +66,9 @@ def test_a_stack_that_shrinks_the_image_below_1x1_names_the_layer():
 
 
 def test_unknown_names_list_the_valid_ones():
-  with pytest.raises(UserError, match="unknown --model=resnet9; registered models: airbench94, resnet110, "
-                     "resnet20, resnet32, resnet44, resnet56, simple_cnn"):
+  with pytest.raises(UserError, match="unknown --model=resnet9; registered models: airbench94, resnet101, "
+                     "resnet110, resnet152, resnet18, resnet20, resnet26, resnet32, resnet34, resnet44, "
+                     "resnet50, resnet56, simple_cnn, or keras:<name>$"):
     build(model="resnet9")
   with pytest.raises(UserError, match="unknown --activation=rectify; e.g. relu"):
     build(activation="rectify")

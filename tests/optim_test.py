@@ -108,3 +108,72 @@ def test_eval_uses_the_moving_average_and_training_keeps_the_raw_weights():
   for variable, value in zip(model.trainable_variables, raw):  # Raw weights are back for training.
     np.testing.assert_array_equal(variable.numpy(), value)
   assert any("average" in v.path for v in optimizer.variables)  # Saved with the optimizer's checkpoint.
+
+
+def train_net(config, steps_count=4):
+  """`steps_count` train steps of Net under `config.precision`; returns (model, optimizer, images, labels)."""
+  tf.keras.mixed_precision.set_global_policy(config.precision)
+  try:
+    tf.keras.utils.set_random_seed(0)
+    model = Net()
+    images = tf.random.uniform((8, 8, 8, 3))
+    labels = tf.constant([0, 1, 2, 0, 1, 2, 0, 1])
+    model(images)
+  finally:
+    tf.keras.mixed_precision.set_global_policy("float32")
+  optimizer = optim.build_optimizer(config, model.trainable_variables, statistics=optim.averaged_statistics(model))
+  optimizer.build(model.trainable_variables)
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+  train_step = steps.make_train_step(model, optimizer, loss_fn, steps.Metrics("train"), tf.distribute.get_strategy(), 8)
+  iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+  statistics = []  # The BatchNorm statistics after each step.
+  for _ in range(steps_count):
+    train_step(iterator)
+    statistics.append([v.numpy() for v in optim.averaged_statistics(model)])
+  return model, optimizer, statistics
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16", "mixed_float16"])
+def test_the_moving_average_is_swapped_in_under_every_precision(precision):
+  model, optimizer, _ = train_net(Config(optimizer="sgd", learning_rate=0.1, ema_decay=0.5, precision=precision))
+  averages = {id(v): a for v, a in optim.moving_averages(model, optimizer)}
+  raw = [v.numpy() for v in model.variables]
+  with optim.averaged_weights(model, optimizer):
+    for variable in model.trainable_variables:
+      np.testing.assert_array_equal(variable.numpy(), averages[id(variable)].numpy(), err_msg=variable.path)
+    assert any(not np.array_equal(v.numpy(), r) for v, r in zip(model.variables, raw))
+  for variable, value in zip(model.variables, raw):
+    np.testing.assert_array_equal(variable.numpy(), value)
+
+
+def test_batch_norm_statistics_are_averaged_as_the_weights():
+  decay = 0.5
+  model, optimizer, history = train_net(Config(optimizer="sgd", learning_rate=0.1, ema_decay=decay), 4)
+  expected = history[0]  # The first step takes the values (Keras's rule for the weights too).
+  for values in history[1:]:
+    expected = [decay * e + (1 - decay) * v for e, v in zip(expected, values)]
+  statistics = optim.averaged_statistics(model)
+  assert [v.path for v in statistics] == ["net/bn/moving_mean", "net/bn/moving_variance"]
+  with optim.averaged_weights(model, optimizer):
+    for variable, value in zip(statistics, expected):
+      np.testing.assert_allclose(variable.numpy(), value, rtol=1e-6, err_msg=variable.path)
+  np.testing.assert_array_equal(statistics[0].numpy(), history[-1][0])  # Training keeps the raw ones.
+  count = len(optimizer.variables)
+  optimizer.build(model.trainable_variables)  # As the Checkpointer does: building again adds nothing.
+  assert len(optimizer.variables) == count
+
+
+def test_a_skipped_float16_step_advances_the_schedule_and_not_adams_count():
+  # Linear decay from 1.0 over 10 steps: the rate says which step the schedule saw.
+  config = Config(optimizer="adam", learning_rate=1.0, lr_schedule="linear", lr_final_fraction=0.0,
+                  precision="mixed_float16")
+  model = built_net()
+  optimizer = optim.build_optimizer(config, model.trainable_variables, total_steps=10)
+  optimizer.build(model.trainable_variables)
+  finite = [tf.ones_like(v) for v in model.trainable_variables]
+  for gradients in (finite, [g * np.inf for g in finite], finite):  # The loop's steps 1, 2 (skipped), 3.
+    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+  assert float(optimizer.dynamic_scale) == 2.0**14  # Step 2 was skipped: the scale halved.
+  assert int(optimizer.iterations) == 3  # The loop's step: it drives the schedule ...
+  assert float(optimizer.learning_rate) == pytest.approx(0.7)
+  assert int(optimizer.inner_optimizer.iterations) == 2  # ... and Adam's bias correction counts updates.

@@ -9,6 +9,7 @@ from cnn import steps
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.models.airbench import Airbench94
+from imagenet_models_test import PUBLISHED, head_parameters
 
 CIFAR10 = DatasetInfo("cifar10", (32, 32, 3), 10, tuple(f"c{i}" for i in range(10)))
 TINY = DatasetInfo("tiny", (16, 16, 3), 4, ("a", "b", "c", "d"))
@@ -24,6 +25,9 @@ TRAINABLE = {
     "airbench94": 24 + 9 * (24 * 64 + 64 * 64 + 64 * 256 + 3 * 256 * 256) + 2 * (64 + 256 + 256) + 2560,
     "simple_cnn": 4 * 4 * 64 * 64 + 64 + 650 + 896 + 18_496,  # --padding=same on 16×16: 4×4×64 features.
 }
+# ImageNet ResNets: the published counts (1000 classes) with a 10-class head instead.
+TRAINABLE.update({name: count - head_parameters(name, 1000) + head_parameters(name, 10)
+                  for name, count in PUBLISHED.items()})
 
 
 def trainable_count(model):

@@ -9,7 +9,9 @@ from cnn.data import DatasetInfo
 from cnn.errors import UserError
 
 ModelBuilder = Callable[[Config, DatasetInfo], tf.keras.Model]
+FamilyBuilder = Callable[[str, Config, DatasetInfo], tf.keras.Model]  # (name after the prefix, ...)
 _BUILDERS: dict[str, ModelBuilder] = {}
+_FAMILIES: dict[str, FamilyBuilder] = {}
 
 
 def register(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -24,6 +26,13 @@ def register(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
   return decorator
 
 
+def register_family(prefix: str, builder: FamilyBuilder) -> None:
+  """Registers `builder` for every `--model=<prefix><name>` (e.g. "keras:"); it raises UserError for bad names."""
+  if prefix in _FAMILIES:
+    raise ValueError(f"model family '{prefix}' is registered twice")
+  _FAMILIES[prefix] = builder
+
+
 def names() -> list[str]:
   """Registered model names, sorted."""
   return sorted(_BUILDERS)
@@ -31,6 +40,10 @@ def names() -> list[str]:
 
 def build_model(config: Config, info: DatasetInfo) -> tf.keras.Model:
   """Builds the model `config.model` for the dataset `info` describes. Raises UserError."""
+  for prefix, family in _FAMILIES.items():
+    if config.model.startswith(prefix):
+      return family(config.model[len(prefix):], config, info)
   if config.model not in _BUILDERS:
-    raise UserError(f"unknown --model={config.model}; registered models: {', '.join(names())}")
+    families = "".join(f", or {prefix}<name>" for prefix in sorted(_FAMILIES))
+    raise UserError(f"unknown --model={config.model}; registered models: {', '.join(names())}{families}")
   return _BUILDERS[config.model](config, info)

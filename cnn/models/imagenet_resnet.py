@@ -1,0 +1,142 @@
+"""ImageNet ResNets, v1.5: resnet18, resnet26, resnet34, resnet50, resnet101, resnet152.
+
+He et al. (2016), "Deep Residual Learning for Image Recognition", table 1, as torchvision builds them
+("v1.5": a bottleneck block strides in its 3×3 conv, not its first 1×1 conv): a 7×7/2 conv of 64
+filters and a 3×3/2 max-pool, four stages of basic blocks (18, 34) or bottleneck blocks (26, 50, 101,
+152) of widths 64, 128, 256, 512 (bottlenecks expand them 4×), the first block of stages 2-4 halving
+the image, global average pooling and a dense layer. Shortcuts that change the shape are a 1×1 conv
+and BatchNorm (option B). With a 1000-class head: ResNet-18 11,689,512 parameters, ResNet-50
+25,557,032 (torchvision's figures). resnet26 (bottlenecks, two per stage) is timm's smaller sibling.
+
+Options (flags), from "Bag of Tricks for Image Classification with CNNs" (He et al. 2019):
+  * --resnet_d: the deep stem (three 3×3 convs of 32, 32, 64 filters, the first with stride 2) and
+    downsampling shortcuts that average-pool 2×2 before their 1×1 conv (ResNet-C and -D there;
+    timm's resnet50d);
+  * --zero_init_residual: the last BatchNorm of each block starts with gamma 0, so that each block
+    starts as the identity.
+BatchNorm momentum 0.9 and epsilon 1e-5 (PyTorch's 0.1 and 1e-5), convs He-normal over fan-out, as
+the reference implementations. Strided convs pad "same" (TensorFlow's asymmetric padding).
+"""
+
+import tensorflow as tf
+
+from cnn.config import Config
+from cnn.data import DatasetInfo
+from cnn.models import registry
+
+# name: (bottleneck?, blocks per stage)
+_ARCHITECTURES = {
+    "resnet18": (False, (2, 2, 2, 2)),
+    "resnet26": (True, (2, 2, 2, 2)),
+    "resnet34": (False, (3, 4, 6, 3)),
+    "resnet50": (True, (3, 4, 6, 3)),
+    "resnet101": (True, (3, 4, 23, 3)),
+    "resnet152": (True, (3, 8, 36, 3)),
+}
+_WIDTHS = (64, 128, 256, 512)
+# torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu").
+_HE_FAN_OUT = tf.keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+
+
+def _conv(filters: int, kernel_size: int, strides: int, name: str) -> tf.keras.layers.Conv2D:
+  return tf.keras.layers.Conv2D(filters, kernel_size, strides, padding="same", use_bias=False,
+                                kernel_initializer=_HE_FAN_OUT, name=name)
+
+
+def _batch_norm(name: str, zero_gamma: bool = False) -> tf.keras.layers.BatchNormalization:
+  return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name,
+                                            gamma_initializer="zeros" if zero_gamma else "ones")
+
+
+class Shortcut(tf.keras.layers.Layer):
+  """The projection of a block whose shape changes: [avg-pool 2×2 (ResNet-D) →] 1×1 conv → BN."""
+
+  def __init__(self, filters: int, strides: int, avg_down: bool, **kwargs):
+    super().__init__(**kwargs)
+    pool = avg_down and strides > 1
+    self.pool = tf.keras.layers.AveragePooling2D(strides, padding="same", name="pool") if pool else None
+    self.conv = _conv(filters, 1, 1 if pool else strides, "conv")
+    self.bn = _batch_norm("bn")
+
+  def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    if self.pool is not None:
+      x = self.pool(x)
+    return self.bn(self.conv(x), training=training)
+
+
+class Block(tf.keras.layers.Layer):
+  """A basic block (3×3 → 3×3) or a v1.5 bottleneck (1×1 → 3×3 with the stride → 1×1, 4× wider).
+
+  Each conv is followed by BN, each BN but the last by ReLU; the shortcut is added, then ReLU.
+  """
+
+  def __init__(self, width: int, strides: int, bottleneck: bool, in_channels: int, avg_down: bool,
+               zero_init: bool, **kwargs):
+    super().__init__(**kwargs)
+    self.out_channels = width * 4 if bottleneck else width
+    shapes = ([(width, 1, 1), (width, 3, strides), (self.out_channels, 1, 1)] if bottleneck else
+              [(width, 3, strides), (width, 3, 1)])
+    self.convs = [_conv(f, k, s, f"conv{i}") for i, (f, k, s) in enumerate(shapes, start=1)]
+    self.bns = [_batch_norm(f"bn{i}", zero_init and i == len(shapes)) for i in range(1, len(shapes) + 1)]
+    changes_shape = strides > 1 or in_channels != self.out_channels
+    self.shortcut = Shortcut(self.out_channels, strides, avg_down, name="shortcut") if changes_shape else None
+
+  def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    y = x
+    for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+      y = bn(conv(y), training=training)
+      if i < len(self.convs) - 1:
+        y = tf.nn.relu(y)
+    shortcut = x if self.shortcut is None else self.shortcut(x, training=training)
+    return tf.nn.relu(y + shortcut)
+
+
+class ImageNetResNet(tf.keras.Model):
+  """An ImageNet ResNet (v1.5).
+
+  Args:
+    num_classes: size of the logits layer.
+    bottleneck: bottleneck blocks (ResNet-50 and deeper) rather than basic blocks.
+    blocks_per_stage: blocks in each of the four stages, e.g. (3, 4, 6, 3).
+    resnet_d: the deep stem and average-pooling downsampling shortcuts.
+    zero_init_residual: gamma 0 in the last BatchNorm of each block.
+  """
+
+  def __init__(self, num_classes: int, bottleneck: bool, blocks_per_stage, resnet_d: bool = False,
+               zero_init_residual: bool = False, name: str = "resnet"):
+    super().__init__(name=name)
+    stem = [(32, 2), (32, 1), (64, 1)] if resnet_d else [(64, 2)]
+    self.stem_convs = [_conv(f, 3 if resnet_d else 7, s, f"stem_conv{i}") for i, (f, s) in enumerate(stem, 1)]
+    self.stem_bns = [_batch_norm(f"stem_bn{i}") for i in range(1, len(stem) + 1)]
+    self.stem_pool = tf.keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")
+    self.blocks, channels = [], 64
+    for stage, (width, count) in enumerate(zip(_WIDTHS, blocks_per_stage)):
+      for i in range(count):
+        block = Block(width, 2 if stage > 0 and i == 0 else 1, bottleneck, channels, resnet_d,
+                      zero_init_residual, name=f"stage{stage + 1}_block{i + 1}")
+        self.blocks.append(block)
+        channels = block.out_channels
+    self.pool = tf.keras.layers.GlobalAveragePooling2D(name="pool")
+    self.logits = tf.keras.layers.Dense(num_classes, name="logits", dtype="float32")
+
+  def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+    x = images
+    for conv, bn in zip(self.stem_convs, self.stem_bns):
+      x = tf.keras.ops.relu(bn(conv(x), training=training))  # keras.ops: see layer_table.
+    x = self.stem_pool(x)
+    for block in self.blocks:
+      x = block(x, training=training)
+    return self.logits(self.pool(x))
+
+
+def _register(name: str, bottleneck: bool, blocks_per_stage: tuple[int, ...]) -> None:
+  @registry.register(name)
+  def build(config: Config, info: DatasetInfo) -> ImageNetResNet:
+    return ImageNetResNet(info.num_classes, bottleneck, blocks_per_stage, config.resnet_d,
+                          config.zero_init_residual, name=name)
+
+  build.__doc__ = f"{name}: the ImageNet ResNet (v1.5) with {blocks_per_stage} blocks per stage."
+
+
+for _name, (_bottleneck, _blocks) in _ARCHITECTURES.items():
+  _register(_name, _bottleneck, _blocks)

@@ -1,0 +1,94 @@
+"""ImageNet-style preprocessing of encoded or decoded images of any size, stateless.
+
+Training: a random-resized crop (a window of `scale` of the image's area and `ratio` aspect ratio,
+drawn by `tf.image.stateless_sample_distorted_bounding_box`), resized to `image_size`. For JPEG only
+the window is decoded (`tf.io.decode_and_crop_jpeg`). Flips and the rest come after, on batches
+(`--augment`). Evaluation: the centre square of side `crop_fraction` × the shorter side, resized to
+`image_size` — the anchors' "resize the shorter side to image_size / crop_fraction, take the centre
+image_size crop", done crop-first so that the resize touches only the window.
+
+Outputs are uint8 [image_size, image_size, 3] (grayscale and RGBA converted to RGB), rounded as
+the in-memory back-end stores its images, so that both back-ends feed the model alike.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+  """Settings (flags --image_size, --crop_scale, --crop_ratio, --eval_crop_fraction)."""
+  image_size: int
+  scale: tuple[float, float] = (0.08, 1.0)
+  ratio: tuple[float, float] = (3 / 4, 4 / 3)
+  crop_fraction: float = 0.875
+
+
+def _to_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  resized = tf.image.resize(image, (image_size, image_size))  # Bilinear, as load_split's resize.
+  return tf.saturate_cast(tf.round(resized), tf.uint8)
+
+
+def _decode_window(encoded: tf.Tensor, window_fn) -> tf.Tensor:
+  """Decodes the window `window_fn(shape [3]) -> (y, x, h, w)` of an encoded image, as RGB uint8."""
+
+  def jpeg():
+    y, x, h, w = window_fn(tf.image.extract_jpeg_shape(encoded))
+    return tf.io.decode_and_crop_jpeg(encoded, tf.stack([y, x, h, w]), channels=3)
+
+  def other():  # PNG, GIF (first frame), BMP: decoded whole, then cropped.
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    y, x, h, w = window_fn(tf.shape(image))
+    return image[y:y + h, x:x + w]
+
+  return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+
+
+def random_window(shape: tf.Tensor, seed: tf.Tensor, scale, ratio) -> tuple[tf.Tensor, ...]:
+  """(y, x, h, w) of a random-resized-crop window in an image of `shape` [H, W, C]."""
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.cast(shape, tf.int32), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+      min_object_covered=scale[0], aspect_ratio_range=ratio, area_range=scale, max_attempts=10,
+      use_image_if_no_bounding_boxes=True)  # After 10 misses: the whole image, as the anchors do.
+  return begin[0], begin[1], size[0], size[1]
+
+
+def center_window(shape: tf.Tensor, crop_fraction: float) -> tuple[tf.Tensor, ...]:
+  """(y, x, h, w) of the centre square of side crop_fraction × the shorter side."""
+  height, width = tf.cast(shape[0], tf.int32), tf.cast(shape[1], tf.int32)
+  side = tf.maximum(tf.cast(tf.round(crop_fraction * tf.cast(tf.minimum(height, width), tf.float32)), tf.int32), 1)
+  return (height - side) // 2, (width - side) // 2, side, side
+
+
+def train_image(encoded: tf.Tensor, seed: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
+  """A random-resized crop of an encoded image: uint8 [S, S, 3], a pure function of `seed` [2]."""
+  window = _decode_window(encoded, lambda shape: random_window(shape, seed, settings.scale, settings.ratio))
+  return _to_uint8(window, settings.image_size)
+
+
+def eval_encoded(encoded: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
+  """The evaluation view of an encoded image: uint8 [S, S, 3].
+
+  Decoded whole, not by window: a JPEG decoded by window differs at the window's edges (chroma
+  upsampling), and evaluation must see what `eval_image` gives an exported model.
+  """
+  image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+  return _eval_uint8(image, settings.image_size, settings.crop_fraction)
+
+
+def _eval_uint8(image: tf.Tensor, image_size: int, crop_fraction: float) -> tf.Tensor:
+  y, x, h, w = center_window(tf.shape(image), crop_fraction)
+  return _to_uint8(image[y:y + h, x:x + w], image_size)
+
+
+def eval_image(image: tf.Tensor, image_size: int, crop_fraction: float = 0.875) -> tf.Tensor:
+  """The evaluation view of a decoded uint8 image [H, W, C] of any size, float32 [S, S, 3] in [0, 1].
+
+  What evaluation feeds the model for the same image (before standardisation): an exported model
+  calls this on the decoded photo.
+  """
+  image = tf.convert_to_tensor(image)
+  if image.shape[-1] == 1:
+    image = tf.image.grayscale_to_rgb(image)
+  return tf.cast(_eval_uint8(image[:, :, :3], image_size, crop_fraction), tf.float32) / 255.0

@@ -1,0 +1,145 @@
+"""Streaming back-end: folders of images read per example, ImageNet preprocessing, exact resume, shares."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnn import data
+from cnn import folder
+from cnn import preprocess
+from cnn.errors import UserError
+
+SIZE = 16
+
+
+def write_folder(root, sizes=((20, 30), (32, 24), (16, 16), (40, 40)), classes=("cat", "dog")):
+  """root/{train,val}/<class>/ with JPEGs of `sizes`, one grayscale JPEG and one PNG per class."""
+  rng = np.random.default_rng(0)
+  for split in ("train", "val"):
+    for name in classes:
+      (root / split / name).mkdir(parents=True)
+      for i, (h, w) in enumerate(sizes):
+        (root / split / name / f"{i}.jpg").write_bytes(
+            tf.io.encode_jpeg(rng.integers(0, 256, (h, w, 3), np.uint8)).numpy())
+      (root / split / name / "gray.JPEG").write_bytes(
+          tf.io.encode_jpeg(rng.integers(0, 256, (18, 22, 1), np.uint8)).numpy())
+      (root / split / name / "p.png").write_bytes(tf.io.encode_png(rng.integers(0, 256, (24, 20, 3), np.uint8)).numpy())
+  return root
+
+
+def listing(root, split="train"):
+  return folder.list_split(str(root), split, folder.class_names(root))
+
+
+def test_random_resized_crops_stay_within_the_scale_and_ratio_ranges():
+  shape = tf.constant([200, 300, 3])
+  areas, ratios = [], []
+  for i in range(300):
+    _, _, h, w = (int(v) for v in preprocess.random_window(shape, tf.constant([7, i], tf.int64), (0.08, 1.0),
+                                                            (3 / 4, 4 / 3)))
+    areas.append(h * w / (200 * 300))
+    ratios.append(w / h)
+  areas, ratios = np.array(areas), np.array(ratios)
+  whole = areas == 1.0  # The fallback after 10 misses.
+  assert whole.mean() < 0.2
+  assert areas[~whole].min() >= 0.08 - 0.01 and 3 / 4 - 0.05 <= ratios[~whole].min()
+  assert ratios[~whole].max() <= 4 / 3 + 0.05
+  assert areas.min() < 0.2 and areas.max() > 0.8  # Spread over the range, not stuck.
+  again = preprocess.random_window(shape, tf.constant([7, 0], tf.int64), (0.08, 1.0), (3 / 4, 4 / 3))
+  assert [int(v) for v in again] == [int(v) for v in preprocess.random_window(
+      shape, tf.constant([7, 0], tf.int64), (0.08, 1.0), (3 / 4, 4 / 3))]
+
+
+def test_eval_centre_crop_geometry():
+  assert [int(v) for v in preprocess.center_window(tf.constant([100, 200, 3]), 0.875)] == [6, 56, 88, 88]
+  image = np.zeros((100, 200, 3), np.uint8)
+  image[6:94, 56:144] = 200  # Exactly the centre window.
+  view = preprocess.eval_image(image, 32, 0.875).numpy()
+  assert view.shape == (32, 32, 3) and view.dtype == np.float32
+  np.testing.assert_allclose(view, 200 / 255, atol=1e-6)  # Nothing from outside the window.
+  gray = preprocess.eval_image(image[:, :, :1], 32, 0.875)
+  assert gray.shape == (32, 32, 3)
+
+
+def test_streaming_batches_have_the_shapes_and_grayscale_and_png_become_rgb(tmp_path):
+  split = listing(write_folder(tmp_path / "pets"))
+  assert len(split) == 12 and list(np.bincount(split.labels)) == [6, 6]
+  settings = preprocess.Preprocessing(SIZE)
+  images, labels = next(iter(data.train_dataset(split, 4, seed=0, preprocessing=settings)))
+  assert images.shape == (4, SIZE, SIZE, 3) and images.dtype == tf.float32 and labels.shape == (4,)
+  batches = list(data.eval_dataset(listing(tmp_path / "pets", "val"), 5, preprocessing=settings))
+  assert [b[0].shape[0] for b in batches] == [5, 5, 2]
+
+
+def test_streaming_eval_is_eval_image_of_the_decoded_file(tmp_path):
+  # What an exported model computes on a decoded photo is what evaluation fed the model.
+  split = listing(write_folder(tmp_path / "pets"), "val")
+  settings = preprocess.Preprocessing(SIZE, crop_fraction=0.875)
+  streamed = np.concatenate([b[0] for b in data.eval_dataset(split, 5, preprocessing=settings)])
+  for path, view in zip(split.paths, streamed):
+    decoded = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    np.testing.assert_allclose(view, preprocess.eval_image(decoded, SIZE, 0.875), atol=1e-6, err_msg=path)
+
+
+def test_streaming_equals_in_memory_when_the_crop_is_the_whole_image(tmp_path):
+  root = tmp_path / "squares"
+  rng = np.random.default_rng(1)
+  (root / "train" / "a").mkdir(parents=True)
+  pixels = rng.integers(0, 256, (10, SIZE, SIZE, 3), np.uint8)
+  for i, image in enumerate(pixels):
+    (root / "train" / "a" / f"{i:02d}.png").write_bytes(tf.io.encode_png(image).numpy())
+  streaming = listing(root)
+  in_memory = data.Split(pixels, streaming.labels)
+  whole = preprocess.Preprocessing(SIZE, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+  a = [b for _, b in zip(range(6), data.train_dataset(streaming, 4, 3, preprocessing=whole))]
+  b = [b for _, b in zip(range(6), data.train_dataset(in_memory, 4, 3))]
+  for (a_images, a_labels), (b_images, b_labels) in zip(a, b):
+    np.testing.assert_array_equal(a_images, b_images)
+    np.testing.assert_array_equal(a_labels, b_labels)
+
+
+def test_streaming_resume_rebuilds_the_same_batches(tmp_path):
+  split = listing(write_folder(tmp_path / "pets"))
+  settings = preprocess.Preprocessing(SIZE)
+
+  def pipeline(start_step=0):
+    return data.train_dataset(split, 4, seed=2, start_step=start_step, preprocessing=settings)
+
+  first = [b for _, b in zip(range(8), pipeline())]
+  assert not np.array_equal(first[0][0], first[3][0])  # Epoch 1 crops anew.
+  resumed = iter(pipeline(start_step=5))  # 3 batches an epoch: mid-epoch 1.
+  for expected_images, expected_labels in first[5:]:
+    images, labels = next(resumed)
+    np.testing.assert_array_equal(images, expected_images)
+    np.testing.assert_array_equal(labels, expected_labels)
+
+
+def test_two_input_pipelines_read_disjoint_shares_covering_every_example_each_epoch():
+  split = folder.FileSplit(np.array(["unused"] * 24), np.arange(24, dtype=np.int32))
+  fake = data.Split(np.zeros((24, 2, 2, 3), np.uint8), split.labels)  # Labels name the examples.
+  for epoch in range(2):
+    seen = []
+    for pipeline in range(2):
+      context = tf.distribute.InputContext(2, pipeline, 2)
+      batches = data.train_dataset(fake, 8, seed=0, input_context=context, start_step=3 * epoch)
+      seen.append(np.concatenate([labels for _, labels in batches.take(3)]))
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(np.concatenate(seen)) == list(range(24))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_split", "split 'test' not found in {root} (splits there: train, val)"),
+    ("no_images", "no images"),
+    ("corrupt", "{root}/train/cat/broken.jpg is not a JPEG, PNG, BMP or GIF image"),
+])
+def test_bad_folders_are_one_line_errors_naming_what_is_wrong(tmp_path, case, message):
+  root = write_folder(tmp_path / "pets")
+  split = "test" if case == "missing_split" else "train"
+  if case == "no_images":
+    for path in (root / "train").rglob("*.*"):
+      path.unlink()
+  if case == "corrupt":
+    (root / "train" / "cat" / "broken.jpg").write_bytes(b"not an image")
+  with pytest.raises(UserError) as error:
+    folder.list_split(str(root), split, ("cat", "dog"))
+  assert message.format(root=root) in str(error.value) and len(str(error.value).splitlines()) == 1

@@ -1,0 +1,152 @@
+"""ImageNet ResNets and `keras:<application>` models: published parameter counts, options, errors, learning.
+
+Models are built on small images: parameter counts do not depend on the image size.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnn import models
+from cnn import steps
+from cnn.checkpoints import model_variables
+from cnn.config import Config
+from cnn.data import DatasetInfo
+from cnn.errors import UserError
+
+IMAGENET_SMALL = DatasetInfo("imagenet2012", (32, 32, 3), 1000, tuple(f"c{i}" for i in range(1000)))
+TINY = DatasetInfo("tiny", (32, 32, 3), 7, tuple(f"c{i}" for i in range(7)))
+
+# torchvision's parameter counts (the same architectures, v1.5), 1000-class head; resnet26: timm's.
+PUBLISHED = {
+    "resnet18": 11_689_512,
+    "resnet26": 15_995_176,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+}
+
+
+def trainable_count(model):
+  return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+
+
+def build(info=IMAGENET_SMALL, **settings):
+  model = models.build_model(Config(**settings), info)
+  return model, model(tf.zeros((2, *info.image_shape)))
+
+
+def head_parameters(name, num_classes):
+  features = 512 if name in ("resnet18", "resnet34") else 2048
+  return (features + 1) * num_classes
+
+
+# Every one is also built by zoo_test.py, with a 10-class head (PUBLISHED less the difference in heads).
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_imagenet_resnets_have_the_published_parameter_counts(name):
+  model, logits = build(model=name)
+  assert trainable_count(model) == PUBLISHED[name]
+  assert logits.shape == (2, 1000) and logits.dtype == tf.float32
+
+
+def test_resnet_d_has_the_deep_stem_and_average_pooled_shortcuts():
+  plain, _ = build(model="resnet50")
+  model, _ = build(model="resnet50", resnet_d=True)
+  # The stem: 7×7×3×64 conv + BN(64) becomes 3×3 convs 3→32→32→64, each with a BN.
+  stem = 9 * (3 * 32 + 32 * 32 + 32 * 64) + 2 * (32 + 32 + 64)
+  assert trainable_count(model) == PUBLISHED["resnet50"] - (49 * 3 * 64 + 2 * 64) + stem == 25_576_264  # timm's resnet50d.
+  assert [conv.strides for conv in model.stem_convs] == [(2, 2), (1, 1), (1, 1)]
+  downsampling = model.blocks[3].shortcut  # stage2_block1: stride 2.
+  assert downsampling.pool is not None and downsampling.conv.strides == (1, 1)
+  assert model.blocks[0].shortcut.pool is None  # stage1_block1 widens 64 → 256 without striding.
+  assert plain.blocks[3].shortcut.pool is None and plain.blocks[3].shortcut.conv.strides == (2, 2)
+  assert plain.blocks[3].convs[1].strides == (2, 2) and plain.blocks[3].convs[0].strides == (1, 1)  # v1.5
+
+
+def test_zero_init_residual_zeroes_only_the_last_batch_norm_gamma_of_each_block():
+  model, _ = build(TINY, model="resnet18", zero_init_residual=True)
+  for block in model.blocks:
+    assert np.all(block.bns[-1].gamma.numpy() == 0.0), block.name
+    assert np.all(block.bns[0].gamma.numpy() == 1.0), block.name
+  block = model.blocks[1]  # An identity block starts as relu(x) = x for non-negative x.
+  y = tf.nn.relu(tf.random.normal((2, 8, 8, 64)))
+  np.testing.assert_allclose(block(y, training=False), y, atol=1e-6)
+  default, _ = build(TINY, model="resnet18")
+  assert np.all(default.blocks[0].bns[-1].gamma.numpy() == 1.0)
+  assert default.blocks[0].bns[0].momentum == 0.9 and default.blocks[0].bns[0].epsilon == 1e-5
+
+
+def train_a_few_steps(model, info, num_steps=3, learning_rate=1e-3):
+  """Loss on one fixed batch before and after `num_steps` Adam steps of the project's train step."""
+  tf.keras.utils.set_random_seed(0)
+  images = tf.random.uniform((8, *info.image_shape))
+  labels = tf.constant(np.arange(8) % info.num_classes, tf.int32)
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+  optimizer = tf.keras.optimizers.Adam(learning_rate)
+  optimizer.build(model.trainable_variables)
+  train_step = steps.make_train_step(model, optimizer, loss_fn, steps.Metrics("train"),
+                                     tf.distribute.get_strategy(), global_batch_size=8)
+  before = float(tf.reduce_mean(loss_fn(labels, model(images, training=True))))
+  iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+  for _ in range(num_steps):
+    train_step(iterator)
+  return before, float(tf.reduce_mean(loss_fn(labels, model(images, training=True))))
+
+
+def test_resnet18_learns_a_batch():
+  model, _ = build(TINY, model="resnet18", resnet_d=True)
+  before, after = train_a_few_steps(model, TINY)
+  assert after < before, (before, after)
+
+
+@pytest.mark.parametrize("name, input_scale", [("MobileNetV3Small", 1.0), ("EfficientNetB0", 255.0)])
+def test_keras_applications_build_with_our_head_and_see_our_input_range(name, input_scale):
+  model, logits = build(TINY, model=f"keras:{name}")
+  assert logits.shape == (2, 7) and logits.dtype == tf.float32
+  assert model.logits.units == 7 and model.input_scale == input_scale
+  rescaling = [layer.scale for layer in model.backbone.layers if isinstance(layer, tf.keras.layers.Rescaling)]
+  # include_preprocessing=False took MobileNetV3's out; EfficientNetB0's 1/255 undoes our ×255.
+  assert rescaling == ([] if input_scale == 1.0 else [pytest.approx(1 / 255)])
+
+
+def test_a_keras_application_learns_a_batch():  # EfficientNetB0's train step takes ~35 s to trace: not here.
+  model, _ = build(TINY, model="keras:MobileNetV3Small")
+  before, after = train_a_few_steps(model, TINY)
+  assert after < before, (before, after)
+
+
+def test_keras_application_variable_paths_do_not_depend_on_what_was_built_before():
+  first, _ = build(TINY, model="keras:EfficientNetB0")  # Auto-named layers (normalization) inside.
+  second, _ = build(TINY, model="keras:EfficientNetB0")
+  assert list(model_variables(first)) == list(model_variables(second))
+  assert "normalization/mean" in model_variables(first)
+
+
+def test_unknown_or_unfit_applications_are_one_line_errors():
+  with pytest.raises(UserError, match=r"^unknown --model=keras:EfficientNetV2b0; close matches: "
+                     r"keras:EfficientNetV2B0, .*keras:EfficientNetV2S"):
+    build(TINY, model="keras:EfficientNetV2b0")
+  with pytest.raises(UserError, match=r"^unknown --model=keras:Foo; tf.keras.applications has: ConvNeXtBase, "):
+    build(TINY, model="keras:Foo")
+  with pytest.raises(UserError, match=r"^--model=keras:InceptionV3 cannot take 32×32×3 images: .*at least 75x75"):
+    build(TINY, model="keras:InceptionV3")
+
+
+def test_the_imagewoof_recipe_runs_on_a_small_folder_of_photos(tmp_path):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from cnn import train  # pylint: disable=import-outside-toplevel
+  from conftest import run_cli  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  for split, count in (("train", 8), ("val", 4)):
+    for label in ("n02086240", "n02087394"):
+      (tmp_path / "woof" / split / label).mkdir(parents=True)
+      for i in range(count):  # JPEGs of varying aspect ratios, as Imagewoof's.
+        pixels = rng.integers(0, 255, (40 + 8 * i, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "woof" / split / label / f"{i}.JPEG")
+  code, stderr = run_cli(train.main, ["--flagfile=experiments/imagewoof_5ep.cfg", f"--dataset=folder:{tmp_path / 'woof'}",
+                                      "--image_size=32", "--batch_size=8", "--eval_batch_size=8", "--train_steps=3",
+                                      f"--run_dir={tmp_path / 'run'}"])
+  assert code == 0, stderr
+  flags_txt = (tmp_path / "run" / "flags.txt").read_text()
+  assert "--model=resnet26" in flags_txt and "--resnet_d" in flags_txt and "--zero_init_residual" in flags_txt
