@@ -163,7 +163,7 @@ def test_overwrite_never_deletes_a_directory_that_is_not_a_run(mock_tfds, tmp_pa
     (["--dataset=cifar1"], "unknown dataset 'cifar1'; did you mean one of: "),
     (["--optimizer=adagrad"], "unknown --optimizer=adagrad; choose one of: adam, adamw, sgd, nesterov"),
     (["--activation=rectify"], "unknown --activation=rectify"),
-    (["--model=resnet9"], "unknown --model=resnet9; registered models: airbench94, resnet110, resnet20"),
+    (["--model=resnet9"], "unknown --model=resnet9; registered models: airbench94, resnet101, resnet110"),
     (["--padding=full"], "--padding=full is not one of: valid, same"),
     (["--batch_size=0"], "--batch_size=0 must be at least 1"),
     (["--epochs=0"], "--epochs=0 must be at least 1"),
