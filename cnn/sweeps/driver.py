@@ -60,6 +60,8 @@ def run_sweep(base: Config, grid: str, num_random: int, seed: int, sweep_dir: st
   """
   if parallel < 1:
     raise UserError(f"--parallel={parallel} must be at least 1")
+  if num_random < 0:
+    raise UserError(f"--random={num_random} must be at least 0 (0: the whole grid)")
   base_flags, trials, swept = plan(base, grid, num_random, seed, sweep_dir)
   with store.locked(sweep_dir):
     store.write(sweep_dir, base_flags, trials, grid=grid, random=num_random, seed=seed)
@@ -86,7 +88,8 @@ def _run(sweep_dir: str, trials: Sequence[store.Trial], slots: Sequence[slots_li
          echo: Callable[[str], None]) -> dict[str, str]:
   todo = [t for t in trials if store.results(sweep_dir, t) is None]
   started = [t for t in todo if os.path.isdir(store.run_dir(sweep_dir, t))]
-  echo(f"sweep {sweep_dir}: {len(trials)} trials: {len(trials) - len(todo)} finished (skipped), "
+  trials_text = f"{len(trials)} trial{'' if len(trials) == 1 else 's'}"
+  echo(f"sweep {sweep_dir}: {trials_text}: {len(trials) - len(todo)} finished (skipped), "
        f"{len(started)} to resume, {len(todo) - len(started)} to start; {len(slots)} at a time")
   return runner.run_trials(sweep_dir, todo, slots, echo)
 

@@ -64,7 +64,7 @@ def run_trials(sweep_dir: str, trials: Sequence[store.Trial], slots: Sequence[Sl
       for r in [r for r in running if r.process.poll() is not None]:
         running.remove(r)
         free.append(r.slot)
-        failure = _report(sweep_dir, r, echo)
+        failure = _report(sweep_dir, r, echo, stopping=bool(stop))
         if failure:
           failures[r.trial.name] = failure
   finally:
@@ -89,14 +89,17 @@ def _start(sweep_dir: str, trial: store.Trial, slot: Slot, echo: Callable[[str],
   return _Running(trial, slot, process, time.perf_counter())
 
 
-def _report(sweep_dir: str, r: _Running, echo: Callable[[str], None]) -> Optional[str]:
-  """Says how the trial ended; returns what went wrong, or None if it finished."""
+def _report(sweep_dir: str, r: _Running, echo: Callable[[str], None], stopping: bool) -> Optional[str]:
+  """Says how the trial ended; returns what went wrong, or None if it finished or was stopped."""
   seconds = time.perf_counter() - r.start
   results = store.results(sweep_dir, r.trial)
   if r.process.returncode == 0 and results is not None:
     echo(f"finished {r.trial.name} in {seconds:.0f} s: eval_accuracy {results.get('eval_accuracy', float('nan')):.4f}")
     return None
   code = r.process.returncode
+  if stopping:  # By the sweep's SIGTERM: with a checkpoint if it had started training.
+    echo(f"stopped {r.trial.name} after {seconds:.0f} s; log {store.log_path(sweep_dir, r.trial)}")
+    return None
   failure = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
   last = _last_line(store.log_path(sweep_dir, r.trial))
   failure += f": {last}" if last and code > 0 else ""
