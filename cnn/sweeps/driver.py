@@ -87,7 +87,7 @@ def run_sweep(base: Config, grid: str, num_random: int, seed: int, sweep_dir: st
 def _run(sweep_dir: str, trials: Sequence[store.Trial], slots: Sequence[slots_lib.Slot],
          echo: Callable[[str], None]) -> dict[str, str]:
   todo = [t for t in trials if store.results(sweep_dir, t) is None]
-  started = [t for t in todo if os.path.isdir(store.run_dir(sweep_dir, t))]
+  started = [t for t in todo if store.started(sweep_dir, t)]
   trials_text = f"{len(trials)} trial{'' if len(trials) == 1 else 's'}"
   echo(f"sweep {sweep_dir}: {trials_text}: {len(trials) - len(todo)} finished (skipped), "
        f"{len(started)} to resume, {len(todo) - len(started)} to start; {len(slots)} at a time")

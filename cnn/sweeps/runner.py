@@ -14,7 +14,6 @@ import sys
 import time
 from typing import Callable, Optional, Sequence
 
-from cnn import run_dir as run_dir_lib
 from cnn.errors import Interrupted
 from cnn.sweeps import store
 from cnn.sweeps.slots import Slot
@@ -79,12 +78,12 @@ def run_trials(sweep_dir: str, trials: Sequence[store.Trial], slots: Sequence[Sl
 def _start(sweep_dir: str, trial: store.Trial, slot: Slot, echo: Callable[[str], None]) -> _Running:
   argv = command(sweep_dir, trial)
   log = store.log_path(sweep_dir, trial)
+  resuming = store.started(sweep_dir, trial)
   with open(log, "a") as f:
     f.write(f"=== {datetime.datetime.now():%Y-%m-%d %H:%M:%S} on {slot.describe()}: {shlex.join(argv)}\n")
     f.flush()
     process = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                env=slot.environment(dict(os.environ)), preexec_fn=slot.pin)
-  resuming = os.path.isfile(os.path.join(store.run_dir(sweep_dir, trial), run_dir_lib.FLAGS_FILE))
   echo(f"{'resumed' if resuming else 'started'} {trial.name} on {slot.describe()} (pid {process.pid}, log {log})")
   return _Running(trial, slot, process, time.perf_counter())
 

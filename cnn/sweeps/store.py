@@ -48,6 +48,11 @@ def log_path(sweep_dir: str, trial: Trial) -> str:
   return os.path.join(sweep_dir, LOGS_DIR, f"{trial.name}.log")
 
 
+def started(sweep_dir: str, trial: Trial) -> bool:
+  """Whether the trial's run has started (its flags.txt is written): running it again resumes it."""
+  return os.path.isfile(os.path.join(run_dir(sweep_dir, trial), run_dir_lib.FLAGS_FILE))
+
+
 def results(sweep_dir: str, trial: Trial) -> Optional[dict[str, Any]]:
   """The trial's results.json if it has finished (the file is written atomically, last), else None."""
   try:
