@@ -148,6 +148,13 @@ def test_a_random_sweep_is_reproducible_from_its_seed(tmp_path):
   assert more[:6] == trials and len(more) == 9
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "experiments").glob("*_sweep.cfg")))
+def test_every_sweep_file_in_experiments_plans(tmp_path, name):
+  code, stderr, trials = plan(tmp_path, f"--flagfile=experiments/{name}")
+  assert code == 0, stderr
+  assert len(trials) >= 2
+
+
 def test_the_slurm_script_is_valid_bash_and_runs_each_trial_once(tmp_path):
   script = tmp_path / "sweep.sh"
   sweep_dir = tmp_path / "sweep"
