@@ -186,3 +186,53 @@ def test_command_line_error_exits_non_zero_in_one_line(tmp_path):
   assert last.startswith("error: dataset 'cifar10' is not prepared in") and "tfds build cifar10" in last
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "run").exists()
+
+
+def file_states(run_dir):
+  """Every file under `run_dir` with its bytes and modification time."""
+  return {path: ((run_dir / path).read_bytes(), (run_dir / path).stat().st_mtime_ns)
+          for path in run_dir_files(run_dir)}
+
+
+@pytest.mark.parametrize("train_steps", [12, 16])  # 1.5 epochs of 8 steps, and a whole 2.
+def test_a_finished_run_run_again_says_so_and_changes_nothing(mock_tfds, tmp_path, capsys, train_steps):
+  run_dir = tmp_path / "run"
+  args = [f"--train_steps={train_steps}", "--batch_size=32", "--log_every_steps=4", f"--run_dir={run_dir}"]
+  assert run_cli(train.main, args)[0] == 0
+  before = file_states(run_dir)
+  results = json.loads((run_dir / "results.json").read_text())
+  capsys.readouterr()
+
+  # Again, and with a length it has already trained (--epochs is ignored beside --train_steps).
+  for again in (args, [*args, "--epochs=1"]):
+    code, stderr = run_cli(train.main, again)
+    assert code == 0, stderr
+    assert capsys.readouterr().out.strip() == (
+        f"{run_dir} holds this run finished ({train_steps} steps, test accuracy {results['eval_accuracy']:.4f}); "
+        "nothing to do (a larger --train_steps or --epochs extends it)")
+    assert file_states(run_dir) == before
+
+
+@pytest.mark.parametrize("schedule, dependency", [
+    (["--lr_schedule=cosine"], "--lr_schedule=cosine decays over it"),
+    (["--lr_schedule=linear", "--lr_warmup_epochs=0.5"], "--lr_schedule=linear decays over it"),
+    (["--lookahead_every=2"], "--lookahead_every ramps its decay over it and ends with the slow weights"),
+])
+def test_a_schedule_spread_over_the_run_refuses_a_new_length(mock_tfds, tmp_path, schedule, dependency):
+  run_dir = tmp_path / "run"
+  args = ["--batch_size=32", "--checkpoint_every_steps=2", f"--run_dir={run_dir}", *schedule]
+  assert run_cli(train.main, [*args, "--train_steps=6", "--epochs=3"])[0] == 0
+  os.remove(run_dir / "results.json")  # As if killed after the last checkpoint: not finished.
+  before = file_states(run_dir)
+  for length in ["--train_steps=10", "--train_steps=4"]:  # Longer or shorter.
+    code, stderr = run_cli(train.main, [*args, "--epochs=3", length])
+    assert code == 2
+    steps = length.split("=")[1]
+    assert stderr.strip() == (
+        f"error: --run_dir={run_dir} is a run of 6 steps and cannot be resumed as one of {steps}: {dependency}; "
+        "resume it with its own --train_steps/--epochs, or start afresh (another --run_dir, or --overwrite)")
+    assert file_states(run_dir) == before
+  # The same length, given in epochs of 8 steps (here 6 → 8: refused), or in steps: resumes and finishes.
+  assert run_cli(train.main, [*args, "--train_steps=0", "--epochs=1"])[0] == 2
+  assert run_cli(train.main, [*args, "--train_steps=6", "--epochs=1"])[0] == 0
+  assert json.loads((run_dir / "results.json").read_text())["steps"] == 6
