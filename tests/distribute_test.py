@@ -117,12 +117,17 @@ def test_global_batch_must_divide_across_replicas(tiny_data_dir, tmp_path):
 @pytest.mark.parametrize("argv, env, message", [
     (["--strategy=multi_worker_mirrored"], {}, "needs the TF_CONFIG environment variable"),
     (["--strategy=multi_worker_mirrored"], {"TF_CONFIG": "{cluster"}, "TF_CONFIG is not valid JSON"),
+    (["--strategy=multi_worker_mirrored", "--cluster=slurm"], {},
+     "--cluster=slurm runs inside a Slurm job step (srun python -m cnn.train ... in an allocation); "
+     "SLURM_PROCID is not set here"),
     (["--strategy=tpu"], {}, "--strategy=tpu needs --tpu=ADDRESS"),
     (["--strategy=gpus"], {}, "--strategy=gpus is not one of: default, one_device, mirrored"),
     (["--cpu_devices=3"], {}, "--cpu_devices=3 must be applied before TensorFlow starts"),
 ])
 def test_strategy_errors_are_one_line(monkeypatch, tmp_path, argv, env, message):
   monkeypatch.delenv("TF_CONFIG", raising=False)
+  monkeypatch.delenv("SLURM_PROCID", raising=False)
+  tf.constant(0)  # Starts TensorFlow's runtime, as an earlier test would (--cpu_devices=3 relies on it).
   for key, value in env.items():
     monkeypatch.setenv(key, value)
   code, stderr = run_cli(train.main, [*argv, f"--run_dir={tmp_path / 'run'}"])
