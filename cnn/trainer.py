@@ -354,6 +354,7 @@ def _stop(checkpointer: checkpoints.Checkpointer, step: int, epoch: int, signals
   `signals` are this process's; empty when another worker of a multi-worker run was signalled.
   """
   path = checkpointer.save(step, epoch)  # On every worker: the save is a collective.
+  path = os.path.join(checkpointer.directory, os.path.basename(path))  # The chief's copy, which is kept.
   signum = signals[0] if signals else signal.SIGTERM
   cause = signal.Signals(signum).name if signals else "a signal to another worker"
   raise Interrupted(

@@ -245,7 +245,8 @@ def test_a_schedule_spread_over_the_run_refuses_a_new_length(mock_tfds, tmp_path
 
 
 @pytest.mark.parametrize("owner, name, error, message", [
-    (trainer, "build_training", tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[64,32]"),
+    (trainer, "build_training",
+     tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[64,32]"),
      "error: out of memory with --batch_size=16, --eval_batch_size=256, the dataset's image size (--image_size): "
      "OOM when allocating tensor with shape[64,32]; try a smaller batch or image size, or "
      "--precision=mixed_bfloat16 / mixed_float16"),
