@@ -45,7 +45,8 @@ CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = os.path.join(CHECKPOINTS_DIR, "best")
 # Test-only: `CNN_TEST_SIGKILL_AT_STEP=K` makes a training process send itself SIGKILL right after step
 # K (and any checkpoint due at K), so that tests kill it at an exact step. A real SIGKILL: nothing runs.
-_SIGKILL_ENV = "CNN_TEST_SIGKILL_AT_STEP"
+# `CNN_TEST_SIGTERM_AT_STEP=K` likewise sends SIGTERM (to one worker of a multi-worker run, say).
+_SIGNAL_ENV = {signal.SIGKILL: "CNN_TEST_SIGKILL_AT_STEP", signal.SIGTERM: "CNN_TEST_SIGTERM_AT_STEP"}
 # Errors of a checkpoint file that cannot be read (truncated, corrupt, missing shards).
 _READ_ERRORS = (tf.errors.OpError, IndexError)  # IndexError: "Read less bytes than requested".
 
@@ -236,8 +237,8 @@ class Checkpointer:
                              tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=keep))
     self.last_saved: Optional[str] = None
     self._saved_step = -1
-    kill_at = os.environ.get(_SIGKILL_ENV)
-    self._kill_at = int(kill_at) if kill_at else None
+    self._signal_at = {int(os.environ[name]): signum for signum, name in _SIGNAL_ENV.items()
+                       if os.environ.get(name)}
 
   def restore(self) -> int:
     """Restores the latest readable checkpoint; returns its step (0 when there is none).
@@ -270,11 +271,11 @@ class Checkpointer:
     return self.last_saved
 
   def after_step(self, step: int, epoch: int, every: int) -> None:
-    """Saves every `every` steps (0: never); the test-only self-kill hook (see _SIGKILL_ENV)."""
+    """Saves every `every` steps (0: never); the test-only self-signal hooks (see _SIGNAL_ENV)."""
     if every and step % every == 0:
       self.save(step, epoch)
-    if self._kill_at == step:
-      os.kill(os.getpid(), signal.SIGKILL)
+    if step in self._signal_at:
+      os.kill(os.getpid(), self._signal_at[step])
 
   def after_eval(self, step: int, epoch: int, eval_accuracy: float) -> None:
     """At an epoch end: keeps the checkpoint as the best if its eval accuracy is, and saves the latest."""

@@ -1,6 +1,7 @@
 """What every entry point shares: flag parsing and error reporting in one line, never a traceback."""
 
 import inspect
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -117,6 +118,9 @@ def run(main: Callable[[Sequence[str]], None], takes_arguments: bool = False) ->
     except Interrupted as e:
       print(str(e), file=sys.stderr)
       sys.exit(128 + e.signum)
+    except KeyboardInterrupt:  # Ctrl-C before the training loop handles it (set-up), or a second one.
+      print("stopped by SIGINT (Ctrl-C); nothing was saved at this point", file=sys.stderr)
+      sys.exit(128 + signal.SIGINT)
 
   _define_help_flags()
   app.run(guarded_main, flags_parser=_parse_flags)

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Optional
+from typing import Callable, Optional
 
 import tensorflow as tf
 
@@ -39,7 +39,13 @@ def split_cpu(num_devices: int) -> None:
 
 def _cluster_resolver(config: Config) -> tf.distribute.cluster_resolver.ClusterResolver:
   if config.cluster == "slurm":
-    return tf.distribute.cluster_resolver.SlurmClusterResolver()
+    if "SLURM_PROCID" not in os.environ:
+      raise UserError("--cluster=slurm runs inside a Slurm job step (srun python -m cnn.train ... in an "
+                      "allocation); SLURM_PROCID is not set here")
+    try:
+      return tf.distribute.cluster_resolver.SlurmClusterResolver()
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:  # Missing variables, scontrol, nvidia-smi.
+      raise UserError(f"--cluster=slurm cannot read the Slurm job: {str(e).splitlines()[0]}") from None
   if "TF_CONFIG" not in os.environ:
     raise UserError("--strategy=multi_worker_mirrored needs the TF_CONFIG environment variable (see "
                     "WORKSPACE.md, 'Several hosts'), or --cluster=slurm inside a Slurm job")
@@ -104,6 +110,23 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
   task_type, task_id = resolver.task_type, resolver.task_id
   return task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and
                                           "chief" not in resolver.cluster_spec().as_dict())
+
+
+def any_worker(strategy: tf.distribute.Strategy) -> Callable[[bool], bool]:
+  """A function of this process's flag that says whether any worker has it set.
+
+  Under MultiWorkerMirroredStrategy it is a collective (a sum over the workers, about 2 ms on
+  loopback): every worker must call it at the same point of the loop, and they all get the same
+  answer. With one process it is the flag itself.
+  """
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return bool
+
+  @tf.function
+  def total(flag: tf.Tensor) -> tf.Tensor:
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: flag), axis=None)
+
+  return lambda flag: bool(total(tf.constant(int(flag))))
 
 
 def worker_dir(strategy: tf.distribute.Strategy, run_dir: str) -> str:

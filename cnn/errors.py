@@ -1,4 +1,7 @@
-"""The one exception type for mistakes a user can fix."""
+"""The exception types the entry points report in one line: mistakes a user can fix, and interruptions.
+
+Imports nothing heavy: `cnn.config` (and so `cnn.sweep`) uses it without starting TensorFlow.
+"""
 
 
 class UserError(Exception):

@@ -4,7 +4,7 @@ import datetime
 import json
 import os
 import shutil
-from typing import Any
+from typing import Any, Optional
 
 from absl import flags
 
@@ -72,16 +72,54 @@ def prepare(run_dir: str, overwrite: bool) -> None:
   os.makedirs(run_dir, exist_ok=True)
 
 
+def finished_results(run_dir: str, config: Config) -> Optional[dict[str, Any]]:
+  """The results.json of the run in `run_dir` if it has trained `config`'s length already, else None."""
+  path = os.path.join(run_dir, RESULTS_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    results = json.load(f)  # Written atomically: never half a file.
+  steps_per_epoch = round(results["steps"] / results["epochs"])  # results.json has epochs = steps / that.
+  return results if results["steps"] >= length_in_steps(config, steps_per_epoch) else None
+
+
+def length_in_steps(config: Config, steps_per_epoch: int) -> int:
+  """The run's length: --train_steps, or --epochs of `steps_per_epoch`."""
+  return config.train_steps or config.epochs * steps_per_epoch
+
+
+def length_dependencies(config: Config) -> list[str]:
+  """The settings whose effect is spread over the run's length (they fix it at the start)."""
+  dependencies = []
+  if config.lr_schedule in ("cosine", "linear"):
+    dependencies.append(f"--lr_schedule={config.lr_schedule} decays over it")
+  if config.lookahead_every:
+    dependencies.append("--lookahead_every ramps its decay over it and ends with the slow weights")
+  return dependencies
+
+
+def check_length(run_dir: str, config: Config, steps_per_epoch: int) -> None:
+  """Raises UserError if resuming the run in `run_dir` changes its length while its schedule depends on it."""
+  before = length_in_steps(read_config(run_dir), steps_per_epoch)
+  now = length_in_steps(config, steps_per_epoch)
+  dependencies = length_dependencies(config)
+  if now != before and dependencies:
+    raise UserError(f"--run_dir={run_dir} is a run of {before} steps and cannot be resumed as one of {now}: "
+                    f"{'; '.join(dependencies)}; resume it with its own --train_steps/--epochs, or start "
+                    "afresh (another --run_dir, or --overwrite)")
+
+
 def write_flags(run_dir: str, config: Config) -> None:
-  """flags.txt: a flagfile that reproduces the run."""
-  with open(os.path.join(run_dir, FLAGS_FILE), "w") as f:
-    f.write(config.to_flagfile())
+  """flags.txt: a flagfile that reproduces the run (written atomically, as on resume it replaces one)."""
+  _write_atomically(os.path.join(run_dir, FLAGS_FILE), config.to_flagfile())
 
 
 def write_results(run_dir: str, results: dict[str, Any]) -> None:
   """results.json, written atomically so a crash never leaves half a file."""
-  path = os.path.join(run_dir, RESULTS_FILE)
+  _write_atomically(os.path.join(run_dir, RESULTS_FILE), json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+def _write_atomically(path: str, text: str) -> None:
   with open(path + ".tmp", "w") as f:
-    json.dump(results, f, indent=2, sort_keys=True)
-    f.write("\n")
+    f.write(text)
   os.replace(path + ".tmp", path)

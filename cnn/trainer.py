@@ -12,7 +12,7 @@ import os
 import shutil
 import signal
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from absl import logging
 import numpy as np
@@ -33,6 +33,7 @@ from cnn import run_dir as run_dir_lib
 from cnn import speed
 from cnn import steps
 from cnn import summaries
+from cnn import system_errors
 from cnn import weight_hooks as weight_hooks_lib
 from cnn.config import Config
 from cnn.errors import Interrupted
@@ -112,7 +113,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   """Trains `config.model` on `config.dataset`, evaluating at every epoch end.
 
   Writes flags.txt, results.json, checkpoints and TensorBoard event files into the run directory.
-  A run directory that holds a run with the same settings resumes it from its latest checkpoint.
+  A run directory that holds a run with the same settings resumes it from its latest checkpoint;
+  one that holds it finished is left as it is (its results are returned).
 
   Args:
     config: the run's settings.
@@ -121,15 +123,27 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
     The contents of results.json.
 
   Raises:
-    UserError: for settings, data or a run directory that cannot be used, or non-finite training.
-    Interrupted: on SIGTERM/SIGINT, after saving a checkpoint.
+    UserError: for settings, data or a run directory that cannot be used, non-finite training, or
+      out of memory, disk space or permissions.
+    Interrupted: on SIGTERM/SIGINT (on any worker), after saving a checkpoint.
   """
+  with system_errors.as_user_errors(_memory_hint(config)):
+    return _train_and_evaluate(config)
+
+
+def _train_and_evaluate(config: Config) -> dict[str, Any]:
   # ---------------------------------------------------------------- Check the settings.
   config.validate()
-  strategy = distribute.make_strategy(config)
-  chief = distribute.is_chief(strategy)
   run_dir = config.run_dir or run_dir_lib.default_run_dir(config)
   resuming = run_dir_lib.check(run_dir, config)
+  finished = run_dir_lib.finished_results(run_dir, config) if resuming else None
+  if finished:  # Nothing to do, and nothing is written.
+    print(f"{run_dir} holds this run finished ({finished['steps']} steps, {finished['eval_split']} accuracy "
+          f"{finished['eval_accuracy']:.4f}); nothing to do (a larger --train_steps or --epochs extends it)",
+          flush=True)
+    return finished
+  strategy = distribute.make_strategy(config)
+  chief = distribute.is_chief(strategy)
   tf.keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()  # Process-wide; TensorFlow cannot undo it.
@@ -161,7 +175,9 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   eval_ds = strategy.distribute_datasets_from_function(
       lambda context: data_lib.eval_dataset(eval_split, config.eval_batch_size, context, mean_std))
   steps_per_epoch = data_lib.steps_per_epoch(train_split, config.batch_size)
-  total_steps = config.train_steps or config.epochs * steps_per_epoch
+  total_steps = run_dir_lib.length_in_steps(config, steps_per_epoch)
+  if resuming:
+    run_dir_lib.check_length(run_dir, config, steps_per_epoch)
   num_epochs = math.ceil(total_steps / steps_per_epoch)
   logging.info("%s: %d train examples (%s), %d eval examples (%s), image %s, %d classes", info.name,
                len(train_split), config.train_split, len(eval_split), config.eval_split,
@@ -228,7 +244,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
   train_retraces = speed.RetraceWatch("the train step", train_step)
   eval_retraces = speed.RetraceWatch("the eval step", eval_step)
   time_to_accuracy = speed.TimeToAccuracy(config.target_accuracy)
-  with checkpoints.stop_on_signals() as signals, contextlib.closing(writers):
+  stop_requested = distribute.any_worker(strategy)  # A signal stops every worker at the same step.
+  with checkpoints.stop_on_signals() as signals, contextlib.closing(writers), _removed(write_dir, not chief):
     for epoch in range(step // steps_per_epoch + 1, num_epochs + 1):
       if step % steps_per_epoch == 0:  # Not when resuming mid-epoch: the running means were restored.
         train_metrics.reset()
@@ -245,8 +262,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
         step, interval_steps = step + num_steps, interval_steps + num_steps
         guard.check(step, outputs, checkpointer.describe_last(), optimizer)  # Before any save.
         checkpointer.after_step(step, epoch, config.checkpoint_every_steps)
-        if signals:
-          _stop(checkpointer, step, epoch, signals[0], run_dir)
+        if stop_requested(bool(signals)):
+          _stop(checkpointer, step, epoch, signals, run_dir)
         if step % config.log_every_steps == 0:
           rates = throughput.rates(interval_steps, time.perf_counter() - interval_start)
           eta = (total_steps - step) * rates["step_seconds"]
@@ -276,8 +293,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
       if time_to_accuracy.update(eval_results["accuracy"], step, time.perf_counter() - loop_start):
         logging.info("target accuracy %.4f reached at step %d, %.1f s after training started",
                      config.target_accuracy, step, time_to_accuracy.seconds)
-      if signals:
-        _stop(checkpointer, step, epoch, signals[0], run_dir)
+      if stop_requested(bool(signals)):
+        _stop(checkpointer, step, epoch, signals, run_dir)
     profiler.stop()
     checkpointer.save(step, math.ceil(step / steps_per_epoch))
     with optim.averaged_weights(model, optimizer):
@@ -304,7 +321,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
         "epochs": step / steps_per_epoch,
         "num_parameters": model.count_params(),
         # Speed (cnn/speed.py): rates over this process's training steps, the first (tracing) call included.
-        **(throughput.rates(step - first_step, train_seconds) if train_seconds else {"images_per_second": 0.0}),
+        **(throughput.rates(step - first_step, train_seconds) if step > first_step else {"images_per_second": 0.0}),
         "flops_per_image": flops_per_image,
         "train_flops_per_image": train_flops_per_image,
         "peak_host_memory_mb": speed.peak_host_memory_mb(),
@@ -316,7 +333,6 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
                      test_split=config.test_split)
     writers.scalars(writers.run, {k: v for k, v in results.items() if not isinstance(v, str)}, step)
   if not chief:
-    shutil.rmtree(write_dir, ignore_errors=True)  # This worker's copy of the checkpoints.
     return results
   run_dir_lib.write_results(run_dir, results)
   print(f"{config.eval_split} accuracy: {results['eval_accuracy']:.4f}  (loss {results['eval_loss']:.4f}, "
@@ -346,12 +362,34 @@ def _steps_to_next(step: int, config: Config) -> list[int]:
   return [n - step % n for n in every if n] + before_histogram + window
 
 
-def _stop(checkpointer: checkpoints.Checkpointer, step: int, epoch: int, signum: int, run_dir: str) -> None:
-  """Saves after the current step and raises Interrupted saying how to resume."""
-  path = checkpointer.save(step, epoch)
+def _stop(checkpointer: checkpoints.Checkpointer, step: int, epoch: int, signals: list[int], run_dir: str) -> None:
+  """Saves after the current step and raises Interrupted saying how to resume.
+
+  `signals` are this process's; empty when another worker of a multi-worker run was signalled.
+  """
+  path = checkpointer.save(step, epoch)  # On every worker: the save is a collective.
+  path = os.path.join(checkpointer.directory, os.path.basename(path))  # The chief's copy, which is kept.
+  signum = signals[0] if signals else signal.SIGTERM
+  cause = signal.Signals(signum).name if signals else "a signal to another worker"
   raise Interrupted(
-      f"stopped by {signal.Signals(signum).name} after step {step}; saved {path}. Resume with: "
+      f"stopped by {cause} after step {step}; saved {path}. Resume with: "
       f"python -m cnn.train --flagfile={os.path.join(run_dir, run_dir_lib.FLAGS_FILE)}", signum)
+
+
+@contextlib.contextmanager
+def _removed(directory: str, remove: bool) -> Iterator[None]:
+  """Deletes `directory` on leaving (a non-chief worker's own checkpoints), however the run ends."""
+  try:
+    yield
+  finally:
+    if remove:
+      shutil.rmtree(directory, ignore_errors=True)
+
+
+def _memory_hint(config: Config) -> str:
+  """What sets a run's memory, for the out-of-memory error."""
+  size = f"--image_size={config.image_size}" if config.image_size else "the dataset's image size (--image_size)"
+  return f"--batch_size={config.batch_size}, --eval_batch_size={config.eval_batch_size}, {size}"
 
 
 def _duration(seconds: float) -> str:

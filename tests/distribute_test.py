@@ -17,6 +17,7 @@ from cnn import steps
 from cnn import train
 from cnn.config import Config
 from cnn.models.simple_cnn import SimpleCNN
+from checkpoints_test import assert_bitwise_equal, checkpoint_state
 from conftest import REPO, run_cli, run_dir_files
 import tiny_tfds
 
@@ -117,12 +118,17 @@ def test_global_batch_must_divide_across_replicas(tiny_data_dir, tmp_path):
 @pytest.mark.parametrize("argv, env, message", [
     (["--strategy=multi_worker_mirrored"], {}, "needs the TF_CONFIG environment variable"),
     (["--strategy=multi_worker_mirrored"], {"TF_CONFIG": "{cluster"}, "TF_CONFIG is not valid JSON"),
+    (["--strategy=multi_worker_mirrored", "--cluster=slurm"], {},
+     "--cluster=slurm runs inside a Slurm job step (srun python -m cnn.train ... in an allocation); "
+     "SLURM_PROCID is not set here"),
     (["--strategy=tpu"], {}, "--strategy=tpu needs --tpu=ADDRESS"),
     (["--strategy=gpus"], {}, "--strategy=gpus is not one of: default, one_device, mirrored"),
     (["--cpu_devices=3"], {}, "--cpu_devices=3 must be applied before TensorFlow starts"),
 ])
 def test_strategy_errors_are_one_line(monkeypatch, tmp_path, argv, env, message):
   monkeypatch.delenv("TF_CONFIG", raising=False)
+  monkeypatch.delenv("SLURM_PROCID", raising=False)
+  tf.constant(0)  # Starts TensorFlow's runtime, as an earlier test would (--cpu_devices=3 relies on it).
   for key, value in env.items():
     monkeypatch.setenv(key, value)
   code, stderr = run_cli(train.main, [*argv, f"--run_dir={tmp_path / 'run'}"])
@@ -136,10 +142,11 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch_workers(addresses, run_dir, data_dir, extra=(), indices=None, timeout=240):
+def launch_workers(addresses, run_dir, data_dir, extra=(), indices=None, timeout=240, worker_env=None):
   """Starts one `python -m cnn.train` per worker index on loopback; returns their (code, stderr).
 
   Every process is bounded in time and SIGKILLed if it overruns (the strategy swallows SIGTERM).
+  `worker_env` maps a worker index to environment variables for it alone.
   """
   processes = []
   for index in indices if indices is not None else range(len(addresses)):
@@ -148,7 +155,7 @@ def launch_workers(addresses, run_dir, data_dir, extra=(), indices=None, timeout
         [sys.executable, "-m", "cnn.train", f"--dataset={tiny_tfds.NAME}", f"--data_dir={data_dir}",
          "--nodownload", "--strategy=multi_worker_mirrored", "--train_steps=12", "--batch_size=16",
          "--log_every_steps=4", f"--run_dir={run_dir}", *TINY_MODEL, *extra],
-        cwd=REPO, env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
+        cwd=REPO, env={**os.environ, "TF_CONFIG": json.dumps(tf_config), **(worker_env or {}).get(index, {})},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   outcomes = []
   for process in processes:
@@ -162,10 +169,11 @@ def launch_workers(addresses, run_dir, data_dir, extra=(), indices=None, timeout
   return outcomes
 
 
-def test_two_workers_on_loopback_train_and_only_the_chief_writes(tiny_data_dir, tmp_path):
+def test_two_workers_on_loopback_train_stop_together_on_sigterm_and_resume_bit_for_bit(tiny_data_dir, tmp_path):
   addresses = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
   run_dir = tmp_path / "run"
-  outcomes = launch_workers(addresses, run_dir, tiny_data_dir)
+  deterministic = ["--deterministic", "--checkpoint_every_steps=0"]  # Saved at epoch ends: steps 6, 12.
+  outcomes = launch_workers(addresses, run_dir, tiny_data_dir, deterministic)
   for code, stderr in outcomes:
     assert code == 0, stderr[-3000:]
   files = run_dir_files(run_dir)
@@ -184,14 +192,31 @@ def test_two_workers_on_loopback_train_and_only_the_chief_writes(tiny_data_dir, 
   for key in ("eval_accuracy", "eval_loss", "train_loss"):
     assert results[key] == pytest.approx(one[key], rel=1e-4), key
 
-  # A second launch with a longer run resumes both workers from the chief's checkpoint (epoch ends
-  # are saved: 6, 12, then 18); the non-chief's own copies went to a temporary directory.
-  outcomes = launch_workers(addresses, run_dir, tiny_data_dir, extra=["--train_steps=18"])
+  # Preemption: worker 1 (not the chief) sends itself a real SIGTERM after step 4
+  # (CNN_TEST_SIGTERM_AT_STEP); worker 0 gets none. Both stop after step 4 with one checkpoint.
+  stopped, worker_tmp = tmp_path / "stopped", tmp_path / "worker1_tmp"
+  worker_tmp.mkdir()
+  outcomes = launch_workers(addresses, stopped, tiny_data_dir, deterministic, worker_env={
+      1: {"CNN_TEST_SIGTERM_AT_STEP": "4", "TMPDIR": str(worker_tmp)}})
+  resume = f"Resume with: python -m cnn.train --flagfile={stopped}/flags.txt"
+  for (code, stderr), cause in zip(outcomes, ["a signal to another worker", "SIGTERM"]):
+    assert code == 128 + signal.SIGTERM, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        f"stopped by {cause} after step 4; saved {stopped}/checkpoints/ckpt-4. {resume}")
+  reader = tf.train.load_checkpoint(str(stopped / "checkpoints" / "ckpt-4"))
+  assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 4
+  assert not os.listdir(worker_tmp)  # Worker 1's own copy of the checkpoints was deleted.
+
+  # A relaunch, longer, resumes both workers from the chief's checkpoint; at step 12 it is bit for bit
+  # the uninterrupted run. (The non-chief's own copies went to a temporary directory.)
+  outcomes = launch_workers(addresses, stopped, tiny_data_dir, [*deterministic, "--train_steps=18"])
   for code, stderr in outcomes:
     assert code == 0, stderr[-3000:]
-  assert json.loads((run_dir / "results.json").read_text())["steps"] == 18
-  assert {f for f in run_dir_files(run_dir) if f.startswith("checkpoints/ckpt-")} == {
+  assert json.loads((stopped / "results.json").read_text())["steps"] == 18
+  assert {f for f in run_dir_files(stopped) if f.startswith("checkpoints/ckpt-")} == {
       f"checkpoints/ckpt-{step}.{ext}" for step in (6, 12, 18) for ext in ("data-00000-of-00001", "index")}
+  assert_bitwise_equal(checkpoint_state(stopped / "checkpoints" / "ckpt-12"),
+                       checkpoint_state(run_dir / "checkpoints" / "ckpt-12"))
 
 
 def test_a_worker_that_never_starts_ends_the_run_with_the_timeout_message(tiny_data_dir, tmp_path):
@@ -202,3 +227,4 @@ def test_a_worker_that_never_starts_ends_the_run_with_the_timeout_message(tiny_d
   assert stderr.strip().splitlines()[-1].startswith(
       "error: the cluster did not come up within --startup_timeout_seconds=5 ")
   assert not (tmp_path / "run").exists()
+

@@ -1,17 +1,23 @@
 """End-to-end tests of `python -m cnn.train`: real steps on TFDS mock data, and every bad input."""
 
 import dataclasses
+import errno
 import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 from absl import flags
 import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
+from cnn import checkpoints
+from cnn import data
+from cnn import run_dir as run_dir_lib
 from cnn import train
+from cnn import trainer
 from cnn.config import Config
 from conftest import REPO, run_cli, run_dir_files
 import tiny_tfds
@@ -225,3 +231,94 @@ def test_help_lists_the_config_flags_by_section_with_their_choices_and_ranges():
 def test_help_of_the_other_entry_points_lists_their_own_flags():
   text = _help("cnn.evaluate")
   assert "--run_dir: The run directory to evaluate (required)." in text and "--checkpoint:" in text
+
+
+def file_states(run_dir):
+  """Every file under `run_dir` with its bytes and modification time."""
+  return {path: ((run_dir / path).read_bytes(), (run_dir / path).stat().st_mtime_ns)
+          for path in run_dir_files(run_dir)}
+
+
+@pytest.mark.parametrize("train_steps", [12, 16])  # 1.5 epochs of 8 steps, and a whole 2.
+def test_a_finished_run_run_again_says_so_and_changes_nothing(mock_tfds, tmp_path, capsys, train_steps):
+  run_dir = tmp_path / "run"
+  args = [f"--train_steps={train_steps}", "--batch_size=32", "--log_every_steps=4", f"--run_dir={run_dir}"]
+  assert run_cli(train.main, args)[0] == 0
+  before = file_states(run_dir)
+  results = json.loads((run_dir / "results.json").read_text())
+  capsys.readouterr()
+
+  # Again, and with a length it has already trained (--epochs is ignored beside --train_steps).
+  for again in (args, [*args, "--epochs=1"]):
+    code, stderr = run_cli(train.main, again)
+    assert code == 0, stderr
+    assert capsys.readouterr().out.strip() == (
+        f"{run_dir} holds this run finished ({train_steps} steps, test accuracy {results['eval_accuracy']:.4f}); "
+        "nothing to do (a larger --train_steps or --epochs extends it)")
+    assert file_states(run_dir) == before
+
+
+@pytest.mark.parametrize("schedule, dependency", [
+    (["--lr_schedule=cosine"], "--lr_schedule=cosine decays over it"),
+    (["--lr_schedule=linear", "--lr_warmup_epochs=0.5"], "--lr_schedule=linear decays over it"),
+    (["--lookahead_every=2"], "--lookahead_every ramps its decay over it and ends with the slow weights"),
+])
+def test_a_schedule_spread_over_the_run_refuses_a_new_length(mock_tfds, tmp_path, schedule, dependency):
+  run_dir = tmp_path / "run"
+  args = ["--batch_size=32", "--checkpoint_every_steps=2", f"--run_dir={run_dir}", *schedule]
+  assert run_cli(train.main, [*args, "--train_steps=6", "--epochs=3"])[0] == 0
+  os.remove(run_dir / "results.json")  # As if killed after the last checkpoint: not finished.
+  before = file_states(run_dir)
+  for length in ["--train_steps=10", "--train_steps=4"]:  # Longer or shorter.
+    code, stderr = run_cli(train.main, [*args, "--epochs=3", length])
+    assert code == 2
+    steps = length.split("=")[1]
+    assert stderr.strip() == (
+        f"error: --run_dir={run_dir} is a run of 6 steps and cannot be resumed as one of {steps}: {dependency}; "
+        "resume it with its own --train_steps/--epochs, or start afresh (another --run_dir, or --overwrite)")
+    assert file_states(run_dir) == before
+  # The same length, given in epochs of 8 steps (here 6 → 8: refused), or in steps: resumes and finishes.
+  assert run_cli(train.main, [*args, "--train_steps=0", "--epochs=1"])[0] == 2
+  assert run_cli(train.main, [*args, "--train_steps=6", "--epochs=1"])[0] == 0
+  assert json.loads((run_dir / "results.json").read_text())["steps"] == 6
+
+
+@pytest.mark.parametrize("owner, name, error, message", [
+    (trainer, "build_training",
+     tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[64,32]"),
+     "error: out of memory with --batch_size=16, --eval_batch_size=256, the dataset's image size (--image_size): "
+     "OOM when allocating tensor with shape[64,32]; try a smaller batch or image size, or "
+     "--precision=mixed_bfloat16 / mixed_float16"),
+    (run_dir_lib, "write_flags", OSError(errno.ENOSPC, "No space left on device", "runs/x/flags.txt"),
+     "error: No space left on device: runs/x/flags.txt; free some space, or choose another --run_dir; the "
+     "checkpoints saved before are intact"),
+    (checkpoints.Checkpointer, "save", tf.errors.ResourceExhaustedError(
+        None, None, "runs/x/checkpoints/ckpt-2_temp/part-0; No space left on device"),
+     "error: disk full: runs/x/checkpoints/ckpt-2_temp/part-0; No space left on device; free some space, or "
+     "choose another --run_dir; the checkpoints saved before are intact"),
+    (run_dir_lib, "prepare", PermissionError(errno.EACCES, "Permission denied", "runs/x"),
+     "error: Permission denied: runs/x; choose a --run_dir this user can write to"),
+    (checkpoints.Checkpointer, "save", tf.errors.PermissionDeniedError(None, None, "runs/x/checkpoints; denied"),
+     "error: permission denied: runs/x/checkpoints; denied; choose a --run_dir this user can write to"),
+    (data, "load_split", KeyboardInterrupt(), "stopped by SIGINT (Ctrl-C); nothing was saved at this point"),
+])
+def test_system_errors_and_ctrl_c_in_set_up_are_one_line(mock_tfds, tmp_path, owner, name, error, message):
+  with mock.patch.object(owner, name, side_effect=error):
+    code, stderr = run_cli(train.main, ["--train_steps=2", "--batch_size=16", f"--run_dir={tmp_path / 'run'}"])
+  assert (code, stderr.strip()) == (130 if isinstance(error, KeyboardInterrupt) else 2, message)
+
+
+def test_a_run_dir_under_a_file_is_one_line(mock_tfds, tmp_path):
+  # Tests run as root, whom no permission bit stops: a path under a regular file cannot be made by anyone.
+  (tmp_path / "file").write_text("")
+  code, stderr = run_cli(train.main, ["--train_steps=2", f"--run_dir={tmp_path / 'file' / 'run'}"])
+  assert (code, stderr.strip()) == (2, f"error: Not a directory: {tmp_path / 'file' / 'run'}")
+
+
+def test_flags_txt_is_replaced_atomically(tmp_path):
+  config = Config(train_steps=3)
+  run_dir_lib.write_flags(str(tmp_path), config)
+  with mock.patch.object(Config, "to_flagfile", side_effect=RuntimeError("killed")), pytest.raises(RuntimeError):
+    run_dir_lib.write_flags(str(tmp_path), Config(train_steps=4))
+  assert (tmp_path / "flags.txt").read_text() == config.to_flagfile()
+  assert os.listdir(tmp_path) == ["flags.txt"]
