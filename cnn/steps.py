@@ -103,7 +103,7 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
 
   def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     loss, per_example_loss, logits, gradients = compiled_gradients_of(images, labels)
-    applied, gradient_norm = chain.apply(gradients, model.trainable_variables)
+    applied, gradient_norm = chain.apply(gradients, model.trainable_variables)  # Chain steps 1-4: the update.
     metrics.update(per_example_loss, labels, logits)
     if gradient_summary is not None:  # The same on every replica; the first one records it.
       gradient_summary(applied)
@@ -113,9 +113,9 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
   def loop(iterator: Iterator, num_steps: tf.Tensor, first_step: tf.Tensor) -> dict[str, tf.Tensor]:
     loss = gradient_norm = tf.constant(0.0)
     for i in tf.range(num_steps):
-      held = chain.hold()
+      held = chain.hold()  # For freezing, after the update.
       per_replica_loss, per_replica_norm = strategy.run(replica_step, args=next(iterator))
-      chain.after_update(first_step + i + 1, held)
+      chain.after_update(first_step + i + 1, held)  # Chain steps 5-6: freeze, lookahead.
       # Each replica's loss is its share of the global mean; every replica has the same norm.
       loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
       gradient_norm = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica_norm, axis=None)
