@@ -7,6 +7,9 @@ from `--lr_warmup_start_fraction` of it. After the warmup:
     counted from the start of training);
   * cosine / linear: decays to `--lr_final_fraction` of the peak at the last step. Linear decay after
     a warmup is the one-cycle (piecewise-linear) schedule of airbench and fast CIFAR training.
+
+The cosine schedule is Keras's `CosineDecay` with its own warmup (`warmup_target`, `warmup_steps`);
+Keras has no warmup for the others, so `WarmupThen` adds one to them (schedules_test shows both).
 """
 
 import tensorflow as tf
@@ -33,6 +36,8 @@ class Constant(Schedule):
 
 class WarmupThen(Schedule):
   """Linear warmup from `start` to `peak` over `warmup_steps`, then `after(step - offset)`.
+
+  For the schedules Keras gives no warmup (constant, piecewise, linear); cosine uses Keras's own.
 
   Args:
     after: the schedule after the warmup.
@@ -78,8 +83,10 @@ def build_schedule(config: Config, steps_per_epoch: int, total_steps: int) -> Sc
       raise UserError(f"--lr_boundaries={','.join(map(str, config.lr_boundaries))} must increase")
     values = [peak * config.lr_decay_factor**i for i in range(len(boundaries) + 1)]
     after, offset = tf.keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values), 0
-  elif config.lr_schedule == "cosine":
-    after = tf.keras.optimizers.schedules.CosineDecay(peak, decay_steps, alpha=config.lr_final_fraction)
+  elif config.lr_schedule == "cosine":  # Keras's warmup, from the start rate to the peak.
+    return tf.keras.optimizers.schedules.CosineDecay(peak * config.lr_warmup_start_fraction, decay_steps,
+                                                     alpha=config.lr_final_fraction, warmup_target=peak,
+                                                     warmup_steps=warmup_steps)
   elif config.lr_schedule == "linear":
     after = tf.keras.optimizers.schedules.PolynomialDecay(peak, decay_steps,
                                                           end_learning_rate=peak * config.lr_final_fraction)

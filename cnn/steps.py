@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import tensorflow as tf
 
+from cnn import gradients as gradients_lib
 from cnn.weight_hooks import WeightHooks
 
 
@@ -45,28 +46,22 @@ EvalStep = Callable[[Any], dict[str, tf.Tensor]]
 GradientSummary = Callable[[Sequence[tf.Tensor]], None]
 
 
-def _sum_over_replicas(gradients: Sequence[tf.Tensor]) -> Sequence[tf.Tensor]:
-  """The gradients summed over replicas (what the optimizer applies), on every replica."""
-  context = tf.distribute.get_replica_context()
-  if context.num_replicas_in_sync > 1:  # One extra all-reduce; free on a single device.
-    gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-  return gradients
-
-
 def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
                     loss_fn: tf.keras.losses.Loss, metrics: Metrics, strategy: tf.distribute.Strategy,
-                    global_batch_size: int, jit_compile: bool = False, clip_global_norm: float = 0.0,
-                    weight_hooks: Optional[WeightHooks] = None,
+                    global_batch_size: int, jit_compile: bool = False,
+                    transforms: Sequence[gradients_lib.Transform] = (), weight_hooks: Optional[WeightHooks] = None,
                     gradient_summary: Optional[GradientSummary] = None) -> TrainStep:
   """A compiled loop of `num_steps` train steps, each taking the next batch from `iterator`.
 
   The iterator is read inside the `tf.function` (as Orbit does), so `train_step(iterator, K, step)`
   runs steps step+1 … step+K in one call (a `tf.range` loop: one dispatch from Python per K
-  steps); `num_steps` and `step` are tensors, so neither retraces. Each replica averages its
-  per-example losses over the *global* batch and the optimizer sums gradients across replicas, so
-  any number of replicas computes the one-device update. Under mixed_float16 `optimizer` is a `LossScaleOptimizer`: the
-  loss is scaled for the gradients, and `apply_gradients` unscales them and skips a step whose
-  gradients are not finite (halving the scale).
+  steps); `num_steps` and `step` are tensors, so neither retraces. Each step reads: forward → loss
+  → gradients → the gradient chain (cnn/gradients.py: sum over replicas, unscale, transforms, the
+  optimizer, then freezing and lookahead) → metrics. Each replica averages its per-example losses
+  over the *global* batch and the chain sums the gradients across replicas, so any number of
+  replicas computes the one-device update. Under mixed_float16 `optimizer` is a
+  `LossScaleOptimizer`: the loss is scaled for the gradients, and a step whose gradients are not
+  finite is skipped (halving the scale).
 
   Args:
     model: the model, built under `strategy.scope()`.
@@ -79,13 +74,12 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
     global_batch_size: examples per step across all replicas.
     jit_compile: compile the forward and backward pass with XLA (the update, which all-reduces
       across replicas, and reading the iterator stay outside the compiled part).
-    clip_global_norm: clip the gradients to this global norm (0: no clipping), measured on the
-      gradients summed over replicas (Keras's `global_clipnorm` would clip each replica's share).
-    weight_hooks: freezing and lookahead around each update (cnn/weight_hooks.py).
-    gradient_summary: called in the step, after the update, with the gradients the optimizer was
-      given: summed over replicas, unscaled (float16) and clipped (e.g. the histograms of
-      `summaries.gradient_histograms`); the optimizer's coupled L2 and BatchNorm-offset scale are
-      not in them.
+    transforms: the gradient transforms before the optimizer, in order (clipping, scales, coupled
+      L2: `gradients.build_transforms`).
+    weight_hooks: freezing and lookahead after each update (cnn/weight_hooks.py).
+    gradient_summary: called in the step, after the update, with the gradients the optimizer
+      applied: summed over replicas, unscaled (float16), transformed (e.g. the histograms of
+      `summaries.gradient_histograms`).
 
   Returns:
     The step. Each call returns the last step's `loss` (mean over the global batch) and
@@ -93,6 +87,7 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
     (cnn/guard.py). Like a `tf.function`, it has `experimental_get_tracing_count()`.
   """
   loss_scaling = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
+  chain = gradients_lib.Chain(optimizer, transforms, weight_hooks)
 
   def gradients_of(images: tf.Tensor, labels: tf.Tensor):
     with tf.GradientTape() as tape:
@@ -108,28 +103,19 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
 
   def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     loss, per_example_loss, logits, gradients = compiled_gradients_of(images, labels)
-    summed = _sum_over_replicas(gradients)
-    # Read before the update, which may change the scale.
-    unscale = 1.0 / tf.cast(optimizer.dynamic_scale, tf.float32) if loss_scaling else tf.constant(1.0)
-    gradient_norm = tf.linalg.global_norm(summed) * unscale
-    factor = tf.constant(1.0)
-    if clip_global_norm:  # The same factor on every replica, so the summed gradient is clipped.
-      factor = clip_global_norm / tf.maximum(gradient_norm, clip_global_norm)
-      gradients = [g * tf.cast(factor, g.dtype) for g in gradients]
-    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+    applied, gradient_norm = chain.apply(gradients, model.trainable_variables)  # Chain steps 1-4: the update.
     metrics.update(per_example_loss, labels, logits)
     if gradient_summary is not None:  # The same on every replica; the first one records it.
-      gradient_summary([g * tf.cast(factor * unscale, g.dtype) for g in summed])
+      gradient_summary(applied)
     return loss, gradient_norm
 
   @tf.function
   def loop(iterator: Iterator, num_steps: tf.Tensor, first_step: tf.Tensor) -> dict[str, tf.Tensor]:
     loss = gradient_norm = tf.constant(0.0)
     for i in tf.range(num_steps):
-      held = weight_hooks.hold() if weight_hooks is not None else []
+      held = chain.hold()  # For freezing, after the update.
       per_replica_loss, per_replica_norm = strategy.run(replica_step, args=next(iterator))
-      if weight_hooks is not None:
-        weight_hooks.after_update(first_step + i + 1, held)
+      chain.after_update(first_step + i + 1, held)  # Chain steps 5-6: freeze, lookahead.
       # Each replica's loss is its share of the global mean; every replica has the same norm.
       loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
       gradient_norm = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica_norm, axis=None)

@@ -23,6 +23,7 @@ from cnn import checkpoints
 from cnn import data as data_lib
 from cnn import datacache
 from cnn import distribute
+from cnn import gradients
 from cnn import guard
 from cnn import init_from
 from cnn import losses
@@ -106,7 +107,8 @@ def make_train_step(config: Config, model: tf.keras.Model, optimizer: tf.keras.o
                     gradient_summary: Optional[steps.GradientSummary] = None) -> steps.TrainStep:
   """`steps.make_train_step` with the config's batch size, XLA and clipping settings."""
   return steps.make_train_step(model, optimizer, loss_fn, metrics, strategy, config.batch_size, config.jit_compile,
-                               config.clip_global_norm, weight_hooks, gradient_summary)
+                               gradients.build_transforms(config, model.trainable_variables), weight_hooks,
+                               gradient_summary)
 
 
 def train_and_evaluate(config: Config) -> dict[str, Any]:

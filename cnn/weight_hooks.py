@@ -11,8 +11,9 @@ Two, both from airbench94's recipe and useful beyond it:
     weights. It averages every float variable of the model, BatchNorm statistics included, as
     airbench averages its whole state dict (a frozen variable too: airbench's lookahead moves it).
 
-The train step (cnn/steps.py) calls `hold()` before each update and `after_update(step, held)` after
-it, in cross-replica context, inside its compiled loop: on every replica the same values.
+The gradient chain (cnn/gradients.py, steps 5 and 6) calls `hold()` before each update, then
+`freeze(step, held)` and `lookahead(step)` after it, in cross-replica context, inside the train step's
+compiled loop: on every replica the same values.
 """
 
 from typing import Optional, Sequence
@@ -59,12 +60,15 @@ class WeightHooks:
     """The frozen variables' values before an update."""
     return [tf.convert_to_tensor(v) for v in self.frozen]  # A read: a snapshot, not a reference.
 
-  def after_update(self, step: tf.Tensor, held: Sequence[tf.Tensor]) -> None:
-    """After the update that completes `step` (counted from 1): freezing, then lookahead."""
-    step = tf.cast(step, tf.int64)
+  def freeze(self, step: tf.Tensor, held: Sequence[tf.Tensor]) -> None:
+    """After the update that completes `step` (counted from 1): frozen variables take back `held`."""
     if self.frozen:
-      tf.cond(step > self.freeze_step, lambda: _assign(self.frozen, held), lambda: None)
+      tf.cond(tf.cast(step, tf.int64) > self.freeze_step, lambda: _assign(self.frozen, held), lambda: None)
+
+  def lookahead(self, step: tf.Tensor) -> None:
+    """After the update that completes `step` (counted from 1): on lookahead steps and the last one."""
     if self.lookahead_every:
+      step = tf.cast(step, tf.int64)
       tf.cond((step % self.lookahead_every == 0) | (step == self.total_steps),
               lambda: self._lookahead(step), lambda: None)
 

@@ -1,9 +1,10 @@
-"""Optimizers: weight decay where it should be and nowhere else, gradient scales, EMA."""
+"""Optimizers and the gradient chain: weight decay where it should be and nowhere else, gradient scales, EMA."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from cnn import gradients
 from cnn import optim
 from cnn import steps
 from cnn.config import Config
@@ -33,11 +34,18 @@ def built_net():
   return model
 
 
+def apply_through_the_chain(config, model, gradients_of):
+  """One update of `model` through the gradient chain `config` asks for, with `gradients_of(variable)`."""
+  variables = model.trainable_variables
+  optimizer = optim.build_optimizer(config, variables)
+  chain = gradients.Chain(optimizer, gradients.build_transforms(config, variables))
+  chain.apply([gradients_of(v) for v in variables], variables)
+
+
 def step_with_zero_gradients(config):
   """One update with all-zero gradients: any change is weight decay. Returns {path: new value}."""
   model = built_net()
-  optimizer = optim.build_optimizer(config, model.trainable_variables)
-  optimizer.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
+  apply_through_the_chain(config, model, tf.zeros_like)
   return {v.path: v.numpy() for v in model.trainable_variables}
 
 
@@ -68,9 +76,8 @@ def test_coupled_l2_is_added_to_the_gradient_and_decoupled_is_scaled_by_the_rate
 
 def test_batch_norm_offsets_get_a_scaled_gradient():
   model = built_net()
-  optimizer = optim.build_optimizer(Config(optimizer="sgd", momentum=0.0, learning_rate=0.1, bn_bias_lr_scale=64),
-                                    model.trainable_variables)
-  optimizer.apply_gradients([(tf.ones_like(v), v) for v in model.trainable_variables])
+  apply_through_the_chain(Config(optimizer="sgd", momentum=0.0, learning_rate=0.1, bn_bias_lr_scale=64), model,
+                          tf.ones_like)
   got = {v.path: v.numpy() for v in model.trainable_variables}
   np.testing.assert_allclose(got["net/bn/beta"], 1.0 - 6.4, rtol=1e-6)
   np.testing.assert_allclose(got["net/bn/gamma"], 0.9, rtol=1e-6)

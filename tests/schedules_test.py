@@ -1,6 +1,8 @@
 """Learning-rate schedules: values at chosen steps, and settings that cannot work."""
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from cnn import schedules
 from cnn.config import Config
@@ -42,6 +44,32 @@ def test_linear_with_warmup_is_airbenchs_piecewise_linear_schedule():
   # 10 steps an epoch, 100 steps: 0.2 → 1 of the peak over 23 steps, then down to 0.07 at step 100.
   got = values(config, 10, 100, [0, 23, 23 + 77 // 2, 100])
   assert got == pytest.approx([0.4, 2.0, 2.0 * (1 - 0.93 * 38 / 77), 0.14], rel=1e-5)
+
+
+@pytest.mark.parametrize("warmup_epochs, start_fraction", [(0, 0.0), (2.3, 0.0), (5, 0.25)])
+def test_cosine_is_kerass_own_warmup_and_gives_the_values_of_our_warmup_before_kerass_cosine(
+    warmup_epochs, start_fraction):
+  config = Config(learning_rate=3e-3, lr_schedule="cosine", lr_warmup_epochs=warmup_epochs,
+                  lr_warmup_start_fraction=start_fraction, lr_final_fraction=0.02)
+  steps_per_epoch, total_steps = 10, 123
+  warmup_steps = round(warmup_epochs * steps_per_epoch)
+  ours = schedules.WarmupThen(tf.keras.optimizers.schedules.CosineDecay(3e-3, total_steps - warmup_steps, alpha=0.02),
+                              3e-3, 3e-3 * start_fraction, warmup_steps, warmup_steps)
+  assert isinstance(schedules.build_schedule(config, steps_per_epoch, total_steps),
+                    tf.keras.optimizers.schedules.CosineDecay)
+  at = range(total_steps + 3)
+  got, expected = np.array(values(config, steps_per_epoch, total_steps, at)), np.array([float(ours(s)) for s in at])
+  np.testing.assert_allclose(got, expected, rtol=2e-7)  # The warmup's arithmetic order: 1 float32 rounding.
+  np.testing.assert_array_equal(got[warmup_steps:], expected[warmup_steps:])  # The decay: the same.
+
+
+@pytest.mark.parametrize("decay", [
+    lambda: tf.keras.optimizers.schedules.PolynomialDecay(1.0, 10, warmup_target=2.0, warmup_steps=5),
+    lambda: tf.keras.optimizers.schedules.PiecewiseConstantDecay([5], [1.0, 0.1], warmup_steps=5)])
+def test_keras_has_no_warmup_for_the_other_schedules_so_they_keep_ours(decay):
+  # When this fails, Keras has one: use it in build_schedule, as for cosine.
+  with pytest.raises(TypeError, match="warmup"):
+    decay()
 
 
 @pytest.mark.parametrize("settings, message", [

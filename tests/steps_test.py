@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cnn import gradients
 from cnn import steps
 from cnn.models.simple_cnn import SimpleCNN
 
@@ -44,7 +45,8 @@ def test_train_step_clips_the_gradients_to_their_global_norm():
   before = [v.numpy() for v in model.trainable_variables]
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   train_step = steps.make_train_step(model, tf.keras.optimizers.SGD(1.0), loss_fn, steps.Metrics("train"),
-                                     tf.distribute.get_strategy(), global_batch_size=8, clip_global_norm=1e-3)
+                                     tf.distribute.get_strategy(), global_batch_size=8,
+                                     transforms=[gradients.clip_by_global_norm(1e-3)])
   outputs = train_step(iter(tf.data.Dataset.from_tensors((images, labels)).repeat()))
   moved = np.sqrt(sum(np.sum((b - v.numpy())**2) for b, v in zip(before, model.trainable_variables)))
   assert float(outputs["gradient_norm"]) > 1e-2  # The norm before clipping is reported ...

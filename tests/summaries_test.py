@@ -26,6 +26,7 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from cnn import data
 from cnn import distribute
+from cnn import gradients
 from cnn import models
 from cnn import render
 from cnn import steps
@@ -289,7 +290,7 @@ def test_tensorboard_serves_the_runs_scalars_images_and_hparams(runs, tmp_path):
 # ------------------------------------------------------------------ The pieces.
 
 def _histogram_step_gradients(log_dir: pathlib.Path, strategy_name: str, precision: str = "float32",
-                              clip_global_norm: float = 0.0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                              transforms=()) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
   """One histogram train step of a tiny model on a fixed batch of 8, from the same initial weights.
 
   Returns:
@@ -316,7 +317,7 @@ def _histogram_step_gradients(log_dir: pathlib.Path, strategy_name: str, precisi
     expected = dict(zip(tags, (g.numpy() for g in tape.gradient(loss, model.trainable_variables))))
     writer = tf.summary.create_file_writer(str(log_dir))
     train_step = steps.make_train_step(model, optimizer, loss_fn, metrics, strategy, global_batch_size=8,
-                                       clip_global_norm=clip_global_norm,
+                                       transforms=transforms,
                                        gradient_summary=summaries.gradient_histograms(writer, model, optimizer))
     train_step(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, labels)))))
     writer.close()
@@ -345,7 +346,8 @@ def test_gradient_histograms_are_the_applied_gradients_summed_over_replicas_and_
 
 
 def test_gradient_histograms_are_clipped_as_the_update(tmp_path):
-  histograms, expected = _histogram_step_gradients(tmp_path, "default", clip_global_norm=1e-3)
+  histograms, expected = _histogram_step_gradients(tmp_path, "default",
+                                                 transforms=[gradients.clip_by_global_norm(1e-3)])
   factor = 1e-3 / np.sqrt(sum(np.sum(g**2) for g in expected.values()))
   assert factor < 0.1
   for tag, histogram in histograms.items():

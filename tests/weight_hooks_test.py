@@ -34,20 +34,20 @@ def test_lookahead_moves_slow_weights_on_its_steps_and_the_model_takes_them():
   assert len(hooks.variables()) == len(model.variables) == 8  # BatchNorm's moving mean and variance too.
 
   shift(model, 1.0)
-  hooks.after_update(tf.constant(1), [])  # Not a lookahead step: nothing changes.
+  hooks.lookahead(tf.constant(1))  # Not a lookahead step: nothing changes.
   for got, initial in zip(values(model.variables), start):
     np.testing.assert_allclose(got, initial + 1.0)
   shift(model, 1.0)  # The weights are now start + 2.
-  hooks.after_update(tf.constant(2), [])  # d = 0.5·(2/5): slow = d·start + (1 − d)·(start + 2).
+  hooks.lookahead(tf.constant(2))  # d = 0.5·(2/5): slow = d·start + (1 − d)·(start + 2).
   for got, slow, initial in zip(values(model.variables), values(hooks.variables()), start):
     np.testing.assert_allclose(slow, initial + 0.8 * 2.0, rtol=1e-6)
     np.testing.assert_allclose(got, slow)
   shift(model, 1.0)
-  hooks.after_update(tf.constant(4), [])  # d = 0.5·(4/5) = 0.4: slow = 0.4·(s + 1.6) + 0.6·(s + 2.6).
+  hooks.lookahead(tf.constant(4))  # d = 0.5·(4/5) = 0.4: slow = 0.4·(s + 1.6) + 0.6·(s + 2.6).
   for got, initial in zip(values(model.variables), start):
     np.testing.assert_allclose(got, initial + 2.2, rtol=1e-6)
   shift(model, 1.0)
-  hooks.after_update(tf.constant(5), [])  # The last step, not a lookahead step: the model takes slow as is.
+  hooks.lookahead(tf.constant(5))  # The last step, not a lookahead step: the model takes slow as is.
   for got, initial in zip(values(model.variables), start):
     np.testing.assert_allclose(got, initial + 2.2, rtol=1e-6)
 
