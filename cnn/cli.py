@@ -66,5 +66,11 @@ def run(main: Callable[[Sequence[str]], None], takes_arguments: bool = False) ->
     except Interrupted as e:
       print(str(e), file=sys.stderr)
       sys.exit(128 + e.signum)
+    except Exception as e:  # pylint: disable=broad-except
+      from cnn import stream  # pylint: disable=import-outside-toplevel  # TensorFlow only when needed.
+      message = stream.bad_image_message(e)  # A corrupt image met in the input pipeline: one line.
+      if not message:
+        raise
+      _fail(message)
 
   app.run(guarded_main, flags_parser=_parse_flags)

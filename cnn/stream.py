@@ -1,0 +1,83 @@
+"""Streaming splits: examples read from disk by index and decoded in the tf.data pipeline.
+
+A `StreamSplit` holds, per example, a small key (a file path) and a label; host memory holds those,
+not pixels. `read_encoded` turns a key into the encoded image inside the pipeline. A JPEG whose
+body is cut short (its header is fine, so the listing accepted it) fails the run with the file's
+name (`BAD_IMAGE`, which the entry points print as one line), not with a decoder traceback.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from cnn import preprocess
+
+BAD_IMAGE = "cnn-bad-image:"  # Marks the pipeline's error for a corrupt image; the path follows.
+_JPEG_END = (0xFF, 0xD9)  # A JPEG ends with this marker (some cameras append bytes after it).
+_JPEG_TAIL = 64  # Bytes at the end of a JPEG searched for the marker.
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSplit:
+  """One split on disk: keys [N] (file paths), int32 labels [N], and how examples are preprocessed."""
+  keys: np.ndarray
+  labels: np.ndarray
+  preprocessing: preprocess.Preprocessing
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+
+def _jpeg_is_whole(encoded: tf.Tensor) -> tf.Tensor:
+  """False for a JPEG without its end marker in its last bytes (a truncated body); True otherwise."""
+  size = tf.strings.length(encoded)
+  tail_size = tf.minimum(size, _JPEG_TAIL)
+  tail = tf.io.decode_raw(tf.strings.substr(encoded, size - tail_size, tail_size), tf.uint8)
+  ends = tf.logical_and(tf.equal(tail[:-1], _JPEG_END[0]), tf.equal(tail[1:], _JPEG_END[1]))
+  return tf.logical_or(tf.logical_not(tf.io.is_jpeg(encoded)), tf.reduce_any(ends))
+
+
+def read_encoded(key: tf.Tensor) -> tf.Tensor:
+  """The encoded image file `key` names; fails with `BAD_IMAGE` and the path if it is a cut-short JPEG."""
+  encoded = tf.io.read_file(key)
+  check = tf.debugging.Assert(_jpeg_is_whole(encoded), [BAD_IMAGE, key, "(a truncated JPEG: remove or "
+                                                        "replace it, or pass --skip_bad_images)"])
+  with tf.control_dependencies([check]):
+    return tf.identity(encoded)
+
+
+def bad_image_message(error: Exception) -> str:
+  """The one-line message of a pipeline error raised by `read_encoded`, or '' for other errors."""
+  text = str(error)
+  if BAD_IMAGE not in text:
+    return ""
+  return "corrupt image " + text.split(BAD_IMAGE, 1)[1].splitlines()[0].strip().strip("]").strip()
+
+
+def train_view(key: tf.Tensor, seed: tf.Tensor, settings: preprocess.Preprocessing) -> tf.Tensor:
+  """Example `key` read and decoded for training (see `preprocess.train_image`)."""
+  return preprocess.train_image(read_encoded(key), seed, settings)
+
+
+def eval_view(key: tf.Tensor, settings: preprocess.Preprocessing) -> tf.Tensor:
+  """Example `key` read and decoded for evaluation (see `preprocess.eval_encoded`)."""
+  return preprocess.eval_encoded(read_encoded(key), settings)
+
+
+def decode_all(split: StreamSplit, batch_size: int = 256) -> np.ndarray:
+  """Every example's evaluation view, uint8 [N, S, S, C] (to hold a split in memory)."""
+  return np.concatenate([batch.numpy() for batch in sample_images(split, np.arange(len(split)), batch_size)])
+
+
+def sample_indices(num_examples: int, count: int) -> np.ndarray:
+  """`count` indices spread evenly over the split (all of them when it is smaller): a fixed sample."""
+  return np.unique(np.linspace(0, num_examples - 1, min(count, num_examples)).astype(np.int64))
+
+
+def sample_images(split: StreamSplit, indices: np.ndarray, batch_size: int = 256) -> tf.data.Dataset:
+  """Batches of the evaluation views (uint8) of examples `indices`, read in parallel."""
+  return (tf.data.Dataset.from_tensor_slices(split.keys[indices])
+          .map(lambda key: eval_view(key, split.preprocessing), num_parallel_calls=tf.data.AUTOTUNE)
+          .batch(batch_size)
+          .prefetch(1))
