@@ -28,6 +28,7 @@ from cnn import datacache
 from cnn import folder
 from cnn import preprocess
 from cnn import stream
+from cnn import tfds_stream
 from cnn.config import Config
 from cnn.errors import UserError
 
@@ -244,7 +245,8 @@ def open_dataset(config: Config) -> DataSource:
     varying = None in tuple(builder.info.features[builder.info.supervised_keys[0]].shape)[:2]
   settings = preprocess.Preprocessing(
       config.image_size, tuple(config.crop_scale), tuple(config.crop_ratio), config.eval_crop_fraction,
-      random_crop=config.train_crop == "random_resized", center_crop=varying, channels=info.image_shape[2])
+      random_crop=config.train_crop == "random_resized", center_crop=varying, channels=info.image_shape[2],
+      fixed_size=info.image_shape[:2])
   return DataSource(info, builder, root, settings, datacache.resolve_dir(config.data_cache_dir))
 
 
@@ -277,27 +279,55 @@ def open_split(source: DataSource, name: str, budget_bytes: int,
                explain: bool = False) -> tuple["Split | stream.StreamSplit", int]:
   """Split `name` in memory if its decoded images fit `budget_bytes`, else streaming (logged if `explain`);
   and the bytes it holds in memory."""
-  if source.root is None:  # TFDS.
-    return load_split(source.builder, name, source.preprocessing.image_size, source.cache_dir), 0
+  if source.root is None:
+    return _open_tfds_split(source, name, budget_bytes, explain)
   name = _folder_split_name(source.root, name)
   files = folder.list_split(str(source.root), name, source.info.class_names)
   streaming = stream.StreamSplit(files.paths, files.labels, source.preprocessing)
   decoded_bytes = len(files) * int(np.prod(source.info.image_shape))
-  if decoded_bytes > budget_bytes:
-    if explain:
-      logging.info("Split %s: %d MB decoded exceeds the memory budget left (%d MB, "
-                   "--data_memory_budget_mb); streaming it from disk", name, decoded_bytes >> 20, budget_bytes >> 20)
+  if not _fits(name, decoded_bytes, budget_bytes, explain):
     return streaming, 0
-  entry = source.cache_dir and datacache.key(
-      dataset=str(source.root.resolve()), split=name, preprocessing=dataclasses.asdict(source.preprocessing),
-      files=datacache.files_fingerprint(source.root / name))
+  return _hold(source, streaming, decoded_bytes, dataset=str(source.root.resolve()), split=name,
+               files=datacache.files_fingerprint(source.root / name))
+
+
+def _hold(source: DataSource, streaming: stream.StreamSplit, decoded_bytes: int,
+          **key_parts) -> tuple[Split, int]:
+  """A streaming split decoded into memory (its evaluation views), through the disk cache."""
+  entry = source.cache_dir and datacache.key(preprocessing=dataclasses.asdict(source.preprocessing), **key_parts)
   cached = datacache.load(source.cache_dir, entry) if source.cache_dir else None
   if cached is not None:
     return Split(*cached), decoded_bytes
-  loaded = Split(stream.decode_all(streaming), files.labels)
+  loaded = Split(stream.decode_all(streaming), streaming.labels)
   if source.cache_dir:
     datacache.save(source.cache_dir, entry, loaded.images, loaded.labels)
   return loaded, decoded_bytes
+
+
+def _open_tfds_split(source: DataSource, name: str, budget_bytes: int,
+                     explain: bool) -> tuple["Split | stream.StreamSplit", int]:
+  """`open_split` for a TFDS dataset: `load_split`, or `tfds_stream.open_split` over the budget."""
+  try:
+    decoded_bytes = source.builder.info.splits[name].num_examples * int(np.prod(source.info.image_shape))
+  except (ValueError, KeyError, AssertionError):
+    decoded_bytes = 0  # A bad split name: load_split says what is wrong.
+  if not _fits(name, decoded_bytes, budget_bytes, explain):
+    return tfds_stream.open_split(source.builder, name, source.preprocessing, source.cache_dir), 0
+  if source.builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:  # as_dataset cannot read it.
+    streaming = tfds_stream.open_split(source.builder, name, source.preprocessing, source.cache_dir)
+    return _hold(source, streaming, decoded_bytes, dataset=source.builder.info.name, split=name,
+                 version=str(source.builder.info.version), files=datacache.files_fingerprint(source.builder.data_dir))
+  return load_split(source.builder, name, source.preprocessing.image_size, source.cache_dir), decoded_bytes
+
+
+def _fits(name: str, decoded_bytes: int, budget_bytes: int, explain: bool) -> bool:
+  """Whether a split of `decoded_bytes` fits the budget left; says so when it does not and `explain`."""
+  if decoded_bytes <= budget_bytes:
+    return True
+  if explain:
+    logging.info("Split %s: %d MB decoded exceeds the memory budget left (%d MB, --data_memory_budget_mb); "
+                 "streaming it from disk", name, decoded_bytes >> 20, budget_bytes >> 20)
+  return False
 
 
 def _folder_split_name(root: pathlib.Path, name: str) -> str:
@@ -441,7 +471,7 @@ def _read_train_batches(index_batches: tf.data.Dataset, split: stream.StreamSpli
         tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]), tf.cast(step, tf.int64))
     crop_seed = tf.random.experimental.stateless_fold_in(  # Apart from the augmentations' seeds.
         tf.random.experimental.stateless_fold_in(batch_seed, _CROP_STREAM), tf.cast(position, tf.int64))
-    image = stream.train_view(keys[index], crop_seed, split.preprocessing)
+    image = stream.train_view(split, keys[index], crop_seed)
     return epoch, step, index, position, image, labels[index]
 
   return (index_batches.flat_map(examples)
@@ -471,7 +501,7 @@ def eval_dataset(split: Split, batch_size: int,
     dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     batch_size = input_context.get_per_replica_batch_size(batch_size)
   if isinstance(split, stream.StreamSplit):  # Read and decode per example, in parallel.
-    dataset = dataset.map(lambda key, label, index: (stream.eval_view(key, split.preprocessing), label, index),
+    dataset = dataset.map(lambda key, label, index: (stream.eval_view(split, key), label, index),
                           num_parallel_calls=tf.data.AUTOTUNE)
   return (dataset
           .batch(batch_size)

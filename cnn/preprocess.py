@@ -33,6 +33,12 @@ class Preprocessing:
   random_crop: bool = True
   center_crop: bool = True
   channels: int = 3
+  fixed_size: tuple[int, ...] = ()  # (H, W) of a fixed-size dataset's images, used when image_size is 0.
+
+  @property
+  def shape(self) -> tuple[int, int, int]:
+    """The shape of every view: [image_size, image_size, channels] (or the fixed size)."""
+    return (*((self.image_size,) * 2 if self.image_size else self.fixed_size), self.channels)
 
 
 def _to_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:

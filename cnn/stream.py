@@ -1,12 +1,14 @@
 """Streaming splits: examples read from disk by index and decoded in the tf.data pipeline.
 
-A `StreamSplit` holds, per example, a small key (a file path) and a label; host memory holds those,
-not pixels. `read_encoded` turns a key into the encoded image inside the pipeline. A JPEG whose
+A `StreamSplit` holds, per example, a small key (a file path, or an index into a TFDS split's
+records: `cnn/tfds_stream.py`) and a label; host memory holds those, not pixels. `read_encoded`
+turns a key into the encoded image inside the pipeline. A JPEG whose
 body is cut short (its header is fine, so the listing accepted it) fails the run with the file's
 name (`BAD_IMAGE`, which the entry points print as one line), not with a decoder traceback.
 """
 
 import dataclasses
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -20,10 +22,14 @@ _JPEG_TAIL = 64  # Bytes at the end of a JPEG searched for the marker.
 
 @dataclasses.dataclass(frozen=True)
 class StreamSplit:
-  """One split on disk: keys [N] (file paths), int32 labels [N], and how examples are preprocessed."""
+  """One split on disk: keys [N], int32 labels [N], how examples are preprocessed, and how a key is read.
+
+  `read(key) -> encoded image` (a tf function); None: keys are file paths, read whole.
+  """
   keys: np.ndarray
   labels: np.ndarray
   preprocessing: preprocess.Preprocessing
+  read: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -38,9 +44,10 @@ def _jpeg_is_whole(encoded: tf.Tensor) -> tf.Tensor:
   return tf.logical_or(tf.logical_not(tf.io.is_jpeg(encoded)), tf.reduce_any(ends))
 
 
-def read_encoded(key: tf.Tensor) -> tf.Tensor:
-  """The encoded image file `key` names; fails with `BAD_IMAGE` and the path if it is a cut-short JPEG."""
-  encoded = tf.io.read_file(key)
+def read_encoded(key: tf.Tensor, read: Optional[Callable[[tf.Tensor], tf.Tensor]] = None) -> tf.Tensor:
+  """The encoded image `key` names (`read`, default a file path); fails with `BAD_IMAGE` and the key if
+  it is a cut-short JPEG."""
+  encoded = (read or tf.io.read_file)(key)
   check = tf.debugging.Assert(_jpeg_is_whole(encoded), [BAD_IMAGE, key, "(a truncated JPEG: remove or "
                                                         "replace it, or pass --skip_bad_images)"])
   with tf.control_dependencies([check]):
@@ -55,14 +62,16 @@ def bad_image_message(error: Exception) -> str:
   return "corrupt image " + text.split(BAD_IMAGE, 1)[1].splitlines()[0].strip().strip("]").strip()
 
 
-def train_view(key: tf.Tensor, seed: tf.Tensor, settings: preprocess.Preprocessing) -> tf.Tensor:
-  """Example `key` read and decoded for training (see `preprocess.train_image`)."""
-  return preprocess.train_image(read_encoded(key), seed, settings)
+def train_view(split: StreamSplit, key: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """Example `key` of `split` read and decoded for training (see `preprocess.train_image`)."""
+  image = preprocess.train_image(read_encoded(key, split.read), seed, split.preprocessing)
+  return tf.ensure_shape(image, split.preprocessing.shape)
 
 
-def eval_view(key: tf.Tensor, settings: preprocess.Preprocessing) -> tf.Tensor:
-  """Example `key` read and decoded for evaluation (see `preprocess.eval_encoded`)."""
-  return preprocess.eval_encoded(read_encoded(key), settings)
+def eval_view(split: StreamSplit, key: tf.Tensor) -> tf.Tensor:
+  """Example `key` of `split` read and decoded for evaluation (see `preprocess.eval_encoded`)."""
+  return tf.ensure_shape(preprocess.eval_encoded(read_encoded(key, split.read), split.preprocessing),
+                         split.preprocessing.shape)
 
 
 def decode_all(split: StreamSplit, batch_size: int = 256) -> np.ndarray:
@@ -78,6 +87,6 @@ def sample_indices(num_examples: int, count: int) -> np.ndarray:
 def sample_images(split: StreamSplit, indices: np.ndarray, batch_size: int = 256) -> tf.data.Dataset:
   """Batches of the evaluation views (uint8) of examples `indices`, read in parallel."""
   return (tf.data.Dataset.from_tensor_slices(split.keys[indices])
-          .map(lambda key: eval_view(key, split.preprocessing), num_parallel_calls=tf.data.AUTOTUNE)
+          .map(lambda key: eval_view(split, key), num_parallel_calls=tf.data.AUTOTUNE)
           .batch(batch_size)
           .prefetch(1))
