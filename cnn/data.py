@@ -224,6 +224,7 @@ class DataSource:
   root: Optional[pathlib.Path]  # The folder of --dataset=folder:PATH.
   preprocessing: preprocess.Preprocessing
   cache_dir: Optional[pathlib.Path]
+  skip_bad_images: bool = False  # Folders: leave out (and count) the files that do not decode.
 
 
 def open_dataset(config: Config) -> DataSource:
@@ -247,7 +248,8 @@ def open_dataset(config: Config) -> DataSource:
       config.image_size, tuple(config.crop_scale), tuple(config.crop_ratio), config.eval_crop_fraction,
       random_crop=config.train_crop == "random_resized", center_crop=varying, channels=info.image_shape[2],
       fixed_size=info.image_shape[:2])
-  return DataSource(info, builder, root, settings, datacache.resolve_dir(config.data_cache_dir))
+  return DataSource(info, builder, root, settings, datacache.resolve_dir(config.data_cache_dir),
+                    config.skip_bad_images)
 
 
 def memory_budget_bytes(budget_mb: int) -> int:
@@ -282,7 +284,8 @@ def open_split(source: DataSource, name: str, budget_bytes: int,
   if source.root is None:
     return _open_tfds_split(source, name, budget_bytes, explain)
   name = _folder_split_name(source.root, name)
-  files = folder.list_split(str(source.root), name, source.info.class_names)
+  files = folder.list_split(str(source.root), name, source.info.class_names, source.cache_dir,
+                            stream.decodable if source.skip_bad_images else None)
   streaming = stream.StreamSplit(files.paths, files.labels, source.preprocessing)
   decoded_bytes = len(files) * int(np.prod(source.info.image_shape))
   if not _fits(name, decoded_bytes, budget_bytes, explain):

@@ -8,6 +8,7 @@ name (`BAD_IMAGE`, which the entry points print as one line), not with a decoder
 """
 
 import dataclasses
+import re
 from typing import Callable, Optional
 
 import numpy as np
@@ -48,8 +49,8 @@ def read_encoded(key: tf.Tensor, read: Optional[Callable[[tf.Tensor], tf.Tensor]
   """The encoded image `key` names (`read`, default a file path); fails with `BAD_IMAGE` and the key if
   it is a cut-short JPEG."""
   encoded = (read or tf.io.read_file)(key)
-  check = tf.debugging.Assert(_jpeg_is_whole(encoded), [BAD_IMAGE, key, "(a truncated JPEG: remove or "
-                                                        "replace it, or pass --skip_bad_images)"])
+  check = tf.debugging.Assert(_jpeg_is_whole(encoded), [BAD_IMAGE, key, "is a truncated JPEG: remove or "
+                                                        "replace it, or pass --skip_bad_images"])
   with tf.control_dependencies([check]):
     return tf.identity(encoded)
 
@@ -59,7 +60,23 @@ def bad_image_message(error: Exception) -> str:
   text = str(error)
   if BAD_IMAGE not in text:
     return ""
-  return "corrupt image " + text.split(BAD_IMAGE, 1)[1].splitlines()[0].strip().strip("]").strip()
+  # Assert prints each of its data items in brackets: [marker] [key] [hint].
+  return " ".join(["corrupt image", *re.findall(r"\[([^\[\]]*)\]", text.split(BAD_IMAGE, 1)[1].splitlines()[0])])
+
+
+def decodable(paths: np.ndarray) -> np.ndarray:
+  """Which image files read and decode whole (bool [N]): each is decoded once (--skip_bad_images)."""
+
+  def decode(index, path):
+    image = tf.io.decode_image(read_encoded(path), channels=3, expand_animations=False)
+    return index, tf.shape(image)  # The shape keeps the decode from being pruned.
+
+  decoded = (tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
+             .map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+             .ignore_errors())
+  mask = np.zeros(len(paths), bool)
+  mask[[int(index) for index, _ in decoded.as_numpy_iterator()]] = True
+  return mask
 
 
 def train_view(split: StreamSplit, key: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

@@ -134,7 +134,7 @@ def test_two_input_pipelines_read_disjoint_shares_covering_every_example_each_ep
 @pytest.mark.parametrize("case, message", [
     ("missing_split", "split 'test' not found in {root} (splits there: train, val)"),
     ("no_images", "no images"),
-    ("corrupt", "{root}/train/cat/broken.jpg is not a JPEG, PNG, BMP or GIF image"),
+    ("corrupt", "{root}/train/cat/broken.jpg is not a readable JPEG, PNG, BMP or GIF image"),
 ])
 def test_bad_folders_are_one_line_errors_naming_what_is_wrong(tmp_path, case, message):
   root = write_folder(tmp_path / "pets")
@@ -197,3 +197,46 @@ def test_streaming_channel_stats_match_the_in_memory_ones(tmp_path):
   for a, b in zip(data.channel_stats(streamed), data.channel_stats(held)):
     np.testing.assert_allclose(a, b, rtol=1e-12)
   np.testing.assert_array_equal(data.head_images(streamed, 5), held.images[:5])
+
+
+def _truncate_a_jpeg(root):
+  path = root / "train" / "dog" / "1.jpg"
+  path.write_bytes(path.read_bytes()[:-40])  # The header is intact; the body and end marker are cut.
+  return path
+
+
+def test_a_truncated_jpeg_fails_the_run_with_one_line_naming_the_file(tmp_path):
+  root = write_folder(tmp_path / "pets")
+  path = _truncate_a_jpeg(root)
+  code, stderr = _train(root, tmp_path / "run", "--data_memory_budget_mb=0")
+  assert code == 2 and f"error: corrupt image {path}" in stderr and "--skip_bad_images" in stderr, stderr[-3000:]
+  assert len(stderr.strip().splitlines()) == 1, stderr[-3000:]
+
+
+def test_skip_bad_images_leaves_out_and_counts_what_does_not_decode(tmp_path, caplog):
+  root = write_folder(tmp_path / "pets")
+  path = _truncate_a_jpeg(root)
+  (root / "train" / "cat" / "text.jpg").write_bytes(b"not an image at all")
+  with caplog.at_level("WARNING"):
+    split = folder.list_split(str(root), "train", ("cat", "dog"), decodable=stream.decodable)
+  assert len(split) == 11 and str(path).encode() not in set(split.paths)
+  assert "left out 2 of 13 files" in caplog.text and str(path) in caplog.text
+  code, stderr = _train(root, tmp_path / "run", "--data_memory_budget_mb=0", "--skip_bad_images")
+  assert code == 0, stderr[-3000:]
+
+
+def test_a_folder_listing_is_cached_until_a_file_is_added_or_removed(tmp_path, monkeypatch):
+  root = write_folder(tmp_path / "pets")
+  cache = tmp_path / "cache"
+  first = folder.list_split(str(root), "train", ("cat", "dog"), cache)
+  listed = []
+  monkeypatch.setattr(folder, "_list", lambda *args: listed.append(args) or real_list(*args))
+  again = folder.list_split(str(root), "train", ("cat", "dog"), cache)
+  assert not listed  # Served from the cache, the same listing.
+  np.testing.assert_array_equal(again.paths, first.paths)
+  np.testing.assert_array_equal(again.labels, first.labels)
+  (root / "train" / "dog" / "0.jpg").unlink()
+  assert len(folder.list_split(str(root), "train", ("cat", "dog"), cache)) == 11 and listed
+
+
+real_list = folder._list  # pylint: disable=protected-access
