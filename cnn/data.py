@@ -35,7 +35,7 @@ from cnn.errors import UserError
 _READ_BATCH = 4096  # Examples per batch when materialising a split.
 _TFDS_GCS = "https://storage.googleapis.com/"  # Where TFDS looks for prepared copies first.
 _CROP_STREAM = 0x7E5D  # Folded into a batch's seed for the streaming back-end's crops.
-_STATS_SAMPLE = 10_000  # Examples a streaming split's channel statistics are computed over.
+_STATS_SAMPLE = 100_000  # At most this many examples' pixels give the channel statistics.
 _SAMPLE_BYTES = 256 << 20  # At most this much decoded data for a streaming split's initialisation sample.
 
 
@@ -64,23 +64,25 @@ def normalize(images: tf.Tensor) -> tf.Tensor:
 
 
 def channel_stats(split: "Split | stream.StreamSplit") -> tuple[np.ndarray, np.ndarray]:
-  """Per-channel mean and standard deviation of a split's pixels, in [0, 1] units (float64 sums).
+  """Per-channel mean and standard deviation of a split's pixels, in [0, 1] units.
 
-  Over every pixel of an in-memory split; over the evaluation views of a fixed, evenly spread
-  sample of `_STATS_SAMPLE` examples of a streaming one (read in batches: memory stays bounded).
+  Over the images (a streaming split: their evaluation views) of every example, or of an evenly spread
+  sample of `_STATS_SAMPLE` of a larger split. Sums are exact integers, so both back-ends give the
+  same bits whatever their batching: a run's standardisation does not depend on its memory budget.
   """
+  indices = stream.sample_indices(len(split), _STATS_SAMPLE)
   if isinstance(split, stream.StreamSplit):
-    chunks = (b.numpy() for b in stream.sample_images(split, stream.sample_indices(len(split), _STATS_SAMPLE)))
+    chunks = (batch.numpy() for batch in stream.sample_images(split, indices))
   else:
-    chunks = (split.images[start:start + _READ_BATCH] for start in range(0, len(split), _READ_BATCH))
+    chunks = (split.images[indices[start:start + _READ_BATCH]] for start in range(0, len(indices), _READ_BATCH))
   total = squares = count = 0
   for chunk in chunks:
-    chunk = chunk.astype(np.float64) / 255.0
+    chunk = chunk.astype(np.int64)
     total = total + chunk.sum(axis=(0, 1, 2))
     squares = squares + np.square(chunk).sum(axis=(0, 1, 2))
     count += chunk.shape[0] * chunk.shape[1] * chunk.shape[2]
-  mean = total / count
-  return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+  mean = total / (255.0 * count)
+  return mean, np.sqrt(np.maximum(squares / (255.0**2 * count) - mean**2, 0.0))
 
 
 def head_images(split: "Split | stream.StreamSplit", count: int) -> np.ndarray:
