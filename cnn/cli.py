@@ -121,6 +121,12 @@ def run(main: Callable[[Sequence[str]], None], takes_arguments: bool = False) ->
     except KeyboardInterrupt:  # Ctrl-C before the training loop handles it (set-up), or a second one.
       print("stopped by SIGINT (Ctrl-C); nothing was saved at this point", file=sys.stderr)
       sys.exit(128 + signal.SIGINT)
+    except Exception as e:  # pylint: disable=broad-except
+      from cnn import stream  # pylint: disable=import-outside-toplevel  # TensorFlow only when needed.
+      message = stream.bad_image_message(e)  # A corrupt image met in the input pipeline: one line.
+      if not message:
+        raise
+      _fail(message)
 
   _define_help_flags()
   app.run(guarded_main, flags_parser=_parse_flags)

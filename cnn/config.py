@@ -42,6 +42,22 @@ class Config:
   eval_split: str = _field("test", "TFDS split to evaluate on; slicing works: train[90%:].")
   data_cache_dir: str = _field("", "Where decoded splits are cached between runs (empty: $XDG_CACHE_HOME/cnn "
                                "or ~/.cache/cnn; none: no cache).")
+  data_memory_budget_mb: int = _field(
+      -1, "Splits whose decoded images fit this many MB (in total) are held in memory, the rest stream from "
+      "disk, decoded per example (-1: a quarter of the host's memory; 0: stream every split).", minimum=-1)
+  skip_bad_images: bool = _field(False, "--dataset=folder:PATH: decode every image when the folder is first "
+                                 "listed and leave out (and count) those that fail, instead of stopping.")
+  train_crop: str = _field("none", "Training view of each image: none (as evaluation sees it) or random_resized "
+                           "(a random crop of --crop_scale of the area and --crop_ratio aspect, resized to "
+                           "--image_size; the split then streams). --augment applies after it.",
+                           choices=("none", "random_resized"))
+  crop_scale: tuple[float, ...] = _field((0.08, 1.0), "random_resized: MIN,MAX fraction of the image's area.",
+                                         above=0.0, maximum=1.0)
+  crop_ratio: tuple[float, ...] = _field((0.75, 4 / 3), "random_resized: MIN,MAX aspect ratio (width/height).",
+                                         above=0.0)
+  eval_crop_fraction: float = _field(0.875, "Images of varying size: evaluation takes the centre square of this "
+                                     "fraction of the shorter side, resized to --image_size.", above=0.0,
+                                     maximum=1.0)
 
   _section("Model")
   model: str = _field("simple_cnn", "Registered model name.")
@@ -223,6 +239,10 @@ class Config:
                                              1 <= self.profile_steps[0] <= self.profile_steps[1]):
       raise UserError(f"--profile_steps={','.join(map(str, self.profile_steps))} must be START,END with "
                       "1 <= START <= END (0,0: no profiling)")
+    for name in ("crop_scale", "crop_ratio"):
+      low_high = getattr(self, name)
+      if len(low_high) != 2 or low_high[0] > low_high[1]:
+        raise UserError(f"--{name}={_flag_text(low_high)} must be MIN,MAX with MIN <= MAX")
     if self.freeze_after_epochs and not self.freeze_variables:
       raise UserError("--freeze_after_epochs needs --freeze_variables (the variables to freeze)")
     if self.normalization_mean and len(self.normalization_mean) != len(self.normalization_std):
@@ -247,7 +267,7 @@ class Config:
 # devices it runs: none changes what it computes. They are not hyperparameters (HParams dashboard).
 # A new field changes the run unless it is listed here.
 OPERATIONAL_FIELDS = frozenset({
-    "data_dir", "data_cache_dir", "download", "run_dir", "overwrite", "log_every_steps", "checkpoint_every_steps",
+    "data_dir", "data_cache_dir", "data_memory_budget_mb", "download", "run_dir", "overwrite", "log_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "histogram_every_steps", "summary_images", "confusion_matrix", "write_graph",
     "profile_steps", "strategy", "cpu_devices", "cluster", "tpu", "startup_timeout_seconds",
     "steps_per_loop", "peak_tflops", "target_accuracy", "test_split",

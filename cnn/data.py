@@ -12,6 +12,7 @@ from there by index: each epoch is a seeded permutation of the example indices
 
 import dataclasses
 import difflib
+import os
 import pathlib
 import urllib.error
 import urllib.parse
@@ -26,12 +27,16 @@ import tensorflow_datasets as tfds
 from cnn import datacache
 from cnn import folder
 from cnn import preprocess
+from cnn import stream
+from cnn import tfds_stream
 from cnn.config import Config
 from cnn.errors import UserError
 
 _READ_BATCH = 4096  # Examples per batch when materialising a split.
 _TFDS_GCS = "https://storage.googleapis.com/"  # Where TFDS looks for prepared copies first.
 _CROP_STREAM = 0x7E5D  # Folded into a batch's seed for the streaming back-end's crops.
+_STATS_SAMPLE = 100_000  # At most this many examples' pixels give the channel statistics.
+_SAMPLE_BYTES = 256 << 20  # At most this much decoded data for a streaming split's initialisation sample.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,17 +63,36 @@ def normalize(images: tf.Tensor) -> tf.Tensor:
   return tf.cast(images, tf.float32) / 255.0
 
 
-def channel_stats(split: Split) -> tuple[np.ndarray, np.ndarray]:
-  """Per-channel mean and standard deviation of a split's pixels, in [0, 1] units (float64 sums)."""
-  total = np.zeros(split.images.shape[-1])
-  squares = np.zeros(split.images.shape[-1])
-  for start in range(0, len(split), _READ_BATCH):
-    chunk = split.images[start:start + _READ_BATCH].astype(np.float64) / 255.0
-    total += chunk.sum(axis=(0, 1, 2))
-    squares += np.square(chunk).sum(axis=(0, 1, 2))
-  count = len(split) * split.images.shape[1] * split.images.shape[2]
-  mean = total / count
-  return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+def channel_stats(split: "Split | stream.StreamSplit") -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and standard deviation of a split's pixels, in [0, 1] units.
+
+  Over the images (a streaming split: their evaluation views) of every example, or of an evenly spread
+  sample of `_STATS_SAMPLE` of a larger split. Sums are exact integers, so both back-ends give the
+  same bits whatever their batching: a run's standardisation does not depend on its memory budget.
+  """
+  indices = stream.sample_indices(len(split), _STATS_SAMPLE)
+  if isinstance(split, stream.StreamSplit):
+    chunks = (batch.numpy() for batch in stream.sample_images(split, indices))
+  else:
+    chunks = (split.images[indices[start:start + _READ_BATCH]] for start in range(0, len(indices), _READ_BATCH))
+  total = squares = count = 0
+  for chunk in chunks:
+    chunk = chunk.astype(np.int64)
+    total = total + chunk.sum(axis=(0, 1, 2))
+    squares = squares + np.square(chunk).sum(axis=(0, 1, 2))
+    count += chunk.shape[0] * chunk.shape[1] * chunk.shape[2]
+  mean = total / (255.0 * count)
+  return mean, np.sqrt(np.maximum(squares / (255.0**2 * count) - mean**2, 0.0))
+
+
+def head_images(split: "Split | stream.StreamSplit", count: int) -> np.ndarray:
+  """uint8 images of the split's first `count` examples (a streaming split: their evaluation views,
+  fewer when they would take more than `_SAMPLE_BYTES`), e.g. for a model's data-based initialisation."""
+  if not isinstance(split, stream.StreamSplit):
+    return split.images[:count]
+  size = split.preprocessing.image_size
+  count = max(1, min(count, len(split), _SAMPLE_BYTES // (size * size * split.preprocessing.channels)))
+  return np.concatenate([b.numpy() for b in stream.sample_images(split, np.arange(count))])
 
 
 def input_mean_std(config: Config,
@@ -194,6 +218,131 @@ def load_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int = 
   return loaded
 
 
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+  """A dataset opened for a run: what it is, where its splits come from, how its examples are viewed."""
+  info: DatasetInfo
+  builder: Optional[tfds.core.DatasetBuilder]  # None for a folder of images.
+  root: Optional[pathlib.Path]  # The folder of --dataset=folder:PATH.
+  preprocessing: preprocess.Preprocessing
+  cache_dir: Optional[pathlib.Path]
+  skip_bad_images: bool = False  # Folders: leave out (and count) the files that do not decode.
+
+
+def open_dataset(config: Config) -> DataSource:
+  """The run's dataset (`--dataset`: TFDS name or folder:PATH) and its preprocessing flags. Raises UserError."""
+  if config.dataset.startswith("folder:"):
+    root = pathlib.Path(config.dataset[len("folder:"):]).expanduser()
+    if not (root / "train").is_dir():
+      found = folder.split_names(root)
+      raise UserError(f"--dataset={config.dataset} needs a sub-folder train/ (and val/ or test/), each with one "
+                      f"folder of images per class ({'found: ' + ', '.join(found) if found else 'none found'})")
+    if not config.image_size:
+      raise UserError(f"--dataset={config.dataset} has images of varying size; resize them with --image_size=N")
+    classes = folder.class_names(root)
+    builder, varying = None, True
+    info = DatasetInfo(root.resolve().name, (config.image_size, config.image_size, 3), len(classes), classes)
+  else:
+    builder, root = get_builder(config.dataset, config.data_dir, config.download), None
+    info = dataset_info(builder, config.image_size)
+    varying = None in tuple(builder.info.features[builder.info.supervised_keys[0]].shape)[:2]
+  settings = preprocess.Preprocessing(
+      config.image_size, tuple(config.crop_scale), tuple(config.crop_ratio), config.eval_crop_fraction,
+      random_crop=config.train_crop == "random_resized", center_crop=varying, channels=info.image_shape[2],
+      fixed_size=info.image_shape[:2])
+  return DataSource(info, builder, root, settings, datacache.resolve_dir(config.data_cache_dir),
+                    config.skip_bad_images)
+
+
+def memory_budget_bytes(budget_mb: int) -> int:
+  """--data_memory_budget_mb in bytes; -1: a quarter of the host's physical memory."""
+  if budget_mb >= 0:
+    return budget_mb << 20
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def open_splits(source: DataSource, names: list[str], budget_mb: int, train_first: bool = True) -> list:
+  """The splits `names` (empty names give None), each in memory while the decoded data fits the budget
+  (in order), else streaming, which is said in the log. A training split (the first, when
+  `train_first`) with random-resized crops streams always: its crops are taken from the originals."""
+  budget, splits = memory_budget_bytes(budget_mb), []
+  for position, name in enumerate(names):
+    if not name:
+      splits.append(None)
+      continue
+    random_crops = train_first and position == 0 and source.preprocessing.random_crop
+    split, used = open_split(source, name, 0 if random_crops else budget, explain=budget_mb != 0 and not random_crops)
+    if random_crops:
+      logging.info("Split %s streams from disk: random-resized crops are taken from the original images", name)
+    budget -= used
+    splits.append(split)
+  return splits
+
+
+def open_split(source: DataSource, name: str, budget_bytes: int,
+               explain: bool = False) -> tuple["Split | stream.StreamSplit", int]:
+  """Split `name` in memory if its decoded images fit `budget_bytes`, else streaming (logged if `explain`);
+  and the bytes it holds in memory."""
+  if source.root is None:
+    return _open_tfds_split(source, name, budget_bytes, explain)
+  name = _folder_split_name(source.root, name)
+  files = folder.list_split(str(source.root), name, source.info.class_names, source.cache_dir,
+                            stream.decodable if source.skip_bad_images else None)
+  streaming = stream.StreamSplit(files.paths, files.labels, source.preprocessing)
+  decoded_bytes = len(files) * int(np.prod(source.info.image_shape))
+  if not _fits(name, decoded_bytes, budget_bytes, explain):
+    return streaming, 0
+  return _hold(source, streaming, decoded_bytes, dataset=str(source.root.resolve()), split=name,
+               files=datacache.files_fingerprint(source.root / name))
+
+
+def _hold(source: DataSource, streaming: stream.StreamSplit, decoded_bytes: int,
+          **key_parts) -> tuple[Split, int]:
+  """A streaming split decoded into memory (its evaluation views), through the disk cache."""
+  entry = source.cache_dir and datacache.key(preprocessing=dataclasses.asdict(source.preprocessing), **key_parts)
+  cached = datacache.load(source.cache_dir, entry) if source.cache_dir else None
+  if cached is not None:
+    return Split(*cached), decoded_bytes
+  loaded = Split(stream.decode_all(streaming), streaming.labels)
+  if source.cache_dir:
+    datacache.save(source.cache_dir, entry, loaded.images, loaded.labels)
+  return loaded, decoded_bytes
+
+
+def _open_tfds_split(source: DataSource, name: str, budget_bytes: int,
+                     explain: bool) -> tuple["Split | stream.StreamSplit", int]:
+  """`open_split` for a TFDS dataset: `load_split`, or `tfds_stream.open_split` over the budget."""
+  try:
+    decoded_bytes = source.builder.info.splits[name].num_examples * int(np.prod(source.info.image_shape))
+  except (ValueError, KeyError, AssertionError):
+    decoded_bytes = 0  # A bad split name: load_split says what is wrong.
+  if not _fits(name, decoded_bytes, budget_bytes, explain):
+    return tfds_stream.open_split(source.builder, name, source.preprocessing, source.cache_dir), 0
+  if source.builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:  # as_dataset cannot read it.
+    streaming = tfds_stream.open_split(source.builder, name, source.preprocessing, source.cache_dir)
+    return _hold(source, streaming, decoded_bytes, dataset=source.builder.info.name, split=name,
+                 version=str(source.builder.info.version), files=datacache.files_fingerprint(source.builder.data_dir))
+  return load_split(source.builder, name, source.preprocessing.image_size, source.cache_dir), decoded_bytes
+
+
+def _fits(name: str, decoded_bytes: int, budget_bytes: int, explain: bool) -> bool:
+  """Whether a split of `decoded_bytes` fits the budget left; says so when it does not and `explain`."""
+  if decoded_bytes <= budget_bytes:
+    return True
+  if explain:
+    logging.info("Split %s: %d MB decoded exceeds the memory budget left (%d MB, --data_memory_budget_mb); "
+                 "streaming it from disk", name, decoded_bytes >> 20, budget_bytes >> 20)
+  return False
+
+
+def _folder_split_name(root: pathlib.Path, name: str) -> str:
+  """`name`, or val/ for the default eval split `test` in a folder that has val/ and no test/ (fast.ai's layout)."""
+  if name == "test" and not (root / "test").is_dir() and (root / "val").is_dir():
+    logging.info("%s has no test/ split folder: evaluating on val/", root)
+    return "val"
+  return name
+
+
 def _decode_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int) -> Split:
   """A split read from TFDS and decoded into memory (see `load_split`)."""
   try:
@@ -250,7 +399,7 @@ def train_dataset(split: Split, batch_size: int, seed: int,
   (or one-hot floats from a label-mixing `augment_fn`).
 
   Args:
-    split: the training split: in memory (`Split`) or on disk (`folder.FileSplit`); the example
+    split: the training split: in memory (`Split`) or on disk (`stream.StreamSplit`); the example
       order, the shares and the random draws are the same for both.
     batch_size: the global batch size (all replicas of all workers together).
     seed: the run's seed (example order, augmentation).
@@ -263,9 +412,9 @@ def train_dataset(split: Split, batch_size: int, seed: int,
       standardisation; `positions` are the examples' places in the global batch, which its random
       draws follow so that every layout of replicas and workers augments alike.
     mean_std: optional per-channel (mean, std) in [0, 1] units.
-    preprocessing: for a `folder.FileSplit` (streaming back-end), the random-resized crop settings:
-      each example is read and decoded in the pipeline. An in-memory `Split` ignores it.
+    preprocessing: for a bare `folder.FileSplit`, its preprocessing (a `stream.StreamSplit` has its own).
   """
+  split = _as_stream(split, preprocessing)
   batches_per_epoch = steps_per_epoch(split, batch_size)
   num_examples = len(split)
   pipelines, pipeline = (input_context.num_input_pipelines, input_context.input_pipeline_id) if input_context else (1, 0)
@@ -300,8 +449,8 @@ def train_dataset(split: Split, batch_size: int, seed: int,
                    .flat_map(epoch_batches)
                    .skip(steps_into_epoch)  # Index batches only: skipping costs microseconds a step.
                    .flat_map(replica_batches))
-  if isinstance(split, folder.FileSplit):
-    batches = _read_train_batches(index_batches, split, seed, per_replica, preprocessing)
+  if isinstance(split, stream.StreamSplit):
+    batches = _read_train_batches(index_batches, split, seed, per_replica)
   else:
     batches, images, labels = index_batches, tf.constant(split.images), tf.constant(split.labels)
   return (batches
@@ -310,12 +459,12 @@ def train_dataset(split: Split, batch_size: int, seed: int,
           .with_options(pipeline_options()))
 
 
-def _read_train_batches(index_batches: tf.data.Dataset, split: "folder.FileSplit", seed: int, per_replica: int,
-                        preprocessing: preprocess.Preprocessing) -> tf.data.Dataset:
+def _read_train_batches(index_batches: tf.data.Dataset, split: stream.StreamSplit, seed: int,
+                        per_replica: int) -> tf.data.Dataset:
   """Per-replica index batches -> (epoch, step, indices, positions, images, labels), read and decoded
   per example in parallel (streaming back-end). Each crop's seed is a function of (seed, epoch, step,
   place in the global batch) alone."""
-  paths, labels = tf.constant(split.paths), tf.constant(split.labels)
+  keys, labels = tf.constant(split.keys), tf.constant(split.labels)
 
   def examples(epoch, step, indices, positions):
     count = tf.shape(indices)[0]
@@ -327,7 +476,7 @@ def _read_train_batches(index_batches: tf.data.Dataset, split: "folder.FileSplit
         tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]), tf.cast(step, tf.int64))
     crop_seed = tf.random.experimental.stateless_fold_in(  # Apart from the augmentations' seeds.
         tf.random.experimental.stateless_fold_in(batch_seed, _CROP_STREAM), tf.cast(position, tf.int64))
-    image = preprocess.train_image(tf.io.read_file(paths[index]), crop_seed, preprocessing)
+    image = stream.train_view(split, keys[index], crop_seed)
     return epoch, step, index, position, image, labels[index]
 
   return (index_batches.flat_map(examples)
@@ -341,23 +490,23 @@ def eval_dataset(split: Split, batch_size: int,
                  mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None,
                  preprocessing: Optional[preprocess.Preprocessing] = None) -> tf.data.Dataset:
   """One pass over the split in order; the last batch may be smaller. `mean_std`, `preprocessing` as
-  train_dataset (a `FileSplit` gets the centre-crop view, `preprocess.eval_encoded`).
+  train_dataset (a streaming split gets the evaluation view, `preprocess.eval_encoded`).
 
   Elements are (images, labels, indices): each example's index in the split travels with it,
   because under `tf.distribute` each input pipeline evaluates its own shard of the examples
   (in per-replica batches of the global `batch_size`) and the results come back out of order.
   """
   standardize = standardizer(mean_std)
-  if isinstance(split, folder.FileSplit):
-    dataset = tf.data.Dataset.from_tensor_slices((split.paths, split.labels, np.arange(len(split))))
+  split = _as_stream(split, preprocessing)
+  if isinstance(split, stream.StreamSplit):
+    dataset = tf.data.Dataset.from_tensor_slices((split.keys, split.labels, np.arange(len(split))))
   else:
     dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels, np.arange(len(split))))
   if input_context:
     dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     batch_size = input_context.get_per_replica_batch_size(batch_size)
-  if isinstance(split, folder.FileSplit):  # Streaming: read and decode per example, in parallel.
-    dataset = dataset.map(lambda path, label, index: (
-        preprocess.eval_encoded(tf.io.read_file(path), preprocessing), label, index),
+  if isinstance(split, stream.StreamSplit):  # Read and decode per example, in parallel.
+    dataset = dataset.map(lambda key, label, index: (stream.eval_view(split, key), label, index),
                           num_parallel_calls=tf.data.AUTOTUNE)
   return (dataset
           .batch(batch_size)
@@ -365,3 +514,10 @@ def eval_dataset(split: Split, batch_size: int,
                num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE)
           .with_options(pipeline_options()))
+
+
+def _as_stream(split, preprocessing: Optional[preprocess.Preprocessing]):
+  """A bare `folder.FileSplit` with `preprocessing` as a `stream.StreamSplit`; other splits as they are."""
+  if isinstance(split, folder.FileSplit):
+    return stream.StreamSplit(split.paths, split.labels, preprocessing)
+  return split

@@ -4,13 +4,20 @@ A split is the sorted list of its files and their labels (class = the sub-folder
 train split's sorted class folders): example `i` is file `i`, so the pipeline reads any example by
 index, and host memory holds paths, not pixels. Every file's header is checked when the folder is
 listed, so a file that is not an image fails the run at once with its name, not mid-epoch.
+
+A listing is cached (`cnn.datacache`), keyed by the folder, the split, the classes and the
+modification times of the split and class folders (adding, removing or renaming a file changes its
+folder's), so a folder of a million files is not listed again at every start.
 """
 
 import dataclasses
 import pathlib
+from typing import Callable, Optional
 
+from absl import logging
 import numpy as np
 
+from cnn import datacache
 from cnn.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -19,7 +26,7 @@ _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8")
 
 @dataclasses.dataclass(frozen=True)
 class FileSplit:
-  """One split on disk: file paths [N] (str) and int32 labels [N], read and decoded per example."""
+  """One split on disk: file paths [N] (bytes) and int32 labels [N], read and decoded per example."""
   paths: np.ndarray
   labels: np.ndarray
 
@@ -37,31 +44,65 @@ def class_names(root: pathlib.Path, train_split: str = "train") -> tuple[str, ..
   return tuple(sorted(p.name for p in (root / train_split).iterdir() if p.is_dir()))
 
 
-def _check_header(path: pathlib.Path) -> None:
+def _header_ok(path: pathlib.Path) -> bool:
   try:
     with open(path, "rb") as f:
-      head = f.read(8)
-  except OSError as e:
-    raise UserError(f"cannot read image {path}: {e.strerror}") from None
-  if not head.startswith(_MAGIC):
-    raise UserError(f"{path} is not a JPEG, PNG, BMP or GIF image (remove it or convert it)")
+      return f.read(8).startswith(_MAGIC)
+  except OSError:
+    return False
 
 
-def list_split(root: str, split: str, classes: tuple[str, ...]) -> FileSplit:
-  """The files of `root/split/<class>/*` in sorted order, headers checked. Raises UserError."""
+def _check_header(path: pathlib.Path) -> None:
+  if not _header_ok(path):
+    raise UserError(f"{path} is not a readable JPEG, PNG, BMP or GIF image (remove it or convert it, or pass "
+                    "--skip_bad_images)")
+
+
+def list_split(root: str, split: str, classes: tuple[str, ...], cache_dir: Optional[pathlib.Path] = None,
+               decodable: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> FileSplit:
+  """The files of `root/split/<class>/*` in sorted order, headers checked. Raises UserError.
+
+  Args:
+    root, split, classes: the folder, the split folder's name, the class folders (label order).
+    cache_dir: where the listing is cached (None: not cached).
+    decodable: `paths -> bool mask` of the files that decode (--skip_bad_images); the others, and
+      files with a bad header, are left out and counted in the log instead of failing the run.
+  """
   root_path = pathlib.Path(root).expanduser()
   if not (root_path / split).is_dir():
     found = split_names(root_path)
     raise UserError(f"split '{split}' not found in {root_path} (splits there: "
                     f"{', '.join(found) if found else 'none'})")
-  paths, labels = [], []
-  for label, name in enumerate(classes):
-    for path in sorted((root_path / split / name).glob("*")):
-      if path.suffix.lower() in IMAGE_SUFFIXES:
-        _check_header(path)
-        paths.append(str(path))
-        labels.append(label)
-  if not paths:
+  folders = [root_path / split, *(root_path / split / name for name in classes)]
+  entry = cache_dir and datacache.key(listing=str(root_path.resolve()), split=split, classes=classes,
+                                      skip_bad=decodable is not None,
+                                      mtimes=[p.stat().st_mtime_ns if p.is_dir() else 0 for p in folders])
+  cached = datacache.load(cache_dir, entry) if cache_dir else None
+  paths, labels = (np.asarray(cached[0]), cached[1]) if cached else _list(root_path / split, classes, decodable)
+  if cache_dir and not cached:
+    datacache.save(cache_dir, entry, paths, labels)
+  bad = labels < 0  # Files left out by --skip_bad_images, kept in the listing to be counted.
+  if bad.any():
+    logging.warning("--skip_bad_images: left out %d of %d files of %s that do not decode, e.g. %s", bad.sum(),
+                    len(paths), root_path / split, ", ".join(p.decode() for p in paths[bad][:3]))
+  if bad.all():
     raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root_path / split}/<class>/ for classes "
                     f"{', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}")
-  return FileSplit(np.array(paths), np.array(labels, np.int32))
+  return FileSplit(paths[~bad], labels[~bad])
+
+
+def _list(split_dir: pathlib.Path, classes: tuple[str, ...],
+          decodable: Optional[Callable[[np.ndarray], np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+  """(paths [N] bytes, labels [N] int32, -1 for a file left out by `decodable`) of a split folder."""
+  paths, labels = [], []
+  for label, name in enumerate(classes):
+    for path in sorted((split_dir / name).glob("*")):
+      if path.suffix.lower() in IMAGE_SUFFIXES:
+        if decodable is None:
+          _check_header(path)
+        paths.append(bytes(path))
+        labels.append(label if decodable is None or _header_ok(path) else -1)
+  paths, labels = np.array(paths, dtype=np.bytes_), np.array(labels, np.int32)
+  if decodable is not None and (labels >= 0).any():
+    labels[labels >= 0] = np.where(decodable(paths[labels >= 0]), labels[labels >= 0], -1)
+  return paths, labels

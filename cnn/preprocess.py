@@ -7,8 +7,10 @@ the window is decoded (`tf.io.decode_and_crop_jpeg`). Flips and the rest come af
 `image_size` — the anchors' "resize the shorter side to image_size / crop_fraction, take the centre
 image_size crop", done crop-first so that the resize touches only the window.
 
-Outputs are uint8 [image_size, image_size, 3] (grayscale and RGBA converted to RGB), rounded as
-the in-memory back-end stores its images, so that both back-ends feed the model alike.
+Fixed-size datasets (`center_crop=False`) see the whole image, resized to `image_size` when it is
+set, exactly as the in-memory back-end stores them. Outputs are uint8 [S, S, channels] (grayscale and
+RGBA converted to `channels`), rounded as the in-memory back-end stores its images, so that both
+back-ends feed the model alike.
 """
 
 import dataclasses
@@ -18,27 +20,43 @@ import tensorflow as tf
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-  """Settings (flags --image_size, --crop_scale, --crop_ratio, --eval_crop_fraction)."""
+  """Settings (flags --image_size, --train_crop, --crop_scale, --crop_ratio, --eval_crop_fraction).
+
+  `random_crop`: training views are random-resized crops; otherwise training sees the eval view.
+  `center_crop`: the eval view is the centre crop (images of varying size); otherwise the whole
+  image, resized to `image_size` unless it is 0 (fixed-size datasets, as they are stored in memory).
+  """
   image_size: int
   scale: tuple[float, float] = (0.08, 1.0)
   ratio: tuple[float, float] = (3 / 4, 4 / 3)
   crop_fraction: float = 0.875
+  random_crop: bool = True
+  center_crop: bool = True
+  channels: int = 3
+  fixed_size: tuple[int, ...] = ()  # (H, W) of a fixed-size dataset's images, used when image_size is 0.
+
+  @property
+  def shape(self) -> tuple[int, int, int]:
+    """The shape of every view: [image_size, image_size, channels] (or the fixed size)."""
+    return (*((self.image_size,) * 2 if self.image_size else self.fixed_size), self.channels)
 
 
 def _to_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  if not image_size:  # A fixed-size dataset at its own size.
+    return image
   resized = tf.image.resize(image, (image_size, image_size))  # Bilinear, as load_split's resize.
   return tf.saturate_cast(tf.round(resized), tf.uint8)
 
 
-def _decode_window(encoded: tf.Tensor, window_fn) -> tf.Tensor:
-  """Decodes the window `window_fn(shape [3]) -> (y, x, h, w)` of an encoded image, as RGB uint8."""
+def _decode_window(encoded: tf.Tensor, window_fn, channels: int = 3) -> tf.Tensor:
+  """Decodes the window `window_fn(shape [3]) -> (y, x, h, w)` of an encoded image, as uint8."""
 
   def jpeg():
     y, x, h, w = window_fn(tf.image.extract_jpeg_shape(encoded))
-    return tf.io.decode_and_crop_jpeg(encoded, tf.stack([y, x, h, w]), channels=3)
+    return tf.io.decode_and_crop_jpeg(encoded, tf.stack([y, x, h, w]), channels=channels)
 
   def other():  # PNG, GIF (first frame), BMP: decoded whole, then cropped.
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
     y, x, h, w = window_fn(tf.shape(image))
     return image[y:y + h, x:x + w]
 
@@ -62,18 +80,26 @@ def center_window(shape: tf.Tensor, crop_fraction: float) -> tuple[tf.Tensor, ..
 
 
 def train_image(encoded: tf.Tensor, seed: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
-  """A random-resized crop of an encoded image: uint8 [S, S, 3], a pure function of `seed` [2]."""
-  window = _decode_window(encoded, lambda shape: random_window(shape, seed, settings.scale, settings.ratio))
+  """The training view of an encoded image: uint8 [S, S, C], a pure function of `seed` [2].
+
+  A random-resized crop (`settings.random_crop`), else the evaluation view.
+  """
+  if not settings.random_crop:
+    return eval_encoded(encoded, settings)
+  window = _decode_window(encoded, lambda shape: random_window(shape, seed, settings.scale, settings.ratio),
+                          settings.channels)
   return _to_uint8(window, settings.image_size)
 
 
 def eval_encoded(encoded: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
-  """The evaluation view of an encoded image: uint8 [S, S, 3].
+  """The evaluation view of an encoded image: uint8 [S, S, C].
 
   Decoded whole, not by window: a JPEG decoded by window differs at the window's edges (chroma
   upsampling), and evaluation must see what `eval_image` gives an exported model.
   """
-  image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+  image = tf.io.decode_image(encoded, channels=settings.channels, expand_animations=False)
+  if not settings.center_crop:
+    return _to_uint8(image, settings.image_size)
   return _eval_uint8(image, settings.image_size, settings.crop_fraction)
 
 
@@ -92,3 +118,14 @@ def eval_image(image: tf.Tensor, image_size: int, crop_fraction: float = 0.875) 
   if image.shape[-1] == 1:
     image = tf.image.grayscale_to_rgb(image)
   return tf.cast(_eval_uint8(image[:, :, :3], image_size, crop_fraction), tf.float32) / 255.0
+
+
+def decoded_eval_view(image: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
+  """`eval_image` under a run's settings: what an exported model applies to a decoded uint8 photo.
+
+  The centre crop for datasets of varying image size, else the whole image resized to
+  `image_size` (when set), as training stored it. float32 [S, S, C] in [0, 1].
+  """
+  if settings.center_crop:
+    return eval_image(image, settings.image_size, settings.crop_fraction)
+  return tf.cast(_to_uint8(tf.convert_to_tensor(image), settings.image_size), tf.float32) / 255.0

@@ -21,7 +21,6 @@ import tensorflow as tf
 from cnn import augment
 from cnn import checkpoints
 from cnn import data as data_lib
-from cnn import datacache
 from cnn import distribute
 from cnn import gradients
 from cnn import guard
@@ -155,8 +154,8 @@ def _train_and_evaluate(config: Config) -> dict[str, Any]:
 
   # ---------------------------------------------------------------- Model.
   # Built before the splits are read, so that a bad name or shape fails in a second.
-  builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
-  info = data_lib.dataset_info(builder, config.image_size)
+  source = data_lib.open_dataset(config)
+  info = source.info
   model = build_model(config, info, strategy)
   if config.init_from:  # A resumed run restores its own checkpoint over this, below.
     init_from.initialize(model, config.init_from, info.num_classes)
@@ -165,11 +164,9 @@ def _train_and_evaluate(config: Config) -> dict[str, Any]:
   logging.info("Model %s:\n%s", config.model, model_table)
 
   # ---------------------------------------------------------------- Data.
-  cache_dir = datacache.resolve_dir(config.data_cache_dir)
-  train_split = data_lib.load_split(builder, config.train_split, config.image_size, cache_dir)
-  eval_split = data_lib.load_split(builder, config.eval_split, config.image_size, cache_dir)
-  test_split = (data_lib.load_split(builder, config.test_split, config.image_size, cache_dir)
-                if config.test_split else None)
+  # In memory within --data_memory_budget_mb, else streaming (see data.open_splits); the same pipeline.
+  train_split, eval_split, test_split = data_lib.open_splits(
+      source, [config.train_split, config.eval_split, config.test_split], config.data_memory_budget_mb)
   mean_std = data_lib.input_mean_std(config, train_split)
   if mean_std is not None:
     logging.info("Standardising inputs with mean %s, std %s", *(np.round(v, 4).tolist() for v in mean_std))
@@ -185,7 +182,8 @@ def _train_and_evaluate(config: Config) -> dict[str, Any]:
                len(train_split), config.train_split, len(eval_split), config.eval_split,
                "×".join(map(str, info.image_shape)), info.num_classes)
   if hasattr(model, "initialize_from_data"):  # E.g. airbench94's whitening from training patches.
-    model.initialize_from_data(data_lib.standardizer(mean_std)(data_lib.normalize(train_split.images[:5000])))
+    model.initialize_from_data(data_lib.standardizer(mean_std)(data_lib.normalize(
+        data_lib.head_images(train_split, 5000))))
 
   # ---------------------------------------------------------------- Optimizer, loss, metrics, steps.
   # Here, as the learning-rate schedule needs the run's length in steps.

@@ -1,5 +1,7 @@
 """Streaming back-end: folders of images read per example, ImageNet preprocessing, exact resume, shares."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,6 +9,8 @@ import tensorflow as tf
 from cnn import data
 from cnn import folder
 from cnn import preprocess
+from cnn import stream
+from cnn.config import Config
 from cnn.errors import UserError
 
 SIZE = 16
@@ -130,7 +134,7 @@ def test_two_input_pipelines_read_disjoint_shares_covering_every_example_each_ep
 @pytest.mark.parametrize("case, message", [
     ("missing_split", "split 'test' not found in {root} (splits there: train, val)"),
     ("no_images", "no images"),
-    ("corrupt", "{root}/train/cat/broken.jpg is not a JPEG, PNG, BMP or GIF image"),
+    ("corrupt", "{root}/train/cat/broken.jpg is not a readable JPEG, PNG, BMP or GIF image"),
 ])
 def test_bad_folders_are_one_line_errors_naming_what_is_wrong(tmp_path, case, message):
   root = write_folder(tmp_path / "pets")
@@ -143,3 +147,96 @@ def test_bad_folders_are_one_line_errors_naming_what_is_wrong(tmp_path, case, me
   with pytest.raises(UserError) as error:
     folder.list_split(str(root), split, ("cat", "dog"))
   assert message.format(root=root) in str(error.value) and len(str(error.value).splitlines()) == 1
+
+
+def _train(root, run_dir, *extra):
+  from cnn import train  # pylint: disable=import-outside-toplevel
+  from conftest import run_cli  # pylint: disable=import-outside-toplevel
+  return run_cli(train.main, [f"--dataset=folder:{root}", f"--image_size={SIZE}", "--model=resnet20",
+                              "--batch_size=4", "--train_steps=3", "--log_every_steps=1", "--summary_images=0",
+                              "--nowrite_graph", f"--run_dir={run_dir}", *extra])
+
+
+def test_a_run_streams_a_fastai_layout_folder_with_random_resized_crops_flips_and_standardisation(tmp_path):
+  root = write_folder(tmp_path / "pets")  # train/ and val/: the default --eval_split=test evaluates val/.
+  code, stderr = _train(root, tmp_path / "run", "--train_crop=random_resized", "--augment=flip",
+                        "--normalization=standardize", "--data_memory_budget_mb=0", "--crop_scale=0.25,1")
+  assert code == 0, stderr
+  results = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert results["steps"] == 3 and 0.0 <= results["eval_accuracy"] <= 1.0
+
+
+def test_the_memory_budget_chooses_the_back_end_and_both_feed_the_same_batches(tmp_path):
+  root = write_folder(tmp_path / "pets")
+  source = data.open_dataset(Config(dataset=f"folder:{root}", image_size=SIZE, eval_split="val"))
+  streamed = data.open_splits(source, ["train", "val"], budget_mb=0)
+  held = data.open_splits(source, ["train", "val"], budget_mb=1)  # 1 MB: both fit.
+  assert all(isinstance(s, stream.StreamSplit) for s in streamed) and all(isinstance(s, data.Split) for s in held)
+  for a, b in zip(data.eval_dataset(held[1], 5), data.eval_dataset(streamed[1], 5)):
+    np.testing.assert_array_equal(a[0], b[0])
+  a, b = (list(data.train_dataset(split[0], 4, seed=1).take(4)) for split in (held, streamed))
+  for (a_images, a_labels), (b_images, b_labels) in zip(a, b):
+    np.testing.assert_array_equal(a_images, b_images)
+    np.testing.assert_array_equal(a_labels, b_labels)
+
+
+def test_a_split_over_the_budget_left_streams_and_the_log_says_so(tmp_path, caplog, monkeypatch):
+  root = write_folder(tmp_path / "pets")
+  source = data.open_dataset(Config(dataset=f"folder:{root}", image_size=SIZE))
+  monkeypatch.setattr(data, "memory_budget_bytes", lambda mb: 12 * SIZE * SIZE * 3)  # The train split only.
+  with caplog.at_level("INFO"):
+    train_split, val_split = data.open_splits(source, ["train", "test"], budget_mb=-1)
+  assert isinstance(train_split, data.Split) and isinstance(val_split, stream.StreamSplit)
+  assert "streaming it from disk" in caplog.text and "evaluating on val/" in caplog.text
+
+
+def test_streaming_channel_stats_match_the_in_memory_ones(tmp_path):
+  root = write_folder(tmp_path / "pets")
+  source = data.open_dataset(Config(dataset=f"folder:{root}", image_size=SIZE))
+  (streamed,), (held,) = data.open_splits(source, ["train"], 0), data.open_splits(source, ["train"], 1)
+  for a, b in zip(data.channel_stats(streamed), data.channel_stats(held)):
+    np.testing.assert_array_equal(a, b)  # Bit for bit: the budget does not change a run.
+  np.testing.assert_array_equal(data.head_images(streamed, 5), held.images[:5])
+
+
+def _truncate_a_jpeg(root):
+  path = root / "train" / "dog" / "1.jpg"
+  path.write_bytes(path.read_bytes()[:-40])  # The header is intact; the body and end marker are cut.
+  return path
+
+
+def test_a_truncated_jpeg_fails_the_run_with_one_line_naming_the_file(tmp_path):
+  root = write_folder(tmp_path / "pets")
+  path = _truncate_a_jpeg(root)
+  code, stderr = _train(root, tmp_path / "run", "--data_memory_budget_mb=0")
+  assert code == 2 and f"error: corrupt image {path}" in stderr and "--skip_bad_images" in stderr, stderr[-3000:]
+  assert len(stderr.strip().splitlines()) == 1, stderr[-3000:]
+
+
+def test_skip_bad_images_leaves_out_and_counts_what_does_not_decode(tmp_path, caplog):
+  root = write_folder(tmp_path / "pets")
+  path = _truncate_a_jpeg(root)
+  (root / "train" / "cat" / "text.jpg").write_bytes(b"not an image at all")
+  with caplog.at_level("WARNING"):
+    split = folder.list_split(str(root), "train", ("cat", "dog"), decodable=stream.decodable)
+  assert len(split) == 11 and str(path).encode() not in set(split.paths)
+  assert "left out 2 of 13 files" in caplog.text and str(path) in caplog.text
+  code, stderr = _train(root, tmp_path / "run", "--data_memory_budget_mb=0", "--skip_bad_images")
+  assert code == 0, stderr[-3000:]
+
+
+def test_a_folder_listing_is_cached_until_a_file_is_added_or_removed(tmp_path, monkeypatch):
+  root = write_folder(tmp_path / "pets")
+  cache = tmp_path / "cache"
+  first = folder.list_split(str(root), "train", ("cat", "dog"), cache)
+  listed = []
+  monkeypatch.setattr(folder, "_list", lambda *args: listed.append(args) or real_list(*args))
+  again = folder.list_split(str(root), "train", ("cat", "dog"), cache)
+  assert not listed  # Served from the cache, the same listing.
+  np.testing.assert_array_equal(again.paths, first.paths)
+  np.testing.assert_array_equal(again.labels, first.labels)
+  (root / "train" / "dog" / "0.jpg").unlink()
+  assert len(folder.list_split(str(root), "train", ("cat", "dog"), cache)) == 11 and listed
+
+
+real_list = folder._list  # pylint: disable=protected-access

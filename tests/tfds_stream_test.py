@@ -1,0 +1,61 @@
+"""TFDS datasets over the memory budget stream: random access by index to TFRecord (and ArrayRecord) splits."""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from cnn import data
+from cnn import stream
+from cnn import tfds_stream
+from cnn.config import Config
+import tiny_tfds
+
+
+def _source(data_dir, **flags):
+  return data.open_dataset(Config(dataset=tiny_tfds.NAME, data_dir=data_dir, download=False, **flags))
+
+
+def _batches(split, start_step=0, count=14):
+  batches = data.train_dataset(split, 8, seed=3, start_step=start_step)
+  return [(images.numpy(), labels.numpy()) for images, labels in batches.take(count)]
+
+
+def test_a_streamed_tfds_split_feeds_the_in_memory_batches_and_resumes_at_any_step(tiny_data_dir):
+  source = _source(tiny_data_dir)
+  streamed, streamed_eval = data.open_splits(source, ["train", "test"], budget_mb=0)
+  held, held_eval = data.open_splits(source, ["train", "test"], budget_mb=1)
+  assert isinstance(streamed, stream.StreamSplit) and isinstance(held, data.Split)
+  np.testing.assert_array_equal(streamed.labels, held.labels)
+  expected = _batches(held)  # 12 steps an epoch: the run crosses into epoch 2.
+  for (a_images, a_labels), (b_images, b_labels) in zip(_batches(streamed), expected):
+    np.testing.assert_array_equal(a_images, b_images)
+    np.testing.assert_array_equal(a_labels, b_labels)
+  for step in (5, 11, 12):  # Exact resume: the pipeline rebuilt at step k gives batch k onwards.
+    for (a_images, a_labels), (b_images, b_labels) in zip(_batches(streamed, step, 2), expected[step:]):
+      np.testing.assert_array_equal(a_images, b_images)
+      np.testing.assert_array_equal(a_labels, b_labels)
+  a, b = (np.concatenate([batch[0] for batch in data.eval_dataset(s, 7)]) for s in (streamed_eval, held_eval))
+  np.testing.assert_array_equal(a, b)
+
+
+def test_the_record_table_is_cached_and_a_second_open_reads_no_labels(tiny_data_dir, tmp_path, monkeypatch):
+  source = _source(tiny_data_dir, data_cache_dir=str(tmp_path / "cache"))
+  first = tfds_stream.open_split(source.builder, "train[10:50]", source.preprocessing, source.cache_dir)
+  monkeypatch.setattr(tfds_stream, "_labels", lambda *args: pytest.fail("scanned again"))
+  monkeypatch.setattr(tfds_stream, "record_table", lambda *args: pytest.fail("scanned again"))
+  second = tfds_stream.open_split(source.builder, "train[10:50]", source.preprocessing, source.cache_dir)
+  np.testing.assert_array_equal(first.labels, second.labels)
+  assert len(second) == 40
+  held = data.load_split(source.builder, "train[10:50]")
+  np.testing.assert_array_equal(stream.decode_all(second), held.images)
+
+
+def test_array_record_splits_stream_through_array_record(tmp_path):
+  pytest.importorskip("array_record")
+  builder = tfds.builder(tiny_tfds.NAME, data_dir=str(tmp_path / "ar"), file_format="array_record")
+  builder.download_and_prepare()
+  assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
+  source = data.open_dataset(Config(dataset=tiny_tfds.NAME, data_dir=str(tmp_path / "ar"), download=False))
+  (streamed,), (held,) = data.open_splits(source, ["test"], 0), data.open_splits(source, ["test"], 1)
+  np.testing.assert_array_equal(stream.decode_all(streamed), held.images)
+  np.testing.assert_array_equal(streamed.labels, held.labels)
