@@ -28,7 +28,7 @@ METRICS = ("eval_accuracy", "eval_loss", "train_accuracy", "train_loss", "steps"
 
 
 def train(args, run_dir, kill_at=None):
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
   env.pop("CNN_TEST_SIGKILL_AT_STEP", None)
   if kill_at is not None:
     env["CNN_TEST_SIGKILL_AT_STEP"] = str(kill_at)
@@ -46,7 +46,7 @@ def final_state(run_dir):
 
 def kill_from_outside(args, run_dir, rng):
   """Starts a run and SIGKILLs it at a random moment after its first checkpoint; returns a description."""
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
   env.pop("CNN_TEST_SIGKILL_AT_STEP", None)
   process = subprocess.Popen([sys.executable, "-m", "cnn.train", *args, f"--run_dir={run_dir}"], cwd=REPO,
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
