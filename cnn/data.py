@@ -318,7 +318,9 @@ def _open_tfds_split(source: DataSource, name: str, budget_bytes: int,
     decoded_bytes = 0  # A bad split name: load_split says what is wrong.
   if not _fits(name, decoded_bytes, budget_bytes, explain):
     return tfds_stream.open_split(source.builder, name, source.preprocessing, source.cache_dir), 0
-  if source.builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:  # as_dataset cannot read it.
+  # Images of varying size are held as their centre crops, which streaming decodes; ArrayRecord files
+  # are not readable by as_dataset.
+  if source.preprocessing.center_crop or source.builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
     streaming = tfds_stream.open_split(source.builder, name, source.preprocessing, source.cache_dir)
     return _hold(source, streaming, decoded_bytes, dataset=source.builder.info.name, split=name,
                  version=str(source.builder.info.version), files=datacache.files_fingerprint(source.builder.data_dir))

@@ -59,3 +59,16 @@ def test_array_record_splits_stream_through_array_record(tmp_path):
   (streamed,), (held,) = data.open_splits(source, ["test"], 0), data.open_splits(source, ["test"], 1)
   np.testing.assert_array_equal(stream.decode_all(streamed), held.images)
   np.testing.assert_array_equal(streamed.labels, held.labels)
+
+
+def test_tfds_images_of_varying_size_are_centre_cropped_alike_in_memory_and_streaming(tmp_path):
+  tfds.builder(tiny_tfds.PHOTOS_NAME, data_dir=str(tmp_path)).download_and_prepare()
+  source = data.open_dataset(Config(dataset=tiny_tfds.PHOTOS_NAME, data_dir=str(tmp_path), download=False, image_size=8,
+                                    train_crop="random_resized"))
+  assert source.preprocessing.center_crop and source.info.image_shape == (8, 8, 3)
+  (held,), (streamed,) = data.open_splits(source, ["test"], 1, train_first=False), data.open_splits(source, ["test"], 0)
+  assert isinstance(held, data.Split) and isinstance(streamed, stream.StreamSplit)
+  np.testing.assert_array_equal(held.images, stream.decode_all(streamed))
+  (train,) = data.open_splits(source, ["train"], 1)  # Random-resized crops: streams within any budget.
+  images, _ = next(iter(data.train_dataset(train, 4, seed=0)))
+  assert isinstance(train, stream.StreamSplit) and images.shape == (4, 8, 8, 3)
