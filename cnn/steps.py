@@ -81,10 +81,8 @@ def make_train_loop(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
     weight_hooks: freezing and lookahead after each update (cnn/weight_hooks.py).
     gradient_summary: called in the step, after the update, with the gradients the optimizer
       applied: summed over replicas, unscaled (float16), transformed (e.g. the histograms of
-      `summaries.gradient_histograms`, which write to the default writer at the first call). It
-      runs only in calls with `histograms=True`, behind a `tf.cond`: the other calls run no
-      summary op, and the loop has one trace for both (a second compiled loop for the
-      histogram steps cost a 2-4 s trace in the middle of a run).
+      `summaries.gradient_histograms`), only in calls with `histograms=True`: behind a `tf.cond`,
+      so the other calls run no summary op and one trace serves both (a second loop's trace stalled runs).
 
   Returns:
     The loop. Each call returns the last step's `loss` (mean over the global batch) and

@@ -251,7 +251,8 @@ def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribut
     weight_hooks = weight_hooks_lib.build_weight_hooks(config, model, steps_per_epoch, total_steps)
   loss_fn = losses.build_loss(config, augment.needs_soft_labels(config.augment))
   eval_loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")  # Unsmoothed.
-  histograms = summaries.gradient_histograms(model, optimizer) if config.histogram_every_steps else None
+  due = 0 < config.histogram_every_steps <= total_steps  # Else never due: no histogram ops to trace.
+  histograms = summaries.gradient_histograms(model, optimizer) if due else None
   train_loop = steps.make_train_loop(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size,
                                      config.jit_compile, gradients.build_transforms(config, model.trainable_variables),
                                      weight_hooks, histograms)
