@@ -48,7 +48,7 @@ def main(argv):
   optimizer = optim.build_optimizer(config)
   metrics = steps.Metrics("train")
   optimizer.build(model.trainable_variables)
-  train_step = steps.make_train_step(
+  train_step = steps.make_train_loop(
       model, optimizer, tf.keras.losses.SparseCategoricalCrossentropy(True, reduction="none"), metrics,
       tf.distribute.get_strategy(), config.batch_size)
   iterator = iter(data_lib.train_dataset(split, config.batch_size, config.seed))

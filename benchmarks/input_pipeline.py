@@ -66,19 +66,19 @@ def step_speed(config: Config, info: data_lib.DatasetInfo, split, augment_fn, me
   config = Config(**{**config.__dict__, "model": FLAGS.model, "batch_size": FLAGS.step_batch_size,
                      "optimizer": "sgd"})
   strategy = tf.distribute.get_strategy()
-  model = trainer.build_model(config, info, strategy)
+  model, _ = trainer.build_model_in_scope(config, info, strategy)
   training = trainer.build_training(config, model, strategy, 100, 1000)
   fed = iter(data_lib.train_dataset(split, config.batch_size, 0, augment_fn=augment_fn, mean_std=mean_std))
   cached = iter(tf.data.Dataset.from_tensors(next(fed)).repeat())
   seconds = {"pipeline": [], "cached": []}
   for iterator in (fed, cached):
     for _ in range(3):  # Warm-up: tracing, autotuning.
-      training.train_step(iterator, 1)
+      training.train_loop(iterator, 1)
   for _ in range(2):
     for name, iterator in (("pipeline", fed), ("cached", cached)):
       start = time.perf_counter()
       for _ in range(FLAGS.steps):
-        training.train_step(iterator, 1)
+        training.train_loop(iterator, 1)
       seconds[name].append(time.perf_counter() - start)
   fed_seconds, cached_seconds = min(seconds["pipeline"]), min(seconds["cached"])
   print(f"{FLAGS.model} at batch {config.batch_size}: {fed_seconds / FLAGS.steps * 1e3:.0f} ms/step fed by the "

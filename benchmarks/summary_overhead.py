@@ -1,17 +1,20 @@
 """What TensorBoard summaries cost the train step, measured side by side in one process.
 
-The weight and gradient histograms are written from inside a train step (gradients exist only
-there). The trainer builds that step as a second `tf.function` and calls it only on due steps
-(every --histogram_every_steps), so a step that is not due runs exactly the plain train step and
-pays nothing. This script times, interleaved in rounds so that load from other processes hits
-both alike, the tutorial network's step (batch 32, CIFAR-sized random images):
+The weight and gradient histograms are written from inside the train loop (gradients exist only
+there). The trainer's one compiled loop carries them behind a `tf.cond` on a boolean tensor
+(`steps.make_train_loop(histograms=...)`): one trace for every step, and a step that is not due
+runs no summary op. Before, the histograms were a second compiled loop, first traced at the first
+due step (step 500: a 2-4 s stall mid-run). This script times, interleaved in rounds so that load
+from other processes hits all alike, the tutorial network's step (batch 32, CIFAR-sized random
+images):
 
-  plain       the train step every step runs
-  histograms  the due step: the same step that also writes every layer's histograms
+  plain             a loop without histograms (what the second-loop design ran on most steps)
+  folded            the trainer's loop, histograms off (what every step that is not due runs)
+  folded+histograms the same loop, histograms on (the due step)
+  separate+histograms  a second loop built with histograms always on (the old due step)
 
-and the one-off cost of tracing the histogram step (paid at the first due step), and what a log
-step adds in Python (weight norm, learning rate, gradient norm, the scalars written). Run from
-the repository root:
+and each variant's first call (trace + step), and what a log step adds in Python (weight norm,
+learning rate, gradient norm, the scalars written). Run from the repository root:
 
     python benchmarks/summary_overhead.py
 """
@@ -50,13 +53,17 @@ def main(argv):
   optimizer.build(model.trainable_variables)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   metrics, strategy = steps.Metrics("train"), tf.distribute.get_strategy()
-  variants = {"plain": steps.make_train_step(model, optimizer, loss_fn, metrics, strategy, 32),
-              "histograms": steps.make_train_step(
-                  model, optimizer, loss_fn, metrics, strategy, 32,
-                  gradient_summary=summaries.gradient_histograms(writers.train, model, optimizer))}
+  histograms = summaries.gradient_histograms(model, optimizer)
+  plain = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, 32)
+  folded = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, 32, gradient_summary=histograms)
+  separate = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, 32, gradient_summary=histograms)
+  variants = {"plain": plain, "folded": folded,
+              "folded+histograms": lambda iterator: folded(iterator, histograms=True),
+              "separate+histograms": lambda iterator: separate(iterator, histograms=True)}
   batch = (tf.random.uniform((32, 32, 32, 3)), tf.random.uniform((32,), maxval=10, dtype=tf.int32))
   iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
   trace_ms = {}
+  writers.train.set_as_default()  # As TrainLoop runs the loop: histograms go to the train writer.
   for name, step in variants.items():
     start = time.perf_counter()
     float(step(iterator)["gradient_norm"])
@@ -83,7 +90,7 @@ def main(argv):
   print(f"train step, ms per step over {_ROUNDS.value} interleaved rounds of {_STEPS.value} steps "
         "(the fastest round is the least disturbed by other load):")
   for name, values in times.items():
-    print(f"  {name:10s} fastest {min(values):7.3f} (ratio {min(values) / fastest:.3f})  "
+    print(f"  {name:20s} fastest {min(values):7.3f} (ratio {min(values) / fastest:.3f})  "
           f"median {statistics.median(values):7.3f} (ratio {statistics.median(values) / median:.3f})")
   print("first call (trace + step), ms: " + ", ".join(f"{k} {v:.0f}" for k, v in trace_ms.items()))
   print(f"log-step extras (norms, learning rate, scalars written), ms: median {statistics.median(log_step):.3f}")

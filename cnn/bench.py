@@ -40,6 +40,7 @@ from cnn import flags
 from cnn import keras_fit
 from cnn import models
 from cnn import optim
+from cnn import evaluator
 from cnn import trainer
 from cnn.config import Config
 from cnn.errors import UserError
@@ -150,13 +151,13 @@ class KerasFit(Contender):
 
 # ------------------------------------------------------------------ C and D: this project's trainer.
 class Trainer(Contender):
-  """`trainer.build_training`'s train step, fed by the pipeline or by one cached batch."""
+  """`trainer.build_training`'s train loop, fed by the pipeline or by one cached batch."""
 
   def __init__(self, config: Config, data: Data, what: str, cached: bool = False):
     self.config, self.data, self.what, self.cached = config, data, what, cached
     tf.keras.utils.set_random_seed(config.seed)
     strategy, steps_per_epoch = tf.distribute.get_strategy(), data_lib.steps_per_epoch(data.train, config.batch_size)
-    self.training = trainer.build_training(config, trainer.build_model(config, data.info, strategy), strategy,
+    self.training = trainer.build_training(config, trainer.build_model_in_scope(config, data.info, strategy)[0], strategy,
                                            steps_per_epoch, config.epochs * steps_per_epoch)
     dataset = data_lib.train_dataset(data.train, config.batch_size, config.seed)
     if cached:  # The same batch again and again, already in memory: the step with free input.
@@ -165,7 +166,7 @@ class Trainer(Contender):
 
   def _run(self, num_steps: int) -> None:
     for start in range(0, num_steps, self.config.steps_per_loop):
-      self.training.train_step(self.iterator, min(self.config.steps_per_loop, num_steps - start))
+      self.training.train_loop(self.iterator, min(self.config.steps_per_loop, num_steps - start))
 
   def seconds(self, steps: int, lead_in: int) -> float:
     self._run(lead_in)
@@ -176,7 +177,7 @@ class Trainer(Contender):
   def accuracy(self) -> Optional[float]:
     if self.cached:
       return None
-    metrics, _ = trainer.evaluate(self.training.eval_step,
+    metrics, _ = evaluator.evaluate_pass(self.training.eval_step,
                                   data_lib.eval_dataset(self.data.eval, self.config.eval_batch_size),
                                   self.training.eval_metrics)
     return metrics["accuracy"]

@@ -9,7 +9,7 @@ restarted with the same command ends bit for bit where an uninterrupted run ends
   * the optimizer (slots, iterations, and the loss scale when it is a LossScaleOptimizer),
   * with --ema_decay, the moving averages again under `averages/`, keyed as the model's variables
     (the same variables as the optimizer's, saved once): what evaluation used, and what
-    `load_trained_model` restores for inference,
+    `inference.load_trained_model` restores,
   * the lookahead's slow weights (cnn/weight_hooks.py),
   * the global step, the epoch and the best eval accuracy so far,
   * the running train metrics of the current epoch,
@@ -21,34 +21,20 @@ Layout: `<run_dir>/checkpoints/ckpt-<step>.*` (the latest `--keep_checkpoints`) 
 `<run_dir>/checkpoints/best/ckpt-<step>.*` (the one with the best eval accuracy).
 """
 
-import contextlib
-import dataclasses
 import os
 import re
-import signal
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from cnn import data as data_lib
-from cnn import models
 from cnn import optim
-from cnn import plugins
-from cnn import run_dir as run_dir_lib
-from cnn.config import Config
 from cnn.errors import UserError
 
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = os.path.join(CHECKPOINTS_DIR, "best")
-# Test-only: `CNN_TEST_SIGKILL_AT_STEP=K` makes a training process send itself SIGKILL right after step
-# K (and any checkpoint due at K), so that tests kill it at an exact step. A real SIGKILL: nothing runs.
-# `CNN_TEST_SIGTERM_AT_STEP=K` likewise sends SIGTERM (to one worker of a multi-worker run, say).
-_SIGNAL_ENV = {signal.SIGKILL: "CNN_TEST_SIGKILL_AT_STEP", signal.SIGTERM: "CNN_TEST_SIGTERM_AT_STEP"}
 # Errors of a checkpoint file that cannot be read (truncated, corrupt, missing shards).
-_READ_ERRORS = (tf.errors.OpError, IndexError)  # IndexError: "Read less bytes than requested".
+READ_ERRORS = (tf.errors.OpError, IndexError)  # IndexError: "Read less bytes than requested".
 
 
 class _Unreadable(UserError):
@@ -73,40 +59,6 @@ def model_averages(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimiz
   return {key: average_of[id(v)] for key, v in model_variables(model).items() if id(v) in average_of}
 
 
-def resolve(run_dir: str, which: str) -> str:
-  """The checkpoint path `which` names: "latest", "best", or a checkpoint path. Raises UserError."""
-  if which in ("latest", "best"):
-    directory = os.path.join(run_dir, CHECKPOINTS_DIR if which == "latest" else BEST_DIR)
-    path = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
-    if path is None:
-      raise UserError(f"--run_dir={run_dir} has no {which} checkpoint (looked in {directory})")
-    return path
-  if not tf.io.gfile.exists(which + ".index"):
-    raise UserError(f"--checkpoint={which} is not a checkpoint (no {which}.index); give latest, best, "
-                    "or a path such as <run_dir>/checkpoints/ckpt-500")
-  return which
-
-
-def restore_model(model: tf.keras.Model, path: str) -> None:
-  """Restores the model's variables from a training checkpoint as evaluation saw them, checking they all match.
-
-  Where the checkpoint has a moving average of a variable (--ema_decay), the variable gets the
-  average, as in the run's evaluations; the others their own value. The model must be built (by a
-  forward call) first. Raises UserError naming what did not match, e.g. for a checkpoint of another model.
-  """
-  averaged_keys = check_model_fits(model, path)
-  variables = model_variables(model)
-  groups = {"model_variables": {k: v for k, v in variables.items() if k not in averaged_keys},
-            "averages": {k: v for k, v in variables.items() if k in averaged_keys}}
-  checkpoint = tf.train.Checkpoint(**{name: group for name, group in groups.items() if group})
-  try:
-    checkpoint.read(path).expect_partial().assert_existing_objects_matched()  # Other state is not needed.
-  except _READ_ERRORS as e:
-    raise UserError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
-  except (AssertionError, ValueError) as e:
-    raise UserError(_mismatch(path, e)) from None
-
-
 def check_model_fits(model: tf.keras.Model, path: str) -> set[str]:
   """Raises UserError naming the variables whose names or shapes differ between checkpoint and model.
 
@@ -115,8 +67,8 @@ def check_model_fits(model: tf.keras.Model, path: str) -> set[str]:
   """
   try:
     listed = tf.train.list_variables(path)
-  except _READ_ERRORS as e:
-    raise _Unreadable(f"cannot read checkpoint {path}: {_first_line(e)}") from None
+  except READ_ERRORS as e:
+    raise _Unreadable(f"cannot read checkpoint {path}: {first_line(e)}") from None
   suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
 
   def saved_under(prefix: str) -> dict[str, tuple[int, ...]]:
@@ -134,67 +86,6 @@ def check_model_fits(model: tf.keras.Model, path: str) -> set[str]:
   if problems:
     raise UserError(f"checkpoint {path} is of another model: {'; '.join(problems)}; check the run's flags")
   return set(saved_under("averages/"))
-
-
-@dataclasses.dataclass
-class TrainedModel:
-  """A run's model with a checkpoint restored, what it was trained on, and how it sees its inputs."""
-  config: Config
-  builder: tfds.core.DatasetBuilder
-  info: data_lib.DatasetInfo
-  model: tf.keras.Model
-  checkpoint: str
-  mean_std: Optional[tuple[np.ndarray, np.ndarray]]  # Per-channel standardisation, as in training.
-
-  def preprocess(self, images: tf.Tensor) -> tf.Tensor:
-    """uint8 images (already at the model's size) → the model's float inputs, as in training."""
-    return data_lib.standardizer(self.mean_std)(data_lib.normalize(images))
-
-
-def load_trained_model(run_dir: str, which: str = "latest", data_dir: str = "", dataset: str = "") -> TrainedModel:
-  """Rebuilds a run's model from its flags.txt and restores checkpoint `which` (latest, best or a path).
-
-  The model is the one the run evaluated: its --extra_modules imported, built under its --precision,
-  with the moving averages restored under --ema_decay (`restore_model`).
-
-  Args:
-    run_dir: the run directory.
-    which: "latest", "best", or a checkpoint path.
-    data_dir: where the dataset is on this machine, if not at the run's --data_dir.
-    dataset: for a run on `folder:PATH`, the folder on this machine (`folder:OTHER_PATH`).
-
-  Raises:
-    UserError: a missing run, checkpoint or dataset, or a checkpoint of another model.
-  """
-  config = run_dir_lib.read_config(run_dir)
-  config = dataclasses.replace(config, data_dir=data_dir or config.data_dir, dataset=_dataset(config, dataset))
-  path = resolve(run_dir, which)
-  plugins.import_modules(config.extra_modules)
-  builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
-  info = data_lib.dataset_info(builder, config.image_size)
-  previous_policy = tf.keras.mixed_precision.global_policy()
-  tf.keras.mixed_precision.set_global_policy(config.precision)  # As the trainer builds it.
-  try:
-    model = models.build_model(config, info)
-    model(tf.zeros((1, *info.image_shape)))  # Build first: restoring into an unbuilt model skips variables.
-  finally:
-    tf.keras.mixed_precision.set_global_policy(previous_policy)
-  restore_model(model, path)
-  # The training split is read only when the run's standardisation statistics came from it.
-  needs_split = config.normalization == "standardize" and not config.normalization_mean
-  train_split = data_lib.load_split(builder, config.train_split, config.image_size) if needs_split else None
-  mean_std = data_lib.input_mean_std(config, train_split)
-  return TrainedModel(config, builder, info, model, path, mean_std)
-
-
-def _dataset(config: Config, dataset: str) -> str:
-  """The run's --dataset, or `dataset` where it moves a folder dataset. Raises UserError."""
-  if not dataset or dataset == config.dataset:
-    return config.dataset
-  if not (dataset.startswith("folder:") and config.dataset.startswith("folder:")):
-    raise UserError(f"--dataset={dataset}: only the location of a folder dataset can be changed (the run "
-                    f"has --dataset={config.dataset}); use --data_dir for a TFDS dataset elsewhere")
-  return dataset
 
 
 class Checkpointer:
@@ -220,7 +111,7 @@ class Checkpointer:
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     self.best_eval_accuracy = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_eval_accuracy")
-    averages = model_averages(model, optimizer)  # Also in the optimizer; here for inference (restore_model).
+    averages = model_averages(model, optimizer)  # Also in the optimizer; here for inference (cnn/inference.py).
     self.checkpoint = tf.train.Checkpoint(
         model_variables=model_variables(model), optimizer=optimizer,
         train_metrics=list(metric_variables), step=self.step, epoch=self.epoch,
@@ -237,8 +128,6 @@ class Checkpointer:
                              tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=keep))
     self.last_saved: Optional[str] = None
     self._saved_step = -1
-    self._signal_at = {int(os.environ[name]): signum for signum, name in _SIGNAL_ENV.items()
-                       if os.environ.get(name)}
 
   def restore(self) -> int:
     """Restores the latest readable checkpoint; returns its step (0 when there is none).
@@ -250,12 +139,12 @@ class Checkpointer:
       try:
         check_model_fits(self.model, path)
         self.checkpoint.restore(path).assert_consumed()
-      except (*_READ_ERRORS, _Unreadable) as e:
+      except (*READ_ERRORS, _Unreadable) as e:
         logging.warning("Checkpoint %s cannot be read (%s); falling back to the one before it", path,
-                        _first_line(e))
+                        first_line(e))
         continue
       except (AssertionError, ValueError) as e:
-        raise UserError(_mismatch(path, e)) from None
+        raise UserError(mismatch(path, e)) from None
       self.last_saved, self._saved_step = path, int(self.step)
       return int(self.step)
     if self._restore_manager.checkpoints:
@@ -271,11 +160,9 @@ class Checkpointer:
     return self.last_saved
 
   def after_step(self, step: int, epoch: int, every: int) -> None:
-    """Saves every `every` steps (0: never); the test-only self-signal hooks (see _SIGNAL_ENV)."""
+    """Saves every `every` steps (0: never)."""
     if every and step % every == 0:
       self.save(step, epoch)
-    if step in self._signal_at:
-      os.kill(os.getpid(), self._signal_at[step])
 
   def after_eval(self, step: int, epoch: int, eval_accuracy: float) -> None:
     """At an epoch end: keeps the checkpoint as the best if its eval accuracy is, and saves the latest."""
@@ -294,34 +181,6 @@ class Checkpointer:
     return f"the last good checkpoint is {self.last_saved} (step {self._saved_step})"
 
 
-@contextlib.contextmanager
-def stop_on_signals(signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[list[int]]:
-  """Turns SIGTERM/SIGINT into a request the loop honours after its current step.
-
-  Yields a list that receives the signal number. A second signal acts at once (the handlers are
-  restored on the first). Outside the main thread (e.g. some notebooks) signals are left alone.
-  """
-  received: list[int] = []
-  previous = {}
-
-  def handler(signum, frame):
-    del frame
-    received.append(signum)
-    for s, h in previous.items():
-      signal.signal(s, h)
-
-  try:
-    for s in signals:
-      previous[s] = signal.signal(s, handler)
-  except ValueError:  # Not the main thread.
-    pass
-  try:
-    yield received
-  finally:
-    for s, h in previous.items():
-      signal.signal(s, h)
-
-
 def _unescape(name: str) -> str:
   # tf.train.Checkpoint escapes "/" in object names as ".S" and "." as "..".
   return re.sub(r"\.(.)", lambda m: "/" if m[1] == "S" else m[1], name)
@@ -332,11 +191,11 @@ def _names(names) -> str:
   return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
   text = getattr(error, "message", None) or str(error)
   return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
-def _mismatch(path: str, error: Exception) -> str:
-  return (f"checkpoint {path} does not fit this run ({_first_line(error)[:300]}); it is from another "
+def mismatch(path: str, error: Exception) -> str:
+  return (f"checkpoint {path} does not fit this run ({first_line(error)[:300]}); it is from another "
           "model or settings: check the run's flags.txt")

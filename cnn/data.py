@@ -58,8 +58,8 @@ class Split:
     return len(self.labels)
 
 
-def normalize(images: tf.Tensor) -> tf.Tensor:
-  """Maps uint8 pixels to float32 in [0, 1], as the tutorial does."""
+def to_unit_range(images: tf.Tensor) -> tf.Tensor:
+  """Rescales uint8 pixels to float32 in [0, 1], as the tutorial does (standardisation is `standardizer`)."""
   return tf.cast(images, tf.float32) / 255.0
 
 
@@ -440,7 +440,7 @@ def train_dataset(split: Split, batch_size: int, seed: int,
   def finish(epoch, step, indices, positions, *read) -> tuple[tf.Tensor, tf.Tensor]:
     # The in-memory back-end gathers here, in the parallel map; the streaming one has read already.
     batch_images, batch_labels = read or (tf.gather(images, indices), tf.gather(labels, indices))
-    batch_images = normalize(batch_images)
+    batch_images = to_unit_range(batch_images)
     if augment_fn is not None:
       batch_images, batch_labels = augment_fn(batch_images, batch_labels, epoch, step, indices, positions,
                                               batch_size)
@@ -512,7 +512,7 @@ def eval_dataset(split: Split, batch_size: int,
                           num_parallel_calls=tf.data.AUTOTUNE)
   return (dataset
           .batch(batch_size)
-          .map(lambda images, labels, index: (standardize(normalize(images)), labels, index),
+          .map(lambda images, labels, index: (standardize(to_unit_range(images)), labels, index),
                num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE)
           .with_options(pipeline_options()))

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Callable, Optional
+from typing import Optional
 
 import tensorflow as tf
 
@@ -102,40 +102,13 @@ def per_replica_batch_size(strategy: tf.distribute.Strategy, global_batch_size: 
   return global_batch_size // replicas
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-  """Whether this process writes the run directory (summaries, results, real checkpoints)."""
-  resolver = getattr(strategy, "cluster_resolver", None)
-  if resolver is None or not resolver.cluster_spec().as_dict():
-    return True
-  task_type, task_id = resolver.task_type, resolver.task_id
-  return task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and
-                                          "chief" not in resolver.cluster_spec().as_dict())
-
-
-def any_worker(strategy: tf.distribute.Strategy) -> Callable[[bool], bool]:
-  """A function of this process's flag that says whether any worker has it set.
-
-  Under MultiWorkerMirroredStrategy it is a collective (a sum over the workers, about 2 ms on
-  loopback): every worker must call it at the same point of the loop, and they all get the same
-  answer. With one process it is the flag itself.
-  """
-  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-    return bool
-
-  @tf.function
-  def total(flag: tf.Tensor) -> tf.Tensor:
-    return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: flag), axis=None)
-
-  return lambda flag: bool(total(tf.constant(int(flag))))
-
-
 def worker_dir(strategy: tf.distribute.Strategy, run_dir: str) -> str:
   """Where this process writes: the run dir on the chief, a fresh temporary directory elsewhere.
 
   Every worker must take part in saving checkpoints (the save is a collective), but only the
   chief's copy is kept; the others write to a temporary directory that the caller deletes.
   """
-  if is_chief(strategy):
+  if strategy.extended.should_checkpoint:  # The chief (worker 0 when there is no chief task).
     return run_dir
   return tempfile.mkdtemp(prefix=f"cnn-worker{strategy.cluster_resolver.task_id}-")
 

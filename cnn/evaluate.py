@@ -14,11 +14,11 @@ import numpy as np
 import tensorflow as tf
 
 from cnn import augment
-from cnn import checkpoints
 from cnn import cli
 from cnn import data as data_lib
+from cnn import evaluator
+from cnn import inference
 from cnn import steps
-from cnn import trainer
 
 FLAGS = flags.FLAGS
 cli.define_flag(flags.DEFINE_string, "run_dir", "", "The run directory to evaluate (required).")
@@ -47,7 +47,7 @@ def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "
     The contents of `<run_dir>/eval_<split>.json`; `confusion_matrix[i][j]` counts examples of
     class i predicted as class j.
   """
-  trained = checkpoints.load_trained_model(run_dir, checkpoint, data_dir, dataset)
+  trained = inference.load_trained_model(run_dir, checkpoint, data_dir, dataset)
   split = split or trained.config.eval_split
   examples = data_lib.load_split(trained.builder, split, trained.config.image_size)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
@@ -55,7 +55,7 @@ def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "
   eval_step = steps.make_eval_step(augment.with_tta(trained.model, trained.config.tta), loss_fn, metrics,
                                    tf.distribute.get_strategy(), trained.config.jit_compile)
   dataset = data_lib.eval_dataset(examples, trained.config.eval_batch_size, mean_std=trained.mean_std)
-  eval_results, outputs = trainer.evaluate(eval_step, dataset, metrics)  # As the trainer evaluates.
+  eval_results, outputs = evaluator.evaluate_pass(eval_step, dataset, metrics)  # As the trainer evaluates.
   matrix = tf.math.confusion_matrix(examples.labels, outputs["predictions"],
                                     num_classes=trained.info.num_classes).numpy()
   per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)

@@ -18,8 +18,8 @@ from absl import flags
 import tensorflow as tf
 
 from cnn import augment
-from cnn import checkpoints
 from cnn import cli
+from cnn import inference
 from cnn.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -35,7 +35,7 @@ CLASS_NAMES_FILE = "class_names.txt"
 class Classifier(tf.Module):
   """What is exported: the model behind a uint8-in, named-outputs-out serving function."""
 
-  def __init__(self, trained: checkpoints.TrainedModel, class_names_path: str):
+  def __init__(self, trained: inference.TrainedModel, class_names_path: str):
     super().__init__(name="classifier")
     model, info = trained.model, trained.info
     self.model = model
@@ -59,7 +59,7 @@ def export_run(run_dir: str, export_dir: str, checkpoint: str = "latest", overwr
 
   It ships the weights the run evaluated (the moving averages under --ema_decay), at the run's
   precision. `data_dir` and `dataset` locate the dataset on this machine, as for
-  `checkpoints.load_trained_model`.
+  `inference.load_trained_model`.
 
   Raises:
     UserError: a missing run or checkpoint, or an `export_dir` that exists (without `overwrite`, or
@@ -72,7 +72,7 @@ def export_run(run_dir: str, export_dir: str, checkpoint: str = "latest", overwr
     if os.path.isfile(export_dir) or (os.listdir(export_dir) and
                                       not os.path.exists(os.path.join(export_dir, "saved_model.pb"))):
       raise UserError(f"--export_dir={export_dir} is not a SavedModel directory; it is not replaced")
-  trained = checkpoints.load_trained_model(run_dir, checkpoint, data_dir, dataset)
+  trained = inference.load_trained_model(run_dir, checkpoint, data_dir, dataset)
   parent = os.path.dirname(os.path.abspath(export_dir))
   os.makedirs(parent, exist_ok=True)
   # Written next to the target, then moved into place: an interrupted export leaves no half model.

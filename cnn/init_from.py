@@ -21,6 +21,7 @@ import h5py
 import tensorflow as tf
 
 from cnn import checkpoints
+from cnn import inference
 from cnn.errors import UserError
 
 Shapes = dict[str, tuple[int, ...]]
@@ -64,7 +65,7 @@ def head_variables(saved: Shapes, here: Shapes, num_classes: int, path: str) -> 
 def _load_checkpoint(model: tf.keras.Model, path: str, num_classes: int) -> set[str]:
   """From a cnn training checkpoint (or a run directory's latest); returns the head's variable names."""
   if os.path.isdir(path):
-    path = checkpoints.resolve(path, "latest")
+    path = inference.resolve(path, "latest")
   elif not tf.io.gfile.exists(path + ".index"):
     raise UserError(f"--init_from={path} is neither a checkpoint (no {path}.index), a run directory, nor "
                     "a .weights.h5 file")

@@ -1,7 +1,8 @@
 """The inner loop: one train step and one eval step, each a `tf.function` over `tf.distribute`.
 
-Everything around them (epochs, logging, evaluation cadence, summaries) is in
-`cnn/trainer.py`; these functions only compute and update metrics. A single device is the
+Everything around them is elsewhere: when they run in cnn/controller.py, the loop's owner in
+cnn/train_loop.py, one pass over eval data in cnn/evaluator.py; these functions only compute and
+update metrics. A single device is the
 default strategy with one replica, so there is one code path.
 """
 
@@ -41,21 +42,22 @@ class Metrics:
     return {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
 
 
-TrainStep = Callable[..., dict[str, tf.Tensor]]  # train_step(iterator, num_steps=1, step=0)
+TrainLoop = Callable[..., dict[str, tf.Tensor]]  # train_loop(iterator, num_steps=1, step=0, histograms=False)
 EvalStep = Callable[[Any], dict[str, tf.Tensor]]
 GradientSummary = Callable[[Sequence[tf.Tensor]], None]
 
 
-def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
+def make_train_loop(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
                     loss_fn: tf.keras.losses.Loss, metrics: Metrics, strategy: tf.distribute.Strategy,
                     global_batch_size: int, jit_compile: bool = False,
                     transforms: Sequence[gradients_lib.Transform] = (), weight_hooks: Optional[WeightHooks] = None,
-                    gradient_summary: Optional[GradientSummary] = None) -> TrainStep:
+                    gradient_summary: Optional[GradientSummary] = None) -> TrainLoop:
   """A compiled loop of `num_steps` train steps, each taking the next batch from `iterator`.
 
-  The iterator is read inside the `tf.function` (as Orbit does), so `train_step(iterator, K, step)`
+  The iterator is read inside the `tf.function` (as Orbit does), so `train_loop(iterator, K, step)`
   runs steps step+1 … step+K in one call (a `tf.range` loop: one dispatch from Python per K
-  steps); `num_steps` and `step` are tensors, so neither retraces. Each step reads: forward → loss
+  steps); `num_steps`, `step` and `histograms` are tensors, so none of them retraces: the loop is
+  traced once, at its first call. Each step reads: forward → loss
   → gradients → the gradient chain (cnn/gradients.py: sum over replicas, unscale, transforms, the
   optimizer, then freezing and lookahead) → metrics. Each replica averages its per-example losses
   over the *global* batch and the chain sums the gradients across replicas, so any number of
@@ -79,10 +81,11 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
     weight_hooks: freezing and lookahead after each update (cnn/weight_hooks.py).
     gradient_summary: called in the step, after the update, with the gradients the optimizer
       applied: summed over replicas, unscaled (float16), transformed (e.g. the histograms of
-      `summaries.gradient_histograms`).
+      `summaries.gradient_histograms`), only in calls with `histograms=True`: behind a `tf.cond`,
+      so the other calls run no summary op and one trace serves both (a second loop's trace stalled runs).
 
   Returns:
-    The step. Each call returns the last step's `loss` (mean over the global batch) and
+    The loop. Each call returns the last step's `loss` (mean over the global batch) and
     `gradient_norm` (global L2 norm of the unscaled gradients), which the NaN guard checks
     (cnn/guard.py). Like a `tf.function`, it has `experimental_get_tracing_count()`.
   """
@@ -101,34 +104,43 @@ def make_train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
 
   compiled_gradients_of = tf.function(gradients_of, jit_compile=True) if jit_compile else gradients_of
 
-  def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  def replica_step(images: tf.Tensor, labels: tf.Tensor, histograms: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     loss, per_example_loss, logits, gradients = compiled_gradients_of(images, labels)
     applied, gradient_norm = chain.apply(gradients, model.trainable_variables)  # Chain steps 1-4: the update.
     metrics.update(per_example_loss, labels, logits)
     if gradient_summary is not None:  # The same on every replica; the first one records it.
-      gradient_summary(applied)
+      tf.cond(histograms, lambda: _no_outputs(gradient_summary, applied), tf.no_op)
     return loss, gradient_norm
 
   @tf.function
-  def loop(iterator: Iterator, num_steps: tf.Tensor, first_step: tf.Tensor) -> dict[str, tf.Tensor]:
+  def loop(iterator: Iterator, num_steps: tf.Tensor, first_step: tf.Tensor,
+           histograms: tf.Tensor) -> dict[str, tf.Tensor]:
     loss = gradient_norm = tf.constant(0.0)
     for i in tf.range(num_steps):
       held = chain.hold()  # For freezing, after the update.
-      per_replica_loss, per_replica_norm = strategy.run(replica_step, args=next(iterator))
+      per_replica_loss, per_replica_norm = strategy.run(replica_step, args=(*next(iterator), histograms))
       chain.after_update(first_step + i + 1, held)  # Chain steps 5-6: freeze, lookahead.
       # Each replica's loss is its share of the global mean; every replica has the same norm.
       loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
       gradient_norm = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica_norm, axis=None)
     return {"loss": loss, "gradient_norm": gradient_norm}
 
-  def train_step(iterator: Iterator, num_steps: int = 1, step: int = 0) -> dict[str, tf.Tensor]:
-    """Runs `num_steps` steps after the first `step` (which only the weight hooks read)."""
-    return loop(iterator, tf.constant(num_steps, tf.int32), tf.constant(step, tf.int32))
+  def train_loop(iterator: Iterator, num_steps: int = 1, step: int = 0,
+                 histograms: bool = False) -> dict[str, tf.Tensor]:
+    """Runs `num_steps` steps after the first `step` (which only the weight hooks read); with
+    `histograms`, each also runs `gradient_summary`."""
+    return loop(iterator, tf.constant(num_steps, tf.int32), tf.constant(step, tf.int32), tf.constant(histograms))
 
-  train_step.experimental_get_tracing_count = loop.experimental_get_tracing_count
-  train_step.get_concrete_function = lambda iterator: loop.get_concrete_function(iterator, tf.constant(1),
-                                                                                 tf.constant(0))
-  return train_step
+  train_loop.experimental_get_tracing_count = loop.experimental_get_tracing_count
+  train_loop.get_concrete_function = lambda iterator: loop.get_concrete_function(
+      iterator, tf.constant(1), tf.constant(0), tf.constant(False))
+  return train_loop
+
+
+def _no_outputs(function: Callable[..., None], *args: Any) -> tf.Operation:
+  """`function(*args)` as a `tf.cond` branch: its ops run, and the branch returns no tensor."""
+  function(*args)
+  return tf.no_op()
 
 
 def make_eval_step(model: tf.keras.Model, loss_fn: tf.keras.losses.Loss, metrics: Metrics,

@@ -8,9 +8,9 @@ Three writers, so that TensorBoard shows a run as three runs it can plot togethe
                     the train step's graph, and profiler traces (plugins/profile/)
   <run_dir>/eval/   scalars, confusion matrix and misclassified-image grid at each eval
 
-Everything is written from Python at the moments `cnn/trainer.py` chooses, except the
-histograms: gradients exist only inside the train step, so `gradient_histograms` returns a
-function for a second train step that the trainer runs only on due steps.
+Everything is written from Python at the moments `cnn/controller.py` chooses, except the
+histograms: gradients exist only inside the train loop, so `gradient_histograms` returns a
+function that the loop runs in the calls the controller asks histograms of.
 """
 
 import contextlib
@@ -123,30 +123,29 @@ def write_graph(writer: tf.summary.SummaryWriter, train_step: Callable, iterator
 
 # ------------------------------------------------------------------ During training.
 
-def gradient_histograms(writer: tf.summary.SummaryWriter, model: tf.keras.Model,
+def gradient_histograms(model: tf.keras.Model,
                         optimizer: tf.keras.optimizers.Optimizer) -> Callable[[Sequence[tf.Tensor]], None]:
-  """A function for a train step that writes per-layer weight and gradient histograms.
+  """A function for the train loop that writes per-layer weight and gradient histograms.
 
-  Called inside the step's `tf.function` with the gradients the optimizer applied (summed over
+  Called inside the loop's `tf.function` with the gradients the optimizer applied (summed over
   replicas, unscaled under float16, clipped with --clip_global_norm), after the update, at step
-  `optimizer.iterations`. The trainer builds a second train step with it and runs that one only on
-  due steps, so the other steps carry no summary op at all. The writer is set inside, so it is
-  the default writer when the step is traced (a summary in a `tf.function` traced without one
-  writes nothing).
+  `optimizer.iterations`. The loop runs it only in calls with `histograms=True` (behind a
+  `tf.cond`), so the other steps run no summary op at all. It writes to the default writer when
+  the loop is traced (`TrainLoop` calls the loop under the train writer; a summary in a
+  `tf.function` traced without a default writer writes nothing).
 
   Args:
-    writer: where to write (the train writer).
     model: the model whose trainable variables are summarised.
     optimizer: its `iterations` is the step the histograms are written at.
   """
 
   def write(gradients: Sequence[tf.Tensor]) -> None:
     # name_scope(None): tags without the step's loop scope ("while/").
-    with tf.compat.v1.name_scope(None), writer.as_default(step=optimizer.iterations):
+    with tf.compat.v1.name_scope(None):
       for variable, gradient in zip(model.trainable_variables, gradients):
         name = _variable_name(model, variable)
-        tf.summary.histogram(f"weights/{name}", variable)
-        tf.summary.histogram(f"gradients/{name}", gradient)
+        tf.summary.histogram(f"weights/{name}", variable, step=optimizer.iterations)
+        tf.summary.histogram(f"gradients/{name}", gradient, step=optimizer.iterations)
 
   return write
 
@@ -169,7 +168,7 @@ class Profiler:
   Profile dashboard reads (`pip install -e '.[profile]'` installs it). Each call of the train step
   in the window is annotated with its first step's number, so the dashboard shows a step-time
   breakdown. The trace starts with the call whose first step is START: the trainer ends a
-  `--steps_per_loop` call before START and at END (`trainer._steps_to_next`).
+  `--steps_per_loop` call before START and at END (`controller.steps_to_next`).
   """
 
   def __init__(self, logdir: str, steps: Sequence[int], total_steps: int):

@@ -12,9 +12,9 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from cnn import train  # Before the other entry points: they share its --run_dir and --overwrite flags.
 from cnn import augment
-from cnn import checkpoints
 from cnn import data
 from cnn import evaluate
+from cnn import inference
 from cnn import export
 from cnn import predict
 from cnn.models import registry
@@ -113,11 +113,11 @@ def test_export_reloads_with_plain_tensorflow_and_predicts_as_the_model(run, tmp
 
   loaded = tf.saved_model.load(str(export_dir))
   serve = loaded.signatures["serving_default"]
-  trained = checkpoints.load_trained_model(str(run))
+  trained = inference.load_trained_model(str(run))
   test = data.load_split(trained.builder, "test")
   outputs = serve(images=tf.constant(test.images))
   assert set(outputs) == {"probabilities", "class_ids"}
-  expected = tf.nn.softmax(trained.model(data.normalize(test.images), training=False)).numpy()
+  expected = tf.nn.softmax(trained.model(data.to_unit_range(test.images), training=False)).numpy()
   np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, rtol=1e-6, atol=1e-7)
   np.testing.assert_array_equal(outputs["class_ids"].numpy(), expected.argmax(axis=1))
   assert [n.decode() for n in loaded.class_names.numpy()] == list(tiny_tfds.CLASS_NAMES)
@@ -139,7 +139,7 @@ def test_export_reloads_with_plain_tensorflow_and_predicts_as_the_model(run, tmp
 def test_predict_prints_the_top_classes_of_image_files(run, tmp_path, capsys):
   export_dir = tmp_path / "export"
   assert run_cli(export.main, [f"--run_dir={run}", f"--export_dir={export_dir}"])[0] == 0
-  trained = checkpoints.load_trained_model(str(run))
+  trained = inference.load_trained_model(str(run))
   test = data.load_split(trained.builder, "test")
   Image.fromarray(test.images[0]).save(tmp_path / "rgb.png")
   Image.fromarray(test.images[1]).convert("RGBA").save(tmp_path / "rgba.png")
@@ -215,7 +215,7 @@ def test_evaluate_and_export_give_the_model_the_run_evaluated(tiny_data_dir, tmp
   export_dir = tmp_path / "export"
   code, stderr = run_cli(export.main, [f"--run_dir={run}", f"--export_dir={export_dir}"])
   assert code == 0, stderr
-  trained = checkpoints.load_trained_model(str(run))
+  trained = inference.load_trained_model(str(run))
   test = data.load_split(trained.builder, "test")
   probabilities = tf.saved_model.load(str(export_dir)).signatures["serving_default"](
       images=tf.constant(test.images))["probabilities"].numpy()

@@ -34,7 +34,7 @@ def train_weights(strategy, split, num_steps=6, batch_size=16):
     optimizer.build(model.trainable_variables)
     metrics = steps.Metrics("train")
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-  train_step = steps.make_train_step(model, optimizer, loss_fn, metrics, strategy, batch_size)
+  train_step = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, batch_size)
   iterator = iter(strategy.distribute_datasets_from_function(
       lambda context: data.train_dataset(split, batch_size, seed=0, input_context=context)))
   for _ in range(num_steps):

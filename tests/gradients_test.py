@@ -69,7 +69,7 @@ def test_a_float16_step_non_finite_on_one_replica_only_is_skipped_on_all():
   finally:
     tf.keras.mixed_precision.set_global_policy("float32")
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-  train_step = steps.make_train_step(model, optimizer, loss_fn, metrics, strategy, global_batch_size=8)
+  train_step = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_size=8)
   before, scale = [read(v) for v in model.trainable_variables], read(optimizer.dynamic_scale)
   train_step(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, labels)))))
   assert read(optimizer.dynamic_scale) == scale / 2

@@ -85,7 +85,7 @@ def train_a_few_steps(model, info, num_steps=3, learning_rate=1e-3):
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   optimizer = tf.keras.optimizers.Adam(learning_rate)
   optimizer.build(model.trainable_variables)
-  train_step = steps.make_train_step(model, optimizer, loss_fn, steps.Metrics("train"),
+  train_step = steps.make_train_loop(model, optimizer, loss_fn, steps.Metrics("train"),
                                      tf.distribute.get_strategy(), global_batch_size=8)
   before = float(tf.reduce_mean(loss_fn(labels, model(images, training=True))))
   iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())

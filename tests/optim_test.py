@@ -95,7 +95,7 @@ def test_eval_uses_the_moving_average_and_training_keeps_the_raw_weights():
   optimizer.build(model.trainable_variables)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   strategy = tf.distribute.get_strategy()
-  train_step = steps.make_train_step(model, optimizer, loss_fn, steps.Metrics("train"), strategy, 8)
+  train_step = steps.make_train_loop(model, optimizer, loss_fn, steps.Metrics("train"), strategy, 8)
   iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
   for _ in range(5):
     train_step(iterator)
@@ -131,7 +131,7 @@ def train_net(config, steps_count=4):
   optimizer = optim.build_optimizer(config, model.trainable_variables, statistics=optim.averaged_statistics(model))
   optimizer.build(model.trainable_variables)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-  train_step = steps.make_train_step(model, optimizer, loss_fn, steps.Metrics("train"), tf.distribute.get_strategy(), 8)
+  train_step = steps.make_train_loop(model, optimizer, loss_fn, steps.Metrics("train"), tf.distribute.get_strategy(), 8)
   iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
   statistics = []  # The BatchNorm statistics after each step.
   for _ in range(steps_count):

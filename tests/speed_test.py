@@ -11,7 +11,10 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
 
 from cnn import data as data_lib
-from cnn import speed
+from cnn import actions
+from cnn import evaluator
+from cnn import flops
+from cnn import throughput
 from cnn import trainer
 from cnn.config import Config
 from conftest import run_cli
@@ -41,7 +44,7 @@ def random_split(n: int, seed: int = 0) -> data_lib.Split:
 def build(**settings) -> trainer.Training:
   tf.keras.utils.set_random_seed(0)
   config, strategy = Config(**settings), tf.distribute.get_strategy()
-  return trainer.build_training(config, trainer.build_model(config, INFO, strategy), strategy,
+  return trainer.build_training(config, trainer.build_model_in_scope(config, INFO, strategy)[0], strategy,
                                 steps_per_epoch=6, total_steps=9)
 
 
@@ -64,7 +67,7 @@ def test_each_precision_trains_and_the_loss_falls(precision, compute_dtype):
     return training.eval_metrics.result()["loss"]
 
   before = loss()
-  training.train_step(iter(tf.data.Dataset.from_tensors((images, labels)).repeat()), 30)
+  training.train_loop(iter(tf.data.Dataset.from_tensors((images, labels)).repeat()), 30)
   assert loss() < 0.5 * before
 
 
@@ -76,12 +79,12 @@ def test_float16_loss_scaling_skips_a_non_finite_step_and_lowers_the_scale():
   poisoned = tf.tensor_scatter_nd_update(images, [[0, 0, 0, 0]], [np.inf])
   stream = iter(tf.data.Dataset.from_tensor_slices(((tf.stack([images, poisoned, images])),
                                                      tf.stack([labels] * 3))))
-  training.train_step(stream)  # A normal step.
+  training.train_loop(stream)  # A normal step.
   # Applied updates (the inner optimizer's count) stay; the step count (which drives the schedule) advances.
   scale, before = float(optimizer.dynamic_scale), weights(training)
   iterations = int(optimizer.inner_optimizer.iterations)
 
-  training.train_step(stream)  # Non-finite gradients: skipped.
+  training.train_loop(stream)  # Non-finite gradients: skipped.
   assert float(optimizer.dynamic_scale) == scale / 2
   assert int(optimizer.inner_optimizer.iterations) == iterations and int(optimizer.iterations) == 2
   for a, b in zip(before, weights(training)):
@@ -90,7 +93,7 @@ def test_float16_loss_scaling_skips_a_non_finite_step_and_lowers_the_scale():
   # The step reads the scale from its variable (not a constant baked in when it was traced): a
   # scale of 2**100 overflows float16 gradients, so this finite batch is skipped too.
   optimizer.dynamic_scale.assign(2.0 ** 100)
-  training.train_step(stream)
+  training.train_loop(stream)
   assert float(optimizer.dynamic_scale) == 2.0 ** 99 and int(optimizer.inner_optimizer.iterations) == iterations
 
 
@@ -110,8 +113,8 @@ def test_k_steps_per_loop_give_the_same_weights_as_k_single_steps(op_determinism
     training = build()
     iterator = iter(data_lib.train_dataset(split, 32, seed=1))  # 6 batches an epoch: 9 steps cross it.
     for num_steps in calls:
-      training.train_step(iterator, num_steps)
-    assert training.train_step.experimental_get_tracing_count() == 1  # num_steps is a tensor.
+      training.train_loop(iterator, num_steps)
+    assert training.train_loop.experimental_get_tracing_count() == 1  # num_steps is a tensor.
     assert int(training.optimizer.iterations) == 9
     results.append((weights(training), training.train_metrics.result()))
   for other_weights, other_metrics in results[1:]:
@@ -127,11 +130,11 @@ def test_xla_on_and_off_agree_and_nothing_retraces():
     training = build(jit_compile=jit_compile, eval_batch_size=32)
     iterator = iter(data_lib.train_dataset(split, 32, seed=0))
     for num_steps in (3, 1, 2):
-      training.train_step(iterator, num_steps)
-    evaluations = [trainer.evaluate(training.eval_step, data_lib.eval_dataset(eval_split, 32),
+      training.train_loop(iterator, num_steps)
+    evaluations = [evaluator.evaluate_pass(training.eval_step, data_lib.eval_dataset(eval_split, 32),
                                     training.eval_metrics)[0] for _ in range(2)]
     assert evaluations[0] == evaluations[1]
-    assert training.train_step.experimental_get_tracing_count() == 1
+    assert training.train_loop.experimental_get_tracing_count() == 1
     assert training.eval_step.experimental_get_tracing_count() == 2  # Full batches, and the last one.
     results.append((weights(training), evaluations[0]))
   (plain_weights, plain_eval), (xla_weights, xla_eval) = results
@@ -151,36 +154,36 @@ def test_flops_of_the_tutorial_network_match_a_hand_count(precision):
   pool2 = 4 * (6 * 6 * 64)
   dense = 2 * (6 * 6 * 64) * 64 + 64
   logits = 2 * 64 * 10 + 10
-  forward, train = speed.model_flops_per_image(training.model, INFO.image_shape, training.loss_fn, 32)
+  forward, train = flops.model_flops_per_image(training.model, INFO.image_shape, training.loss_fn, 32)
   assert forward == conv1 + pool1 + conv2 + pool2 + dense + logits == 8_159_114
   # The backward pass costs about twice the forward one (gradients of activations and of weights).
   assert 3.0 * forward < train < 3.5 * forward
   # Dropout's state update (its seed) does not stop the graph from being counted; the masks are
   # left out of the count.
   with_dropout = build(precision=precision, dropout=0.25)
-  assert speed.model_flops_per_image(with_dropout.model, INFO.image_shape, with_dropout.loss_fn, 32) == (
+  assert flops.model_flops_per_image(with_dropout.model, INFO.image_shape, with_dropout.loss_fn, 32) == (
       forward, train)
 
 
 def test_throughput_rates_and_time_to_accuracy():
-  rates = speed.Throughput(batch_size=32, train_flops_per_image=1e6, peak_tflops=0.5).rates(100, 2.0)
+  rates = throughput.Throughput(batch_size=32, train_flops_per_image=1e6, peak_tflops=0.5).rates(100, 2.0)
   assert rates == pytest.approx({"images_per_second": 1600, "step_seconds": 0.02, "tflops": 1.6e-3,
                                  "mfu": 3.2e-3})
-  assert "mfu" not in speed.Throughput(32, 1e6).rates(100, 2.0)
+  assert "mfu" not in throughput.Throughput(32, 1e6).rates(100, 2.0)
   # The batch is global, so the achieved FLOP/s are summed over devices: MFU divides by all their peaks.
-  eight = speed.Throughput(batch_size=32, train_flops_per_image=1e6, peak_tflops=0.5, devices=8).rates(100, 2.0)
+  eight = throughput.Throughput(batch_size=32, train_flops_per_image=1e6, peak_tflops=0.5, devices=8).rates(100, 2.0)
   assert eight["tflops"] == pytest.approx(1.6e-3) and eight["mfu"] == pytest.approx(3.2e-3 / 8)
-  reached = speed.TimeToAccuracy(0.6)
+  reached = actions.TimeToAccuracy(0.6)
   assert [reached.update(a, s, t) for a, s, t in [(0.5, 10, 1.0), (0.6, 20, 2.0), (0.7, 30, 3.0)]] == [
       False, True, False]
   assert reached.results() == {"target_accuracy": 0.6, "time_to_accuracy_seconds": 2.0,
                                "time_to_accuracy_steps": 20}
-  assert speed.TimeToAccuracy(0.0).results() == {}
+  assert actions.TimeToAccuracy(0.0).results() == {}
 
 
 def test_a_retrace_after_warm_up_is_logged_as_a_warning(caplog):
   square = tf.function(lambda x: x * x)
-  watch = speed.RetraceWatch("square", square)
+  watch = throughput.RetraceWatch("square", square)
   square(tf.zeros(2))
   watch.check()  # Warm-up: one trace, no warning.
   square(tf.ones(2))

@@ -17,7 +17,7 @@ def test_train_step_fits_one_fixed_batch():
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
   strategy = tf.distribute.get_strategy()
-  train_step = steps.make_train_step(model, tf.keras.optimizers.Adam(1e-3), loss_fn, train_metrics, strategy,
+  train_step = steps.make_train_loop(model, tf.keras.optimizers.Adam(1e-3), loss_fn, train_metrics, strategy,
                                      global_batch_size=32)
   eval_step = steps.make_eval_step(model, loss_fn, eval_metrics, strategy)
 
@@ -44,7 +44,7 @@ def test_train_step_clips_the_gradients_to_their_global_norm():
   model(images)
   before = [v.numpy() for v in model.trainable_variables]
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-  train_step = steps.make_train_step(model, tf.keras.optimizers.SGD(1.0), loss_fn, steps.Metrics("train"),
+  train_step = steps.make_train_loop(model, tf.keras.optimizers.SGD(1.0), loss_fn, steps.Metrics("train"),
                                      tf.distribute.get_strategy(), global_batch_size=8,
                                      transforms=[gradients.clip_by_global_norm(1e-3)])
   outputs = train_step(iter(tf.data.Dataset.from_tensors((images, labels)).repeat()))

@@ -316,10 +316,12 @@ def _histogram_step_gradients(log_dir: pathlib.Path, strategy_name: str, precisi
       loss = tf.reduce_mean(loss_fn(labels, tf.cast(model(images, training=True), tf.float32)))
     expected = dict(zip(tags, (g.numpy() for g in tape.gradient(loss, model.trainable_variables))))
     writer = tf.summary.create_file_writer(str(log_dir))
-    train_step = steps.make_train_step(model, optimizer, loss_fn, metrics, strategy, global_batch_size=8,
+    train_loop = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_size=8,
                                        transforms=transforms,
-                                       gradient_summary=summaries.gradient_histograms(writer, model, optimizer))
-    train_step(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, labels)))))
+                                       gradient_summary=summaries.gradient_histograms(model, optimizer))
+    with writer.as_default():
+      train_loop(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, labels)))),
+                 histograms=True)
     writer.close()
   finally:
     tf.keras.mixed_precision.set_global_policy("float32")

@@ -63,7 +63,7 @@ def train_tiny(config, num_steps, steps_per_loop=1):
   optimizer.build(model.trainable_variables)
   hooks = weight_hooks.build_weight_hooks(config, model, steps_per_epoch=4, total_steps=num_steps)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-  train_step = steps.make_train_step(model, optimizer, loss_fn, steps.Metrics("train"), strategy, 8,
+  train_step = steps.make_train_loop(model, optimizer, loss_fn, steps.Metrics("train"), strategy, 8,
                                      weight_hooks=hooks)
   for step in range(0, num_steps, steps_per_loop):
     train_step(iterator, min(steps_per_loop, num_steps - step), step)

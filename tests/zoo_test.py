@@ -58,7 +58,7 @@ def test_each_model_trains_a_few_steps_and_the_loss_falls(name):
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   optimizer = tf.keras.optimizers.Adam(3e-3)
   optimizer.build(model.trainable_variables)
-  train_step = steps.make_train_step(model, optimizer, loss_fn, steps.Metrics("train"),
+  train_step = steps.make_train_loop(model, optimizer, loss_fn, steps.Metrics("train"),
                                      tf.distribute.get_strategy(), global_batch_size=8)
   before = float(tf.reduce_mean(loss_fn(labels, model(images, training=False))))
   iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())

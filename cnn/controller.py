@@ -1,0 +1,155 @@
+"""The controller (Orbit's): it owns *when*; the train loop, evaluators and actions own *what*.
+
+`Controller.run()` trains epoch by epoch up to the run's length. Within an epoch it calls the
+train loop (cnn/train_loop.py) with up to --steps_per_loop steps, cutting a call where something
+is due (`steps_to_next`): a progress line, a checkpoint, a histogram step (a call of one step
+with `histograms=True`), the ends of the profile window. After each call it runs the step actions
+(the NaN guard), the checkpoint cadence, and the preemption check; at each epoch end it
+evaluates (cnn/evaluator.py) and runs the eval actions (cnn/actions.py).
+"""
+
+import dataclasses
+import math
+import time
+from typing import Sequence
+
+from absl import logging
+import tensorflow as tf
+
+from cnn import actions as actions_lib
+from cnn import checkpoints
+from cnn import evaluator as evaluator_lib
+from cnn import preemption as preemption_lib
+from cnn import summaries
+from cnn import throughput as throughput_lib
+from cnn import train_loop as train_loop_lib
+from cnn.config import Config
+
+
+def steps_to_next(step: int, config: Config) -> list[int]:
+  """Steps from `step` to what ends a loop early: the next log step and checkpoint, the step before
+  the next histogram step (which runs alone, with histograms) and the profile window's ends
+  (the trace starts with a call that begins at START and stops after END)."""
+  every = [config.log_every_steps, config.checkpoint_every_steps]
+  histogram = config.histogram_every_steps
+  start, end = config.profile_steps
+  window = [start - 1 - step if step < start - 1 else end - step] if start and step < end else []
+  before_histogram = [histogram - 1 - step % histogram] if histogram else []  # > 0: not due now.
+  return [n - step % n for n in every if n] + before_histogram + window
+
+
+def next_call(step: int, epoch_end: int, config: Config) -> tuple[int, bool]:
+  """The next call of the train loop after `step`: (its number of steps, whether it writes histograms)."""
+  if config.histogram_every_steps and (step + 1) % config.histogram_every_steps == 0:
+    return 1, True
+  return min(config.steps_per_loop, epoch_end - step, *steps_to_next(step, config)), False
+
+
+class Progress:
+  """The progress line and train scalars at log steps: rates since the last one, ETA, metrics."""
+
+  def __init__(self, train_loop: train_loop_lib.TrainLoop, throughput: throughput_lib.Throughput,
+               writers: summaries.Writers, model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
+               total_steps: int):
+    self.train_loop, self.throughput, self.writers = train_loop, throughput, writers
+    self.model, self.optimizer, self.total_steps = model, optimizer, total_steps
+    self.retraces = throughput_lib.RetraceWatch("the train step", train_loop.loop)
+    self.start_interval()
+
+  def start_interval(self) -> None:
+    self.interval_start, self.interval_steps = time.perf_counter(), 0
+
+  def log(self, step: int, epoch: int, outputs: dict[str, tf.Tensor]) -> None:
+    rates = self.throughput.rates(self.interval_steps, time.perf_counter() - self.interval_start)
+    eta = (self.total_steps - step) * rates["step_seconds"]
+    scalars = {**rates, "gradient_norm": float(outputs["gradient_norm"]),
+               "peak_host_memory_mb": throughput_lib.peak_host_memory_mb(),
+               **summaries.train_scalars(self.model, self.optimizer)}
+    train_results = self.train_loop.metrics.result()
+    loss_scale = f"  loss scale {scalars['loss_scale']:g}" if "loss_scale" in scalars else ""
+    logging.info("step %d/%d  epoch %d  loss %.4f  accuracy %.4f  %s%s  ETA %s", step, self.total_steps, epoch,
+                 train_results["loss"], train_results["accuracy"], throughput_lib.Throughput.describe(scalars),
+                 loss_scale, _duration(eta))
+    self.writers.scalars(self.writers.train, {**train_results, **scalars}, step)
+    self.retraces.check()
+    self.start_interval()
+
+
+@dataclasses.dataclass
+class Controller:
+  """Drives a run from `train_loop.step` to `total_steps`; see the module's docstring.
+
+  `train_seconds` (time in train loop calls, evaluation excluded), `loop_start` and `eval_results`
+  (the last epoch-end evaluation's) are read for the run's results.
+  """
+  config: Config
+  train_loop: train_loop_lib.TrainLoop
+  evaluator: evaluator_lib.Evaluator
+  checkpointer: checkpoints.Checkpointer
+  preemption: preemption_lib.Preemption
+  profiler: summaries.Profiler
+  progress: Progress
+  step_actions: Sequence[actions_lib.StepAction]
+  eval_actions: Sequence[actions_lib.EvalAction]
+  steps_per_epoch: int
+  total_steps: int
+
+  def run(self) -> int:
+    """Trains and evaluates at each epoch end; returns the last step. Raises Interrupted on a signal."""
+    self.train_seconds, self.loop_start, self.eval_results = 0.0, time.perf_counter(), None
+    step, num_epochs = self.train_loop.step, math.ceil(self.total_steps / self.steps_per_epoch)
+    for epoch in range(step // self.steps_per_epoch + 1, num_epochs + 1):
+      epoch_start = time.perf_counter()
+      step = self.train_epoch(epoch)
+      self.train_seconds += time.perf_counter() - epoch_start
+      if step > self.total_steps:
+        break  # Resumed past a shortened --train_steps: nothing left to train.
+      self.evaluate(step, epoch, num_epochs)
+    self.profiler.stop()
+    self.checkpointer.save(step, math.ceil(step / self.steps_per_epoch))
+    return step
+
+  def train_epoch(self, epoch: int) -> int:
+    """Runs the train loop to the end of `epoch` (or of the run), in calls cut where something is due."""
+    config, step = self.config, self.train_loop.step
+    if step % self.steps_per_epoch == 0:  # Not when resuming mid-epoch: the running means were restored.
+      self.train_loop.metrics.reset()
+    self.progress.start_interval()
+    epoch_end = min(epoch * self.steps_per_epoch, self.total_steps)
+    while step < epoch_end:
+      num_steps, histograms = next_call(step, epoch_end, config)
+      with self.profiler.step(step + 1, step + num_steps):
+        outputs = self.train_loop.train(num_steps, histograms)
+      step = self.train_loop.step
+      self.progress.interval_steps += num_steps
+      for action in self.step_actions:  # Before any save: the NaN guard.
+        action(step, outputs)
+      self.checkpointer.after_step(step, epoch, config.checkpoint_every_steps)
+      self.preemption.after_step(step)
+      self.stop_if_requested(step, epoch)
+      if step % config.log_every_steps == 0:
+        self.progress.log(step, epoch, outputs)
+    return step
+
+  def evaluate(self, step: int, epoch: int, num_epochs: int) -> None:
+    """The epoch-end evaluation, its log line and the eval actions (summaries, checkpoints, ...)."""
+    train_results = self.train_loop.metrics.result()
+    self.eval_results, outputs = self.evaluator.evaluate()
+    logging.info("epoch %d/%d  step %d  train loss %.4f accuracy %.4f  eval loss %.4f accuracy %.4f",
+                 epoch, num_epochs, step, train_results["loss"], train_results["accuracy"],
+                 self.eval_results["loss"], self.eval_results["accuracy"])
+    event = actions_lib.EvalEvent(step, epoch, self.eval_results, outputs, time.perf_counter() - self.loop_start)
+    for action in self.eval_actions:
+      action(event)
+    self.stop_if_requested(step, epoch)
+
+  def stop_if_requested(self, step: int, epoch: int) -> None:
+    """On a signal to any worker: saves after `step` on every worker and raises Interrupted."""
+    if self.preemption.requested():
+      self.preemption.stop(lambda: self.checkpointer.save(step, epoch), self.checkpointer.directory, step)
+
+
+def _duration(seconds: float) -> str:
+  minutes, seconds = divmod(int(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f"{hours}:{minutes:02d}:{seconds:02d}"
