@@ -53,17 +53,20 @@ def main(argv):
   optimizer.build(model.trainable_variables)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   metrics, strategy = steps.Metrics("train"), tf.distribute.get_strategy()
-  histograms = summaries.gradient_histograms(model, optimizer)
+  histograms = summaries.GradientHistograms(model, strategy)
   plain = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, 32)
-  folded = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, 32, gradient_summary=histograms)
-  separate = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, 32, gradient_summary=histograms)
-  variants = {"plain": plain, "folded": folded,
-              "folded+histograms": lambda iterator: folded(iterator, histograms=True),
-              "separate+histograms": lambda iterator: separate(iterator, histograms=True)}
+  recording = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, 32,
+                                    gradient_summary=histograms.record)
+
+  def with_histograms(iterator):  # A due step, as TrainLoop runs it: record in the loop, write eagerly.
+    outputs = recording(iterator, histograms=True)
+    histograms.write(writers.train, 1)
+    return outputs
+
+  variants = {"plain": plain, "recording": recording, "recording+histograms": with_histograms}
   batch = (tf.random.uniform((32, 32, 32, 3)), tf.random.uniform((32,), maxval=10, dtype=tf.int32))
   iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
   trace_ms = {}
-  writers.train.set_as_default()  # As TrainLoop runs the loop: histograms go to the train writer.
   for name, step in variants.items():
     start = time.perf_counter()
     float(step(iterator)["gradient_norm"])

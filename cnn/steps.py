@@ -80,9 +80,9 @@ def make_train_loop(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
       L2: `gradients.build_transforms`).
     weight_hooks: freezing and lookahead after each update (cnn/weight_hooks.py).
     gradient_summary: called in the step, after the update, with the gradients the optimizer
-      applied: summed over replicas, unscaled (float16), transformed (e.g. the histograms of
-      `summaries.gradient_histograms`), only in calls with `histograms=True`: behind a `tf.cond`,
-      so the other calls run no summary op and one trace serves both (a second loop's trace stalled runs).
+      applied: summed over replicas, unscaled (float16), transformed (e.g. `summaries.GradientHistograms.record`,
+      which keeps them for histograms), only in calls with `histograms=True`: behind a `tf.cond`,
+      so the other calls run none of it and one trace serves both.
 
   Returns:
     The loop. Each call returns the last step's `loss` (mean over the global batch) and

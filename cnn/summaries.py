@@ -8,9 +8,9 @@ Three writers, so that TensorBoard shows a run as three runs it can plot togethe
                     the train step's graph, and profiler traces (plugins/profile/)
   <run_dir>/eval/   scalars, confusion matrix and misclassified-image grid at each eval
 
-Everything is written from Python at the moments `cnn/controller.py` chooses, except the
-histograms: gradients exist only inside the train loop, so `gradient_histograms` returns a
-function that the loop runs in the calls the controller asks histograms of.
+Everything is written from Python at the moments `cnn/controller.py` chooses. Gradients exist only
+inside the train loop: on histogram steps the loop copies them into `GradientHistograms`'
+variables, and the histograms are written from Python after that call.
 """
 
 import contextlib
@@ -123,31 +123,43 @@ def write_graph(writer: tf.summary.SummaryWriter, train_step: Callable, iterator
 
 # ------------------------------------------------------------------ During training.
 
-def gradient_histograms(model: tf.keras.Model,
-                        optimizer: tf.keras.optimizers.Optimizer) -> Callable[[Sequence[tf.Tensor]], None]:
-  """A function for the train loop that writes per-layer weight and gradient histograms.
+class GradientHistograms:
+  """Per-layer weight and gradient histograms, written without a summary op in the compiled loop.
 
-  Called inside the loop's `tf.function` with the gradients the optimizer applied (summed over
-  replicas, unscaled under float16, clipped with --clip_global_norm), after the update, at step
-  `optimizer.iterations`. The loop runs it only in calls with `histograms=True` (behind a
-  `tf.cond`), so the other steps run no summary op at all. It writes to the default writer when
-  the loop is traced (`TrainLoop` calls the loop under the train writer; a summary in a
-  `tf.function` traced without a default writer writes nothing).
+  On a histogram step the loop copies the gradients the optimizer applied (summed over replicas,
+  unscaled under float16, through the transforms of cnn/gradients.py) into variables of this
+  object (`record`, behind a `tf.cond`: a few assigns to trace, none run on other steps); the
+  caller then writes both histograms eagerly from Python (`write`). Tracing histogram ops for every
+  variable inside the loop cost 3-4 s at the first histogram step (or at the first call, behind a
+  cond), on every run; an eager histogram costs milliseconds, on due steps only.
 
   Args:
-    model: the model whose trainable variables are summarised.
-    optimizer: its `iterations` is the step the histograms are written at.
+    model: the model whose trainable variables are summarised, built under `strategy`'s scope.
+    strategy: the run's strategy; the copies are per replica (every replica holds the same sum)
+      and are read from the first.
   """
 
-  def write(gradients: Sequence[tf.Tensor]) -> None:
-    # name_scope(None): tags without the step's loop scope ("while/").
-    with tf.compat.v1.name_scope(None):
-      for variable, gradient in zip(model.trainable_variables, gradients):
-        name = _variable_name(model, variable)
-        tf.summary.histogram(f"weights/{name}", variable, step=optimizer.iterations)
-        tf.summary.histogram(f"gradients/{name}", gradient, step=optimizer.iterations)
+  def __init__(self, model: tf.keras.Model, strategy: tf.distribute.Strategy):
+    self.model = model
+    with strategy.scope():
+      self.gradients = [
+          tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="applied_gradient",
+                      synchronization=tf.VariableSynchronization.ON_READ,
+                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+          for v in model.trainable_variables]
 
-  return write
+  def record(self, gradients: Sequence[tf.Tensor]) -> None:
+    """In the loop, on a histogram step: keeps the applied gradients for `write`."""
+    for copy, gradient in zip(self.gradients, gradients):
+      copy.assign(tf.cast(gradient, copy.dtype))
+
+  def write(self, writer: tf.summary.SummaryWriter, step: int) -> None:
+    """The weights now and the gradients `record` kept, as histograms at `step`."""
+    with writer.as_default(step=step):
+      for variable, gradient in zip(self.model.trainable_variables, self.gradients):
+        name = _variable_name(self.model, variable)
+        tf.summary.histogram(f"weights/{name}", variable)
+        tf.summary.histogram(f"gradients/{name}", gradient)
 
 
 def train_scalars(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer) -> dict[str, float]:

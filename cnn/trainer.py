@@ -234,14 +234,15 @@ class Training:
   train_loop: steps.TrainLoop
   eval_step: steps.EvalStep
   weight_hooks: Optional[weight_hooks_lib.WeightHooks]  # Freezing and lookahead, if the config has them.
+  histograms: Optional[summaries.GradientHistograms]  # With --histogram_every_steps, if due in the run.
 
 
 def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribute.Strategy,
                    steps_per_epoch: int, total_steps: int) -> Training:
   """The optimizer (its schedule needs the run's length), loss, metrics and compiled loop and step for `model`.
 
-  With --histogram_every_steps the train loop carries the weight and gradient histograms behind a
-  `tf.cond` (see `steps.make_train_loop`): one trace, and no summary op on the other steps.
+  With --histogram_every_steps the train loop copies the applied gradients on histogram steps
+  (`summaries.GradientHistograms`, behind a `tf.cond`): no summary op in the compiled loop.
   """
   with strategy.scope():
     optimizer = optim.build_optimizer(config, model.trainable_variables, steps_per_epoch, total_steps,
@@ -252,16 +253,16 @@ def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribut
   loss_fn = losses.build_loss(config, augment.needs_soft_labels(config.augment))
   eval_loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")  # Unsmoothed.
   due = 0 < config.histogram_every_steps <= total_steps  # Else never due: no histogram ops to trace.
-  histograms = summaries.gradient_histograms(model, optimizer) if due else None
+  histograms = summaries.GradientHistograms(model, strategy) if due else None
   train_loop = steps.make_train_loop(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size,
                                      config.jit_compile, gradients.build_transforms(config, model.trainable_variables),
-                                     weight_hooks, histograms)
+                                     weight_hooks, histograms.record if histograms else None)
   return Training(
       model=model, optimizer=optimizer, loss_fn=loss_fn, train_metrics=train_metrics,
       eval_metrics=eval_metrics, train_loop=train_loop,
       eval_step=steps.make_eval_step(augment.with_tta(model, config.tta), eval_loss_fn, eval_metrics, strategy,
                                      config.jit_compile),
-      weight_hooks=weight_hooks)
+      weight_hooks=weight_hooks, histograms=histograms)
 
 
 def measure_flops(config: Config, training: Training, info: data_lib.DatasetInfo,
@@ -308,7 +309,8 @@ def start_train_loop(config: Config, run_dir: str, resuming: bool, checkpointer:
   iterator = iter(data.train_dataset(step))
   if config.write_graph and not step:
     summaries.write_graph(writers.train, training.train_loop, iterator)
-  return train_loop_lib.TrainLoop(training.train_loop, iterator, training.train_metrics, writers.train, step)
+  return train_loop_lib.TrainLoop(training.train_loop, iterator, training.train_metrics, writers.train, step,
+                                  training.histograms)
 
 
 # ------------------------------------------------------------------ Results.

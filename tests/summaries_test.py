@@ -311,6 +311,7 @@ def _histogram_step_gradients(log_dir: pathlib.Path, strategy_name: str, precisi
         optimizer = tf.keras.optimizers.LossScaleOptimizer(optimizer)
       optimizer.build(model.trainable_variables)
       metrics = steps.Metrics("train")
+    histograms = summaries.GradientHistograms(model, strategy)
     tags = [f"gradients/{v.path.split('/', 1)[1]}" for v in model.trainable_variables]
     with tf.GradientTape() as tape:  # Cross-replica: reads the (mirrored) weights as one device does.
       loss = tf.reduce_mean(loss_fn(labels, tf.cast(model(images, training=True), tf.float32)))
@@ -318,10 +319,10 @@ def _histogram_step_gradients(log_dir: pathlib.Path, strategy_name: str, precisi
     writer = tf.summary.create_file_writer(str(log_dir))
     train_loop = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_size=8,
                                        transforms=transforms,
-                                       gradient_summary=summaries.gradient_histograms(model, optimizer))
-    with writer.as_default():
-      train_loop(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, labels)))),
-                 histograms=True)
+                                       gradient_summary=histograms.record)
+    train_loop(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, labels)))),
+               histograms=True)
+    histograms.write(writer, 1)
     writer.close()
   finally:
     tf.keras.mixed_precision.set_global_policy("float32")
