@@ -39,7 +39,7 @@ def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "
   Args:
     run_dir: the run directory.
     checkpoint: "latest", "best", or a checkpoint path.
-    split: a TFDS split (slicing allowed); empty for the run's eval split.
+    split: a TFDS split (slicing allowed) or a folder dataset's split folder; empty for the run's eval split.
     data_dir: the dataset's location on this machine, if not the run's --data_dir.
     dataset: for a run on `folder:PATH`, the folder on this machine (`folder:OTHER_PATH`).
 
