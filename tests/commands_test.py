@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 from tensorboard.backend.event_processing import event_accumulator
 
 from cnn import train  # Before the other entry points: they share its --run_dir and --overwrite flags.
@@ -294,6 +295,17 @@ def test_evaluate_gives_the_logged_eval_of_a_folder_of_images_of_varying_size(va
   results = json.loads((run_dir / "eval_test.json").read_text())
   final = json.loads((run_dir / "results.json").read_text())
   assert results["num_examples"] == 12  # val/: the centre crops the run evaluated.
+  assert (results["accuracy"], results["loss"]) == (final["eval_accuracy"], final["eval_loss"])
+
+
+def test_evaluate_gives_the_logged_eval_of_a_tfds_dataset_of_varying_size(tmp_path):
+  tfds.builder(tiny_tfds.PHOTOS_NAME, data_dir=str(tmp_path / "tfds")).download_and_prepare()
+  run_dir = tiny_run(tmp_path / "tfds", tmp_path / "run", f"--dataset={tiny_tfds.PHOTOS_NAME}", "--image_size=8",
+                     "--train_crop=random_resized", "--normalization=standardize", "--train_steps=4")
+  code, stderr = run_cli(evaluate.main, [f"--run_dir={run_dir}"])
+  assert code == 0, stderr
+  results = json.loads((run_dir / "eval_test.json").read_text())
+  final = json.loads((run_dir / "results.json").read_text())
   assert (results["accuracy"], results["loss"]) == (final["eval_accuracy"], final["eval_loss"])
 
 
