@@ -39,7 +39,7 @@ def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "
   Args:
     run_dir: the run directory.
     checkpoint: "latest", "best", or a checkpoint path.
-    split: a TFDS split (slicing allowed); empty for the run's eval split.
+    split: a TFDS split (slicing allowed) or a folder dataset's split folder; empty for the run's eval split.
     data_dir: the dataset's location on this machine, if not the run's --data_dir.
     dataset: for a run on `folder:PATH`, the folder on this machine (`folder:OTHER_PATH`).
 
@@ -49,7 +49,8 @@ def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "
   """
   trained = inference.load_trained_model(run_dir, checkpoint, data_dir, dataset)
   split = split or trained.config.eval_split
-  examples = data_lib.load_split(trained.builder, split, trained.config.image_size)
+  # Opened and read as the trainer's evaluations do: in memory or streaming, the same views.
+  examples, = data_lib.open_splits(trained.source, [split], trained.config.data_memory_budget_mb, train_first=False)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   metrics = steps.Metrics("eval")
   eval_step = steps.make_eval_step(augment.with_tta(trained.model, trained.config.tta), loss_fn, metrics,

@@ -1,6 +1,8 @@
 """Exports a run's checkpoint as a SavedModel: `python -m cnn.export --run_dir=DIR --export_dir=DIR`.
 
-The serving signature takes uint8 images `[N, H, W, C]` (scaled inside, as in training) and
+The serving signature takes uint8 images `[N, H, W, C]` at the model's size (scaled inside, as in
+training); for a dataset of images of varying size, `[N, None, None, C]`: images of any (one) size,
+each given the evaluation's view inside (`preprocess.decoded_eval_view`, the centre crop). It
 returns `probabilities` `[N, num_classes]` and `class_ids` `[N]`. The class names travel with it:
 `assets/class_names.txt` (one a line) and the `class_names` variable of the loaded object. It
 loads with plain TensorFlow, no project code:
@@ -39,14 +41,15 @@ class Classifier(tf.Module):
     super().__init__(name="classifier")
     model, info = trained.model, trained.info
     self.model = model
-    self._preprocess = trained.preprocess  # uint8 → the model's inputs, as in training.
+    # uint8 → the model's inputs, as evaluation makes them.
+    self._preprocess = trained.preprocess_photos if trained.takes_any_size else trained.preprocess
     self._predict = augment.with_tta(model, trained.config.tta)
     # Tracked explicitly: a Keras 3 model's layers kept in Python lists are not tracked for saving.
     self.model_variables = list(model.variables)
     self.class_names = tf.Variable(list(info.class_names), trainable=False, name="class_names")
     self.class_names_file = tf.saved_model.Asset(class_names_path)
-    self.serve = tf.function(self._serve, input_signature=[
-        tf.TensorSpec((None, *info.image_shape), tf.uint8, name="images")])
+    shape = (None, None, info.image_shape[2]) if trained.takes_any_size else info.image_shape
+    self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec((None, *shape), tf.uint8, name="images")])
 
   def _serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
     logits = self._predict(self._preprocess(images), training=False)

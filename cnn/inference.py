@@ -3,8 +3,9 @@
 `cnn.evaluate`, `cnn.export` and `cnn.predict` start here: `load_trained_model(run_dir, which)`
 rebuilds the model from the run's flags.txt, restores a checkpoint (`resolve`: latest, best or a
 path) through `restore_model` (moving averages where the run kept them, as evaluation saw them),
-and gives the standardisation the run's inputs had. Training state and its checkpoints are in
-cnn/checkpoints.py.
+and opens the run's dataset as training did (`data.open_dataset`: its preprocessing, e.g. the centre
+crop of images of varying size) with the standardisation the run's inputs had. Training state and
+its checkpoints are in cnn/checkpoints.py.
 """
 
 import dataclasses
@@ -13,11 +14,11 @@ from typing import Optional
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from cnn import data as data_lib
 from cnn import models
 from cnn import plugins
+from cnn import preprocess
 from cnn import run_dir as run_dir_lib
 from cnn.checkpoints import BEST_DIR
 from cnn.checkpoints import CHECKPOINTS_DIR
@@ -69,15 +70,34 @@ def restore_model(model: tf.keras.Model, path: str) -> None:
 class TrainedModel:
   """A run's model with a checkpoint restored, what it was trained on, and how it sees its inputs."""
   config: Config
-  builder: tfds.core.DatasetBuilder
-  info: data_lib.DatasetInfo
+  source: data_lib.DataSource  # The run's dataset, opened as training opened it.
   model: tf.keras.Model
   checkpoint: str
   mean_std: Optional[tuple[np.ndarray, np.ndarray]]  # Per-channel standardisation, as in training.
 
+  @property
+  def info(self) -> data_lib.DatasetInfo:
+    return self.source.info
+
+  @property
+  def takes_any_size(self) -> bool:
+    """Whether the dataset's images vary in size: evaluation sees their centre crops, not the whole image."""
+    return self.source.preprocessing.center_crop
+
   def preprocess(self, images: tf.Tensor) -> tf.Tensor:
-    """uint8 images (already at the model's size) → the model's float inputs, as in training."""
+    """uint8 evaluation views (already at the model's size) → the model's float inputs, as in training."""
     return data_lib.standardizer(self.mean_std)(data_lib.to_unit_range(images))
+
+  def preprocess_photos(self, images: tf.Tensor) -> tf.Tensor:
+    """uint8 decoded images [N, H, W, C] of any (one) size → the model's inputs, as evaluation makes them.
+
+    Each image's evaluation view (`preprocess.decoded_eval_view`: the centre crop for a dataset of
+    varying size), standardised.
+    """
+    settings = self.source.preprocessing
+    views = tf.map_fn(lambda image: preprocess.decoded_eval_view(image, settings), images,
+                      fn_output_signature=tf.TensorSpec(settings.shape, tf.float32))
+    return data_lib.standardizer(self.mean_std)(views)
 
 
 def load_trained_model(run_dir: str, which: str = "latest", data_dir: str = "", dataset: str = "") -> TrainedModel:
@@ -99,8 +119,8 @@ def load_trained_model(run_dir: str, which: str = "latest", data_dir: str = "", 
   config = dataclasses.replace(config, data_dir=data_dir or config.data_dir, dataset=_dataset(config, dataset))
   path = resolve(run_dir, which)
   plugins.import_modules(config.extra_modules)
-  builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
-  info = data_lib.dataset_info(builder, config.image_size)
+  source = data_lib.open_dataset(config)
+  info = source.info
   previous_policy = tf.keras.mixed_precision.global_policy()
   tf.keras.mixed_precision.set_global_policy(config.precision)  # As the trainer builds it.
   try:
@@ -109,11 +129,13 @@ def load_trained_model(run_dir: str, which: str = "latest", data_dir: str = "", 
   finally:
     tf.keras.mixed_precision.set_global_policy(previous_policy)
   restore_model(model, path)
-  # The training split is read only when the run's standardisation statistics came from it.
+  # The training split is opened only when the run's standardisation statistics came from it, as the
+  # trainer opens it (trainer.open_data): the statistics are the same bits.
   needs_split = config.normalization == "standardize" and not config.normalization_mean
-  train_split = data_lib.load_split(builder, config.train_split, config.image_size) if needs_split else None
+  train_split = (data_lib.open_splits(source, [config.train_split], config.data_memory_budget_mb)[0]
+                 if needs_split else None)
   mean_std = data_lib.input_mean_std(config, train_split)
-  return TrainedModel(config, builder, info, model, path, mean_std)
+  return TrainedModel(config, source, model, path, mean_std)
 
 
 def _dataset(config: Config, dataset: str) -> str:

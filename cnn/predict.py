@@ -2,7 +2,8 @@
 
 Prints the top-k classes with their names and probabilities for each image. Images are decoded
 by TensorFlow (PNG, JPEG, GIF, BMP), converted to the model's channel count (grey ↔ RGB, alpha
-dropped) and resized to its input size as needed.
+dropped) and, for an export of fixed input size, resized to it; an export that takes any size (a
+dataset of varying size) gets each image as it is and takes its evaluation view (centre crop) itself.
 """
 
 import os
@@ -20,8 +21,9 @@ cli.define_flag(flags.DEFINE_string, "model", "", "An export directory written b
 cli.define_flag(flags.DEFINE_integer, "top_k", 3, "How many classes to show for each image.", lower_bound=1)
 
 
-def load_export(export_dir: str) -> tuple[tf.types.experimental.ConcreteFunction, tuple[int, int, int], list[str]]:
-  """The serving function, input image shape and class names of an export. Raises UserError."""
+def load_export(export_dir: str) -> tuple[tf.types.experimental.ConcreteFunction, tuple, list[str]]:
+  """The serving function, input image shape (H, W, C; H and W None for any size) and class names of an
+  export. Raises UserError."""
   if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
     raise UserError(f"--model={export_dir} is not an export (no saved_model.pb); write one with "
                     "python -m cnn.export --run_dir=RUN --export_dir=DIR")
@@ -33,7 +35,8 @@ def load_export(export_dir: str) -> tuple[tf.types.experimental.ConcreteFunction
 
 
 def read_image(path: str, shape: Sequence[int]) -> tf.Tensor:
-  """Decodes an image file into uint8 `shape` (H, W, C): channels converted, size resized as needed."""
+  """Decodes an image file into uint8 `shape` (H, W, C): channels converted, size resized as needed
+  (kept where H and W are None)."""
   try:
     image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
   except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError, tf.errors.PermissionDeniedError) as e:
@@ -49,7 +52,7 @@ def read_image(path: str, shape: Sequence[int]) -> tf.Tensor:
     image = tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))), tf.uint8)
   elif have != channels:
     raise UserError(f"image {path} has {image.shape[-1]} channels; the model takes {channels}")
-  if tuple(image.shape[:2]) != (height, width):
+  if height is not None and tuple(image.shape[:2]) != (height, width):
     resized = tf.image.resize(tf.cast(image, tf.float32), (height, width), antialias=True)
     image = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
   return image
@@ -58,8 +61,11 @@ def read_image(path: str, shape: Sequence[int]) -> tf.Tensor:
 def predict(export_dir: str, paths: Sequence[str], top_k: int = 3) -> list[list[tuple[str, float]]]:
   """For each image file, its `top_k` (class name, probability) pairs, most probable first."""
   serve, shape, names = load_export(export_dir)
-  images = tf.stack([read_image(p, shape) for p in paths])
-  probabilities = serve(images=images)["probabilities"].numpy()
+  images = [read_image(p, shape) for p in paths]
+  if shape[0] is None:  # Any size: one image a call, as it is.
+    probabilities = np.concatenate([serve(images=image[None])["probabilities"].numpy() for image in images])
+  else:
+    probabilities = serve(images=tf.stack(images))["probabilities"].numpy()
   top = np.argsort(-probabilities, axis=1, kind="stable")[:, :min(top_k, len(names))]
   return [[(names[j], float(p[j])) for j in row] for p, row in zip(probabilities, top)]
 

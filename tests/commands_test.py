@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 from tensorboard.backend.event_processing import event_accumulator
 
 from cnn import train  # Before the other entry points: they share its --run_dir and --overwrite flags.
@@ -19,6 +20,8 @@ from cnn import export
 from cnn import predict
 from cnn.models import registry
 from conftest import run_cli
+from folder_test import listing
+from folder_test import write_folder
 import tiny_tfds
 
 
@@ -114,7 +117,7 @@ def test_export_reloads_with_plain_tensorflow_and_predicts_as_the_model(run, tmp
   loaded = tf.saved_model.load(str(export_dir))
   serve = loaded.signatures["serving_default"]
   trained = inference.load_trained_model(str(run))
-  test = data.load_split(trained.builder, "test")
+  test = data.load_split(trained.source.builder, "test")
   outputs = serve(images=tf.constant(test.images))
   assert set(outputs) == {"probabilities", "class_ids"}
   expected = tf.nn.softmax(trained.model(data.to_unit_range(test.images), training=False)).numpy()
@@ -140,7 +143,7 @@ def test_predict_prints_the_top_classes_of_image_files(run, tmp_path, capsys):
   export_dir = tmp_path / "export"
   assert run_cli(export.main, [f"--run_dir={run}", f"--export_dir={export_dir}"])[0] == 0
   trained = inference.load_trained_model(str(run))
-  test = data.load_split(trained.builder, "test")
+  test = data.load_split(trained.source.builder, "test")
   Image.fromarray(test.images[0]).save(tmp_path / "rgb.png")
   Image.fromarray(test.images[1]).convert("RGBA").save(tmp_path / "rgba.png")
   grey = np.asarray(Image.fromarray(test.images[2]).convert("L"))
@@ -216,7 +219,7 @@ def test_evaluate_and_export_give_the_model_the_run_evaluated(tiny_data_dir, tmp
   code, stderr = run_cli(export.main, [f"--run_dir={run}", f"--export_dir={export_dir}"])
   assert code == 0, stderr
   trained = inference.load_trained_model(str(run))
-  test = data.load_split(trained.builder, "test")
+  test = data.load_split(trained.source.builder, "test")
   probabilities = tf.saved_model.load(str(export_dir)).signatures["serving_default"](
       images=tf.constant(test.images))["probabilities"].numpy()
   assert (probabilities.argmax(axis=1) == test.labels).mean() == pytest.approx(logged[24][0], abs=1e-7)
@@ -271,3 +274,68 @@ def test_evaluate_takes_this_machines_folder_of_images(tmp_path):
   assert code == 0, stderr
   final = json.loads((tmp_path / "run" / "results.json").read_text())
   assert json.loads((tmp_path / "run" / "eval_test.json").read_text())["accuracy"] == final["eval_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def varying_run(tmp_path_factory):
+  """A folder run on JPEGs and PNGs of several sizes (none 16×16 but one), random-resized crops, standardised."""
+  root = write_folder(tmp_path_factory.mktemp("varying") / "pets")  # train/ and val/.
+  code, stderr = run_cli(train.main, [f"--dataset=folder:{root}", "--image_size=16", "--train_crop=random_resized",
+                                      "--normalization=standardize", "--tta=flip", "--conv_filters=8",
+                                      "--dense_units=16", "--batch_size=4", "--train_steps=6",
+                                      f"--run_dir={root.parent / 'run'}"])
+  assert code == 0, stderr
+  return root, root.parent / "run"
+
+
+def test_evaluate_gives_the_logged_eval_of_a_folder_of_images_of_varying_size(varying_run):
+  _, run_dir = varying_run
+  code, stderr = run_cli(evaluate.main, [f"--run_dir={run_dir}"])
+  assert code == 0, stderr
+  results = json.loads((run_dir / "eval_test.json").read_text())
+  final = json.loads((run_dir / "results.json").read_text())
+  assert results["num_examples"] == 12  # val/: the centre crops the run evaluated.
+  assert (results["accuracy"], results["loss"]) == (final["eval_accuracy"], final["eval_loss"])
+
+
+def test_evaluate_gives_the_logged_eval_of_a_tfds_dataset_of_varying_size(tmp_path):
+  tfds.builder(tiny_tfds.PHOTOS_NAME, data_dir=str(tmp_path / "tfds")).download_and_prepare()
+  run_dir = tiny_run(tmp_path / "tfds", tmp_path / "run", f"--dataset={tiny_tfds.PHOTOS_NAME}", "--image_size=8",
+                     "--train_crop=random_resized", "--normalization=standardize", "--train_steps=4")
+  code, stderr = run_cli(evaluate.main, [f"--run_dir={run_dir}"])
+  assert code == 0, stderr
+  results = json.loads((run_dir / "eval_test.json").read_text())
+  final = json.loads((run_dir / "results.json").read_text())
+  assert (results["accuracy"], results["loss"]) == (final["eval_accuracy"], final["eval_loss"])
+
+
+def test_an_export_of_varying_size_images_takes_any_size_and_sees_what_evaluation_saw(varying_run, tmp_path,
+                                                                                       capsys):
+  root, run_dir = varying_run
+  export_dir = tmp_path / "export"
+  code, stderr = run_cli(export.main, [f"--run_dir={run_dir}", f"--export_dir={export_dir}"])
+  assert code == 0, stderr
+  serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+  assert serve.structured_input_signature[1]["images"].shape.as_list() == [None, None, None, 3]
+
+  # The run's eval path: the val split opened and read as the trainer's evaluations read it.
+  trained = inference.load_trained_model(str(run_dir))
+  split, = data.open_splits(trained.source, ["val"], trained.config.data_memory_budget_mb, train_first=False)
+  images, labels, _ = next(iter(data.eval_dataset(split, 100, mean_std=trained.mean_std)))
+  expected = tf.nn.softmax(augment.with_tta(trained.model, "flip")(images, training=False)).numpy()
+  files = listing(root, "val")
+  np.testing.assert_array_equal(labels.numpy(), files.labels)  # The same examples, in the same order.
+  paths = [p.decode() for p in files.paths]
+  photos = [predict.read_image(p, (None, None, 3)) for p in paths]
+  assert len({tuple(p.shape) for p in photos}) > 3  # Sizes differ, none resized.
+  probabilities = np.concatenate([serve(images=photo[None])["probabilities"].numpy() for photo in photos])
+  np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+  capsys.readouterr()
+  chosen = [paths[0], str(root / "val" / "dog" / "p.png")]  # A 20×30 JPEG, a 24×20 PNG.
+  code, stderr = run_cli(predict.main, [f"--model={export_dir}", "--top_k=1", *chosen], takes_arguments=True)
+  assert code == 0, stderr
+  lines = capsys.readouterr().out.strip().splitlines()
+  for line, path in zip(lines, chosen, strict=True):
+    p = probabilities[paths.index(path)]
+    assert line == f"{path}: {trained.info.class_names[p.argmax()]} {p.max():.4f}"
