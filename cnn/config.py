@@ -9,6 +9,7 @@ and never reads flags, so it can be driven from a notebook:
 """
 
 import dataclasses
+import re
 from typing import Any
 
 from cnn.errors import UserError
@@ -245,6 +246,8 @@ class Config:
         raise UserError(f"--{name}={_flag_text(low_high)} must be MIN,MAX with MIN <= MAX")
     if self.freeze_after_epochs and not self.freeze_variables:
       raise UserError("--freeze_after_epochs needs --freeze_variables (the variables to freeze)")
+    for name in ("weight_decay_exclude", "freeze_variables"):
+      variable_patterns(getattr(self, name), name)  # Refused up front, whether or not they are used.
     if self.normalization_mean and len(self.normalization_mean) != len(self.normalization_std):
       raise UserError("--normalization_mean and --normalization_std need one value per channel each")
     return self
@@ -276,6 +279,18 @@ OPERATIONAL_FIELDS = frozenset({
 # change the structure of the checkpointed (distributed) data iterator. Every other field must match
 # the run's flags.txt for `--run_dir` to resume.
 RESUMABLE_FIELDS = (OPERATIONAL_FIELDS | {"epochs", "train_steps"}) - {"strategy", "cpu_devices"}
+
+
+def variable_patterns(patterns: str, flag: str) -> list[re.Pattern]:
+  """The comma-separated regular expressions `patterns` of the flag `flag`, compiled.
+
+  Raises:
+    UserError: naming `flag` for a bad regular expression.
+  """
+  try:
+    return [re.compile(p.strip()) for p in patterns.split(",") if p.strip()]
+  except re.error as e:
+    raise UserError(f"--{flag}: bad regular expression ({e})") from None
 
 
 def _flag_text(value: Any) -> str:

@@ -22,13 +22,12 @@ it drives Adam's bias correction and the EMA's first step.
 """
 
 import contextlib
-import re
 from typing import Sequence
 
 import tensorflow as tf
 
 from cnn import schedules
-from cnn.config import Config
+from cnn.config import Config, variable_patterns
 from cnn.errors import UserError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "nesterov")
@@ -108,10 +107,7 @@ def matching(variables: Sequence[tf.Variable], patterns: str, flag: str) -> list
   Raises:
     UserError: naming `flag` for a bad regular expression.
   """
-  try:
-    compiled = [re.compile(p.strip()) for p in patterns.split(",") if p.strip()]
-  except re.error as e:
-    raise UserError(f"--{flag}: bad regular expression ({e})") from None
+  compiled = variable_patterns(patterns, flag)
   return [v for v in variables if any(p.search(v.path) for p in compiled)]
 
 

@@ -150,10 +150,9 @@ def build_model_in_scope(config: Config, info: data_lib.DatasetInfo,
   """`models.build_model` under `config.precision`, its variables in `strategy`'s scope, with
   --init_from applied; returns it and its layer table.
 
-  Sets the Keras global precision policy: it applies to every layer built afterwards.
+  The Keras global precision policy is `config.precision` while the model is built, and as it was after.
   """
-  tf.keras.mixed_precision.set_global_policy(config.precision)
-  with strategy.scope():
+  with models.precision_policy(config.precision), strategy.scope():
     model = models.build_model(config, info)
     model(tf.zeros((1, *info.image_shape)))  # Builds the variables.
   if config.init_from:  # A resumed run restores its own checkpoint over this.

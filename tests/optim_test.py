@@ -64,6 +64,15 @@ def test_weight_decay_skips_excluded_variables(optimizer, kind):
                         "net/logits/kernel", "net/logits/bias"}
 
 
+@pytest.mark.parametrize("flag", ["weight_decay_exclude", "freeze_variables"])
+@pytest.mark.parametrize("other", [{}, {"weight_decay": 0.1}, {"optimizer": "adamw", "weight_decay": 0.1}])
+def test_a_bad_variable_pattern_is_refused_whatever_the_other_settings(flag, other):
+  # Refused by the config itself, not only where (and if) the pattern is used.
+  with pytest.raises(UserError, match=f"^--{flag}: bad regular expression"):
+    Config(**{flag: "bias,(", **other}).validate()
+  Config(**{flag: "bias,gamma", **other}).validate()
+
+
 def test_coupled_l2_is_added_to_the_gradient_and_decoupled_is_scaled_by_the_rate():
   # SGD without momentum, lr 0.1, λ 0.5 on w = 1: coupled w -= 0.1·(0 + 0.5·1); decoupled w -= 0.1·0.5·1.
   for kind in ("l2", "decoupled"):

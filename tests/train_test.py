@@ -80,6 +80,17 @@ def test_steps_per_loop_keep_logs_evals_and_summaries_at_their_steps(mock_tfds, 
   assert [step for step, _ in scalar_tags(run_dir / "eval")["accuracy"]] == [8, 16, 24, 32, 40]
 
 
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_the_model_is_built_at_the_runs_precision_and_the_global_policy_is_left_as_found(precision):
+  # The global policy is process state: a run left at mixed precision would build the next run's or
+  # a notebook's later models in it.
+  info = data.DatasetInfo("tiny", (8, 8, 3), 3, ("a", "b", "c"))
+  model, _ = trainer.build_model_in_scope(Config(precision=precision, conv_filters=(4,), dense_units=(8,)),
+                                          info, tf.distribute.get_strategy())
+  assert model.layers[0].compute_dtype == precision.removeprefix("mixed_")
+  assert tf.keras.mixed_precision.global_policy().name == "float32"
+
+
 def test_mfu_divides_by_the_peak_of_every_replica(mock_tfds, tmp_path):
   run_dir = tmp_path / "run"
   code, stderr = run_cli(train.main, [*SMOKE, f"--run_dir={run_dir}", "--train_steps=4", "--log_every_steps=2",

@@ -5,4 +5,4 @@ from cnn.models import imagenet_resnet  # noqa: F401  (registers "resnet18" ... 
 from cnn.models import keras_applications  # noqa: F401  (builds "keras:<application name>")
 from cnn.models import resnet  # noqa: F401  (registers "resnet20" ... "resnet110")
 from cnn.models import simple_cnn  # noqa: F401  (registers "simple_cnn")
-from cnn.models.registry import build_model, names, register  # noqa: F401
+from cnn.models.registry import build_model, names, precision_policy, register  # noqa: F401

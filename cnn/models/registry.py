@@ -1,6 +1,7 @@
 """The model registry: a model registers its builder by name where it is defined."""
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import tensorflow as tf
 
@@ -47,3 +48,15 @@ def build_model(config: Config, info: DatasetInfo) -> tf.keras.Model:
     families = "".join(f", or {prefix}<name>" for prefix in sorted(_FAMILIES))
     raise UserError(f"unknown --model={config.model}; registered models: {', '.join(names())}{families}")
   return _BUILDERS[config.model](config, info)
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str) -> Iterator[None]:
+  """Layers built inside take the Keras mixed-precision policy `precision`; the global policy (process
+  state, read by every layer built afterwards) is restored on the way out, as it was found."""
+  previous = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy(precision)
+  try:
+    yield
+  finally:
+    tf.keras.mixed_precision.set_global_policy(previous)
