@@ -154,6 +154,25 @@ def test_augmented_batches_do_not_depend_on_the_replica_and_worker_layout(spec):
       np.testing.assert_allclose(np.concatenate([p[1] for p in parts]), expected_labels, atol=1e-6)
 
 
+def test_tensorflows_own_stateless_flip_would_depend_on_the_replica_layout():
+  # Why `flip` does not use tf.image.stateless_random_flip_left_right: it draws one value per image
+  # of the batch it is given, so a replica's half of the global batch gets the draws of the first
+  # half, whatever its place. `flip` draws for the whole global batch and keeps its slice's rows.
+  images = tf.constant(np.random.default_rng(3).uniform(size=(16, 4, 4, 3)), tf.float32)
+  seed = tf.constant([7, 11], tf.int64)
+  whole = tf.image.stateless_random_flip_left_right(images, seed)
+  halves = tf.concat([tf.image.stateless_random_flip_left_right(images[:8], seed),
+                      tf.image.stateless_random_flip_left_right(images[8:], seed)], 0)
+  assert not np.array_equal(whole.numpy(), halves.numpy())
+
+  def ours(positions):
+    ctx = augment.Context(seed, 0, tf.constant(0, tf.int64), positions, 16, Config(), positions, 16)
+    return augment.flip(tf.gather(images, positions), None, ctx)[0]
+
+  np.testing.assert_array_equal(ours(tf.range(16)).numpy(),
+                                tf.concat([ours(tf.range(8)), ours(tf.range(8, 16))], 0).numpy())
+
+
 def test_label_mixing_refuses_pairs_that_would_span_replicas():
   augment.check_pairing("crop,mixup", per_replica_batch=4, global_batch=8)
   augment.check_pairing("crop,mixup", per_replica_batch=7, global_batch=7)  # One replica: no pair spans.
