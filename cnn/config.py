@@ -207,8 +207,9 @@ class Config:
   precision: str = _field("float32", "Keras mixed-precision policy; logits and loss stay float32; "
                           "mixed_float16 adds dynamic loss scaling.",
                           choices=("float32", "mixed_float16", "mixed_bfloat16"))
-  steps_per_loop: int = _field(1, "Train steps per call of the compiled train function (a tf.range loop); "
-                               "metrics, logs and evals stay exact at loop boundaries.", minimum=1)
+  steps_per_loop: int = _field(20, "Train steps per call of the compiled train function (a tf.range loop): "
+                               "fewer calls from Python (each costs about 1 ms). Calls end where a log, checkpoint, "
+                               "histogram, eval or profile is due, so all of those stay at their steps.", minimum=1)
   jit_compile: bool = _field(False, "Compile the train and eval steps with XLA.")
   peak_tflops: float = _field(0.0, "One device's peak TFLOP/s at --precision, for MFU = achieved TFLOP/s / "
                               "(this × replicas on all workers) (0: unknown, no MFU).", minimum=0.0)

@@ -38,11 +38,14 @@ def steps_to_next(step: int, config: Config) -> list[int]:
   return [n - step % n for n in every if n] + before_histogram + window
 
 
-def next_call(step: int, epoch_end: int, config: Config) -> tuple[int, bool]:
-  """The next call of the train loop after `step`: (its number of steps, whether it writes histograms)."""
+def next_call(step: int, epoch_end: int, config: Config, also_end_in: Sequence[int] = ()) -> tuple[int, bool]:
+  """The next call of the train loop after `step`: (its number of steps, whether it writes histograms).
+
+  `also_end_in`: more distances (in steps) at which the call must end, e.g. a test's self-signal.
+  """
   if config.histogram_every_steps and (step + 1) % config.histogram_every_steps == 0:
     return 1, True
-  return min(config.steps_per_loop, epoch_end - step, *steps_to_next(step, config)), False
+  return min(config.steps_per_loop, epoch_end - step, *steps_to_next(step, config), *also_end_in), False
 
 
 class Progress:
@@ -117,7 +120,7 @@ class Controller:
     self.progress.start_interval()
     epoch_end = min(epoch * self.steps_per_epoch, self.total_steps)
     while step < epoch_end:
-      num_steps, histograms = next_call(step, epoch_end, config)
+      num_steps, histograms = next_call(step, epoch_end, config, self.preemption.steps_to_next_signal(step))
       with self.profiler.step(step + 1, step + num_steps):
         outputs = self.train_loop.train(num_steps, histograms)
       step = self.train_loop.step

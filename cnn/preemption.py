@@ -96,6 +96,10 @@ class Preemption:
     if step in self._signal_at:
       os.kill(os.getpid(), self._signal_at[step])
 
+  def steps_to_next_signal(self, step: int) -> list[int]:
+    """Steps from `step` to the next test-only self-signal: a loop call ends there, so it fires on time."""
+    return [at - step for at in self._signal_at if at > step]
+
   def requested(self) -> bool:
     """Whether any worker was signalled (a collective under MultiWorkerMirroredStrategy)."""
     return self._any_worker(bool(self.signals))

@@ -219,7 +219,7 @@ def test_bench_runs_end_to_end_on_mock_data_and_writes_its_json(mock_tfds, tmp_p
     assert run["ratio_to_A"] == pytest.approx(run["images_per_second"] / runs["A"]["images_per_second"])
     assert (run["accuracy"] is not None) == (name in "ABCD")
   assert runs["A"]["ratio_to_A"] == 1.0 and 0.0 <= runs["D"]["accuracy"] <= 1.0
-  assert "float32, 1 step per loop, XLA off" in runs["C"]["what"]
+  assert f"float32, {Config().steps_per_loop} steps per loop, XLA off" in runs["C"]["what"]  # The defaults.
   fastest = report["fastest"]
   assert fastest["precision"] in ("float32", "mixed_bfloat16") and fastest["steps_per_loop"] in (1, 2)
   assert [t["choosing"] for t in report["search"]] == ["precision"] * 2 + ["steps_per_loop"] * 2 + ["jit_compile"]
