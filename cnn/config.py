@@ -188,6 +188,9 @@ class Config:
   tpu: str = _field("", "TPU address for --strategy=tpu (a name, grpc://host:port, or 'local').")
   startup_timeout_seconds: float = _field(
       300.0, "A multi-worker run whose cluster is not up by then stops with an error.", above=0.0)
+  data_service: str = _field(
+      "", "grpc://HOST:PORT of a tf.data service dispatcher: the training pipeline's preprocessing runs on "
+      "its workers (bitwise the same batches with one service worker, not with several); empty: in this process.")
 
   _section("Checkpoints")
   checkpoint_every_steps: int = _field(
@@ -273,7 +276,7 @@ class Config:
 OPERATIONAL_FIELDS = frozenset({
     "data_dir", "data_cache_dir", "data_memory_budget_mb", "download", "run_dir", "overwrite", "log_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "histogram_every_steps", "summary_images", "confusion_matrix", "write_graph",
-    "profile_steps", "strategy", "cpu_devices", "cluster", "tpu", "startup_timeout_seconds",
+    "profile_steps", "strategy", "cpu_devices", "cluster", "tpu", "startup_timeout_seconds", "data_service",
     "steps_per_loop", "peak_tflops", "target_accuracy", "test_split",
 })
 # The fields a resumed run may change: its length and the operational fields, except those that

@@ -24,6 +24,7 @@ from cnn import augment
 from cnn import checkpoints
 from cnn import controller as controller_lib
 from cnn import data as data_lib
+from cnn import data_service
 from cnn import distribute
 from cnn import evaluator as evaluator_lib
 from cnn import flops
@@ -189,9 +190,12 @@ class RunData:
 
   def train_dataset(self, start_step: int) -> tf.distribute.DistributedDataset:
     """The training batches from `start_step` on: the data position is a function of the step."""
-    return self.strategy.distribute_datasets_from_function(
-        lambda context: data_lib.train_dataset(self.train_split, self.config.batch_size, self.config.seed, context,
-                                               start_step, self.augment_fn, self.mean_std))
+    def dataset(context: tf.distribute.InputContext) -> tf.data.Dataset:
+      batches = data_lib.train_dataset(self.train_split, self.config.batch_size, self.config.seed, context,
+                                       start_step, self.augment_fn, self.mean_std)
+      return data_service.distribute(batches, self.config.data_service) if self.config.data_service else batches
+
+    return self.strategy.distribute_datasets_from_function(dataset)
 
   def eval_splits(self, config: Config) -> list[tuple[str, Any]]:
     """(name, split) of each eval set: the eval split, then --test_split if set."""
@@ -208,6 +212,9 @@ def open_data(config: Config, source: data_lib.DataSource, strategy: tf.distribu
   mean_std = data_lib.input_mean_std(config, train_split)
   if mean_std is not None:
     logging.info("Standardising inputs with mean %s, std %s", *(np.round(v, 4).tolist() for v in mean_std))
+  if config.data_service:
+    data_service.check_split(train_split)
+    data_service.check_reachable(config.data_service)
   steps_per_epoch = data_lib.steps_per_epoch(train_split, config.batch_size)
   total_steps = run_dir_lib.length_in_steps(config, steps_per_epoch)
   if resuming:
