@@ -146,8 +146,9 @@ class Chain:
     """Has the optimizer apply `gradients` (summed, unscaled) as they are.
 
     Keras's optimizer sums what each replica gives it, and a LossScaleOptimizer divides by the loss
-    scale, so each replica gives gradients·scale/replicas. Both factors are powers of two (the loss
-    scale only ever doubles or halves), so the optimizer gets the gradients back bit for bit.
+    scale, so each replica gives gradients·scale/replicas. The loss scale only ever doubles or halves,
+    so with a power-of-two replica count (1, 2, 4, 8, ...) the optimizer gets the gradients back bit
+    for bit; with another count, to within a rounding.
     """
     factor = 1.0 / replicas if scale is None else tf.cast(scale, tf.float32) / replicas
     if scale is not None or replicas > 1:
