@@ -293,7 +293,7 @@ def open_split(source: DataSource, name: str, budget_bytes: int,
   if not _fits(name, decoded_bytes, budget_bytes, explain):
     return streaming, 0
   return _hold(source, streaming, decoded_bytes, dataset=str(source.root.resolve()), split=name,
-               files=datacache.files_fingerprint(source.root / name))
+               files=[datacache.files_fingerprint(source.root / n) for n in folder.split_folders(name)])
 
 
 def _hold(source: DataSource, streaming: stream.StreamSplit, decoded_bytes: int,

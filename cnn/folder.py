@@ -11,11 +11,14 @@ folder's), so a folder of a million files is not listed again at every start.
 """
 
 import dataclasses
+import hashlib
 import pathlib
+import types
 from typing import Callable, Optional
 
 from absl import logging
 import numpy as np
+import tensorflow_datasets as tfds
 
 from cnn import datacache
 from cnn.errors import UserError
@@ -58,17 +61,49 @@ def _check_header(path: pathlib.Path) -> None:
                     "--skip_bad_images)")
 
 
-def list_split(root: str, split: str, classes: tuple[str, ...], cache_dir: Optional[pathlib.Path] = None,
+def split_folders(spec: str) -> list[str]:
+  """The split folders a split (`train`, `train[:90%]`, `train+val`) reads, sorted."""
+  return sorted({part.split("[")[0].strip() for part in spec.split("+")})
+
+
+def list_split(root: str, spec: str, classes: tuple[str, ...], cache_dir: Optional[pathlib.Path] = None,
                decodable: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> FileSplit:
-  """The files of `root/split/<class>/*` in sorted order, headers checked. Raises UserError.
+  """The files of split `spec`: a split folder's name or a TFDS-style selection of them. Raises UserError.
 
   Args:
-    root, split, classes: the folder, the split folder's name, the class folders (label order).
-    cache_dir: where the listing is cached (None: not cached).
+    root: the folder of split folders.
+    spec: `train`, or a selection such as `train[:90%]`, `train[-1000:]`, `train+val` (module docstring).
+    classes: the class folders (label order).
+    cache_dir: where listings are cached (None: not cached).
     decodable: `paths -> bool mask` of the files that decode (--skip_bad_images); the others, and
       files with a bad header, are left out and counted in the log instead of failing the run.
   """
   root_path = pathlib.Path(root).expanduser()
+  listed = {name: _list_folder(root_path, name, classes, cache_dir, decodable) for name in split_folders(spec)}
+  if spec in listed:
+    return listed[spec]
+  try:
+    instructions = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
+        {name: types.SimpleNamespace(num_examples=len(files)) for name, files in listed.items()})
+  except (ValueError, AssertionError) as e:
+    raise UserError(f"split '{spec}': {str(e).splitlines()[-1]}") from None
+  chosen = []
+  for instruction in instructions:
+    files = listed[instruction.splitname]
+    picked = np.sort(_hash_order(files.paths)[instruction.from_:instruction.to])
+    chosen.append((files.paths[picked], files.labels[picked]))
+  return FileSplit(np.concatenate([p for p, _ in chosen]), np.concatenate([l for _, l in chosen]))
+
+
+def _hash_order(paths: np.ndarray) -> np.ndarray:
+  """Positions of `paths` ordered by a hash of `<class>/<file name>`: the order slices are taken in."""
+  digests = [hashlib.md5(b"/".join(p.split(b"/")[-2:])).digest() for p in paths]
+  return np.array(sorted(range(len(paths)), key=digests.__getitem__), dtype=np.int64)
+
+
+def _list_folder(root_path: pathlib.Path, split: str, classes: tuple[str, ...], cache_dir: Optional[pathlib.Path],
+                 decodable: Optional[Callable[[np.ndarray], np.ndarray]]) -> FileSplit:
+  """The files of `root_path/split/<class>/*` in sorted order, headers checked, the listing cached."""
   if not (root_path / split).is_dir():
     found = split_names(root_path)
     raise UserError(f"split '{split}' not found in {root_path} (splits there: "

@@ -149,6 +149,58 @@ def test_bad_folders_are_one_line_errors_naming_what_is_wrong(tmp_path, case, me
   assert message.format(root=root) in str(error.value) and len(str(error.value).splitlines()) == 1
 
 
+def _many_files(root, per_class=30, classes=("a", "b", "c")):
+  """root/{train,val}/<class>/NN.jpg: tiny JPEGs, enough of them for slices to mean something."""
+  tiny = tf.io.encode_jpeg(np.zeros((4, 4, 3), np.uint8)).numpy()
+  for split in ("train", "val"):
+    for name in classes:
+      (root / split / name).mkdir(parents=True)
+      for i in range(per_class):
+        (root / split / name / f"{i:02d}.jpg").write_bytes(tiny)
+  return root
+
+
+def test_a_sliced_folder_split_is_a_stable_class_balanced_selection_and_slices_partition_it(tmp_path):
+  root = _many_files(tmp_path / "pets")
+  whole = listing(root, "train")
+  head, tail = listing(root, "train[:80%]"), listing(root, "train[80%:]")
+  assert len(head) == 72 and len(tail) == 18
+  # Together the two slices are the split, each file once; each keeps the sorted order.
+  np.testing.assert_array_equal(np.sort(np.concatenate([head.paths, tail.paths])), np.sort(whole.paths))
+  assert list(head.paths) == sorted(head.paths) and list(tail.paths) == sorted(tail.paths)
+  # Not the first 80% of the class-by-class order: every class is in the held-out slice.
+  assert set(tail.labels) == {0, 1, 2} and min(np.bincount(tail.labels)) >= 2
+  # The labels follow their files.
+  by_path = dict(zip(whole.paths, whole.labels))
+  assert all(by_path[p] == l for p, l in zip(tail.paths, tail.labels))
+  # A file added later joins one side; no other file moves across the boundary.
+  (root / "train" / "a" / "new.jpg").write_bytes((root / "train" / "a" / "00.jpg").read_bytes())
+  moved = set(listing(root, "train[80%:]").paths) ^ set(tail.paths)
+  assert moved <= {bytes(root / "train" / "a" / "new.jpg")} | set(head.paths) and len(moved) <= 2
+  both = listing(root, "train[:10]+val[-5:]")
+  assert len(both) == 15 and sum(b"/val/" in p for p in both.paths) == 5
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("train[:150%]", "split 'train[:150%]': "),
+    ("train[:x]", "split 'train[:x]': "),
+    ("valid[:10%]", "split 'valid' not found in {root} (splits there: train, val)"),
+])
+def test_a_bad_split_selection_is_one_line(tmp_path, spec, message):
+  root = _many_files(tmp_path / "pets", per_class=2)
+  with pytest.raises(UserError) as error:
+    listing(root, spec)
+  assert message.format(root=root) in str(error.value) and len(str(error.value).splitlines()) == 1
+
+
+def test_a_run_holds_out_a_slice_of_a_folder_split(tmp_path, caplog):
+  root = _many_files(tmp_path / "pets", per_class=10)
+  with caplog.at_level("INFO"):
+    code, stderr = _train(root, tmp_path / "run", "--train_split=train[:80%]", "--eval_split=train[80%:]")
+  assert code == 0, stderr
+  assert "24 train examples (train[:80%]), 6 eval examples (train[80%:])" in caplog.text
+
+
 def _train(root, run_dir, *extra):
   from cnn import train  # pylint: disable=import-outside-toplevel
   from conftest import run_cli  # pylint: disable=import-outside-toplevel
