@@ -4,6 +4,15 @@ Everything around them is elsewhere: when they run in cnn/controller.py, the loo
 cnn/train_loop.py, one pass over eval data in cnn/evaluator.py; these functions only compute and
 update metrics. A single device is the
 default strategy with one replica, so there is one code path.
+
+The train loop reads the iterator inside the `tf.function` (as Orbit does): one call runs K steps in
+a `tf.range` loop, one dispatch from Python per K steps, and its arguments are tensors, so it is
+traced once. Each step: forward → loss → gradients → the gradient chain (cnn/gradients.py: sum over
+replicas, unscale, transforms, the optimizer, then freezing and lookahead) → metrics. Each replica
+averages its per-example losses over the *global* batch and the chain sums the gradients across
+replicas, so any number of replicas computes the one-device update. Under mixed_float16 the
+optimizer is a `LossScaleOptimizer`: the loss is scaled for the gradients, and a step whose
+gradients are not finite is skipped (halving the scale).
 """
 
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -52,18 +61,7 @@ def make_train_loop(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
                     global_batch_size: int, jit_compile: bool = False,
                     transforms: Sequence[gradients_lib.Transform] = (), weight_hooks: Optional[WeightHooks] = None,
                     gradient_summary: Optional[GradientSummary] = None) -> TrainLoop:
-  """A compiled loop of `num_steps` train steps, each taking the next batch from `iterator`.
-
-  The iterator is read inside the `tf.function` (as Orbit does), so `train_loop(iterator, K, step)`
-  runs steps step+1 … step+K in one call (a `tf.range` loop: one dispatch from Python per K
-  steps); `num_steps`, `step` and `histograms` are tensors, so none of them retraces: the loop is
-  traced once, at its first call. Each step reads: forward → loss
-  → gradients → the gradient chain (cnn/gradients.py: sum over replicas, unscale, transforms, the
-  optimizer, then freezing and lookahead) → metrics. Each replica averages its per-example losses
-  over the *global* batch and the chain sums the gradients across replicas, so any number of
-  replicas computes the one-device update. Under mixed_float16 `optimizer` is a
-  `LossScaleOptimizer`: the loss is scaled for the gradients, and a step whose gradients are not
-  finite is skipped (halving the scale).
+  """A compiled loop: `train_loop(iterator, K, step)` runs steps step+1 … step+K (module docstring).
 
   Args:
     model: the model, built under `strategy.scope()`.
