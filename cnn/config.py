@@ -84,7 +84,11 @@ class Config:
   _section("Optimisation")
   optimizer: str = _field("adam", "Optimizer: adam, adamw, sgd or nesterov (sgd with Nesterov momentum).")
   learning_rate: float = _field(1e-3, "Learning rate.", above=0.0)
-  momentum: float = _field(0.9, "SGD momentum.", minimum=0.0, below=1.0)
+  momentum: float = _field(0.9, "SGD momentum; Adam's beta_1.", minimum=0.0, below=1.0)
+  adam_beta2: float = _field(0.999, "Adam: decay of the squared-gradient average (fast.ai's short "
+                             "recipes: 0.99).", minimum=0.0, below=1.0)
+  adam_epsilon: float = _field(1e-7, "Adam: epsilon, added to the root of the squared-gradient average.",
+                               above=0.0)
   nesterov: bool = _field(False, "Nesterov momentum for SGD.")
   batch_size: int = _field(32, "Training batch size.", minimum=1)
   eval_batch_size: int = _field(256, "Evaluation batch size.", minimum=1)

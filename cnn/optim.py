@@ -161,7 +161,8 @@ def build_optimizer(config: Config, variables: Sequence[tf.Variable] = (), steps
   if kind == "decoupled" and config.weight_decay:
     common["weight_decay"] = config.weight_decay
   if config.optimizer in ("adam", "adamw"):
-    cls, extra = (AdamW if config.optimizer == "adamw" else Adam), {}
+    cls = AdamW if config.optimizer == "adamw" else Adam
+    extra = dict(beta_1=config.momentum, beta_2=config.adam_beta2, epsilon=config.adam_epsilon)
     if config.optimizer == "adamw":
       extra["weight_decay"] = common.pop("weight_decay", 0.0)
   else:

@@ -193,3 +193,11 @@ def test_a_skipped_float16_step_advances_the_schedule_and_not_adams_count():
   assert int(optimizer.iterations) == 3  # The loop's step: it drives the schedule ...
   assert float(optimizer.learning_rate) == pytest.approx(0.7)
   assert int(optimizer.inner_optimizer.iterations) == 2  # ... and Adam's bias correction counts updates.
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adams_moment_decays_and_epsilon_are_the_flags(name):
+  optimizer = optim.build_optimizer(Config(optimizer=name, momentum=0.95, adam_beta2=0.99, adam_epsilon=1e-6))
+  assert (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) == (0.95, 0.99, 1e-6)
+  default = optim.build_optimizer(Config(optimizer=name))
+  assert (default.beta_1, default.beta_2, default.epsilon) == (0.9, 0.999, 1e-7)  # Keras's defaults.
