@@ -124,6 +124,8 @@ class Config:
                                            minimum=0.0)
   lr_final_fraction: float = _field(0.0, "cosine/linear: the rate ends at this fraction of "
                                     "--learning_rate.", minimum=0.0)
+  lr_hold_epochs: float = _field(0.0, "cosine/linear: the rate stays at its peak this many epochs after the "
+                                 "warmup before it decays (fast.ai's flat-cos: 75% of the run).", minimum=0.0)
   weight_decay: float = _field(0.0, "Weight decay coefficient (0: none).", minimum=0.0)
   weight_decay_type: str = _field(
       "auto", "l2: coupled, λ·w added to the gradient (He et al.); decoupled: w -= lr·λ·w after the "

@@ -7,6 +7,7 @@ from `--lr_warmup_start_fraction` of it. After the warmup:
     counted from the start of training);
   * cosine / linear: decays to `--lr_final_fraction` of the peak at the last step. Linear decay after
     a warmup is the one-cycle (piecewise-linear) schedule of airbench and fast CIFAR training.
+    `--lr_hold_epochs` keeps the peak that long before the decay starts (fast.ai's flat-cos).
 
 The cosine schedule is Keras's `CosineDecay` with its own warmup (`warmup_target`, `warmup_steps`);
 Keras has no warmup for the others, so `WarmupThen` adds one to them (schedules_test shows both).
@@ -32,6 +33,20 @@ class Constant(Schedule):
 
   def get_config(self):
     return {"learning_rate": self.learning_rate}
+
+
+class HoldThen(Schedule):
+  """`peak` for `hold_steps` steps, then `after(step - hold_steps)`."""
+
+  def __init__(self, after: Schedule, peak: float, hold_steps: int):
+    self.after, self.peak, self.hold_steps = after, peak, hold_steps
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    return tf.where(step < self.hold_steps, self.peak, self.after(tf.maximum(step - self.hold_steps, 0.0)))
+
+  def get_config(self):
+    return {"peak": self.peak, "hold_steps": self.hold_steps}
 
 
 class WarmupThen(Schedule):
@@ -70,7 +85,14 @@ def build_schedule(config: Config, steps_per_epoch: int, total_steps: int) -> Sc
   if warmup_steps >= total_steps and config.lr_warmup_epochs:
     raise UserError(f"--lr_warmup_epochs={config.lr_warmup_epochs} ({warmup_steps} steps) is not shorter "
                     f"than training ({total_steps} steps); shorten the warmup or train longer")
-  decay_steps = total_steps - warmup_steps
+  hold_steps = round(config.lr_hold_epochs * steps_per_epoch)
+  if hold_steps and config.lr_schedule not in ("cosine", "linear"):
+    raise UserError(f"--lr_hold_epochs holds the peak before a decay; --lr_schedule={config.lr_schedule} "
+                    "does not decay over the run (use cosine or linear)")
+  if warmup_steps + hold_steps >= total_steps and hold_steps:
+    raise UserError(f"--lr_warmup_epochs and --lr_hold_epochs ({warmup_steps} + {hold_steps} steps) leave no "
+                    f"steps of the {total_steps} to decay over")
+  decay_steps = total_steps - warmup_steps - hold_steps
   offset = warmup_steps
   if config.lr_schedule == "constant":
     after = Constant(peak)
@@ -83,6 +105,9 @@ def build_schedule(config: Config, steps_per_epoch: int, total_steps: int) -> Sc
       raise UserError(f"--lr_boundaries={','.join(map(str, config.lr_boundaries))} must increase")
     values = [peak * config.lr_decay_factor**i for i in range(len(boundaries) + 1)]
     after, offset = tf.keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values), 0
+  elif config.lr_schedule == "cosine" and hold_steps:
+    after = HoldThen(tf.keras.optimizers.schedules.CosineDecay(peak, decay_steps, alpha=config.lr_final_fraction),
+                     peak, hold_steps)
   elif config.lr_schedule == "cosine":  # Keras's warmup, from the start rate to the peak.
     return tf.keras.optimizers.schedules.CosineDecay(peak * config.lr_warmup_start_fraction, decay_steps,
                                                      alpha=config.lr_final_fraction, warmup_target=peak,
@@ -90,6 +115,7 @@ def build_schedule(config: Config, steps_per_epoch: int, total_steps: int) -> Sc
   elif config.lr_schedule == "linear":
     after = tf.keras.optimizers.schedules.PolynomialDecay(peak, decay_steps,
                                                           end_learning_rate=peak * config.lr_final_fraction)
+    after = HoldThen(after, peak, hold_steps) if hold_steps else after
   else:
     raise UserError(f"unknown --lr_schedule={config.lr_schedule}; choose one of: {', '.join(SCHEDULES)}")
   return WarmupThen(after, peak, peak * config.lr_warmup_start_fraction, warmup_steps, offset)

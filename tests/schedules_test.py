@@ -1,5 +1,7 @@
 """Learning-rate schedules: values at chosen steps, and settings that cannot work."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -72,11 +74,23 @@ def test_keras_has_no_warmup_for_the_other_schedules_so_they_keep_ours(decay):
     decay()
 
 
+@pytest.mark.parametrize("schedule, middle", [("cosine", 0.1 + 0.9 * 0.5), ("linear", 0.1 + 0.9 * 0.5)])
+def test_a_hold_keeps_the_peak_after_the_warmup_then_decays_over_the_rest(schedule, middle):
+  # fast.ai's flat-cos, with a warmup: 10 steps up, 50 at the peak, 40 down to the final fraction.
+  config = Config(learning_rate=1.0, lr_schedule=schedule, lr_warmup_epochs=1, lr_warmup_start_fraction=0.5,
+                  lr_hold_epochs=5, lr_final_fraction=0.1)
+  got = values(config, 10, 100, [0, 5, 10, 35, 59, 60, 80, 100])
+  assert got == pytest.approx([0.5, 0.75, 1.0, 1.0, 1.0, 1.0, middle, 0.1], abs=1e-6)
+
+
 @pytest.mark.parametrize("settings, message", [
+    (dict(lr_hold_epochs=2), "--lr_schedule=constant does not decay over the run (use cosine or linear)"),
+    (dict(lr_schedule="cosine", lr_warmup_epochs=3, lr_hold_epochs=7),
+     "--lr_warmup_epochs and --lr_hold_epochs (30 + 70 steps) leave no steps of the 100 to decay over"),
     (dict(lr_warmup_epochs=10), "--lr_warmup_epochs=10 (100 steps) is not shorter than training (100 steps)"),
     (dict(lr_schedule="piecewise"), "--lr_schedule=piecewise needs --lr_boundaries"),
     (dict(lr_schedule="piecewise", lr_boundaries=(30, 20)), "--lr_boundaries=30,20 must increase"),
 ])
 def test_settings_that_cannot_work(settings, message):
-  with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+  with pytest.raises(UserError, match=re.escape(message)):
     schedules.build_schedule(Config(**settings), 10, 100)
