@@ -150,3 +150,17 @@ def test_the_imagewoof_recipe_runs_on_a_small_folder_of_photos(tmp_path):
   assert code == 0, stderr
   flags_txt = (tmp_path / "run" / "flags.txt").read_text()
   assert "--model=resnet26" in flags_txt and "--resnet_d" in flags_txt and "--zero_init_residual" in flags_txt
+
+
+def test_activation_replaces_every_relu_and_keeps_the_parameters():
+  images = tf.random.stateless_normal((2, 32, 32, 3), seed=[1, 2])
+  tf.keras.utils.set_random_seed(3)
+  relu, _ = build(TINY, model="resnet18", resnet_d=True)
+  tf.keras.utils.set_random_seed(3)
+  mish, _ = build(TINY, model="resnet18", resnet_d=True, activation="mish")
+  assert trainable_count(mish) == trainable_count(relu)
+  assert mish.activation is tf.keras.activations.mish and all(b.activation is mish.activation for b in mish.blocks)
+  # The same weights, another function: mish(x) = x·tanh(softplus(x)) is not relu anywhere but at 0.
+  assert not np.allclose(mish(images, training=True), relu(images, training=True))
+  with pytest.raises(UserError, match="unknown --activation=rectify"):
+    build(TINY, model="resnet18", activation="rectify")

@@ -14,14 +14,18 @@ Options (flags), from "Bag of Tricks for Image Classification with CNNs" (He et 
     timm's resnet50d);
   * --zero_init_residual: the last BatchNorm of each block starts with gamma 0, so that each block
     starts as the identity.
+`--activation` replaces ReLU everywhere (mish: the xresnet of fast.ai's Imagewoof records).
 BatchNorm momentum 0.9 and epsilon 1e-5 (PyTorch's 0.1 and 1e-5), convs He-normal over fan-out, as
 the reference implementations. Strided convs pad "same" (TensorFlow's asymmetric padding).
 """
+
+from typing import Callable
 
 import tensorflow as tf
 
 from cnn.config import Config
 from cnn.data import DatasetInfo
+from cnn.models import activations
 from cnn.models import registry
 
 # name: (bottleneck?, blocks per stage)
@@ -67,12 +71,14 @@ class Shortcut(tf.keras.layers.Layer):
 class Block(tf.keras.layers.Layer):
   """A basic block (3×3 → 3×3) or a v1.5 bottleneck (1×1 → 3×3 with the stride → 1×1, 4× wider).
 
-  Each conv is followed by BN, each BN but the last by ReLU; the shortcut is added, then ReLU.
+  Each conv is followed by BN, each BN but the last by the activation; the shortcut is added, then
+  the activation.
   """
 
   def __init__(self, width: int, strides: int, bottleneck: bool, in_channels: int, avg_down: bool,
-               zero_init: bool, **kwargs):
+               zero_init: bool, activation: Callable[[tf.Tensor], tf.Tensor] = tf.nn.relu, **kwargs):
     super().__init__(**kwargs)
+    self.activation = activation
     self.out_channels = width * 4 if bottleneck else width
     shapes = ([(width, 1, 1), (width, 3, strides), (self.out_channels, 1, 1)] if bottleneck else
               [(width, 3, strides), (width, 3, 1)])
@@ -86,9 +92,9 @@ class Block(tf.keras.layers.Layer):
     for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
       y = bn(conv(y), training=training)
       if i < len(self.convs) - 1:
-        y = tf.nn.relu(y)
+        y = self.activation(y)
     shortcut = x if self.shortcut is None else self.shortcut(x, training=training)
-    return tf.nn.relu(y + shortcut)
+    return self.activation(y + shortcut)
 
 
 class ImageNetResNet(tf.keras.Model):
@@ -100,11 +106,13 @@ class ImageNetResNet(tf.keras.Model):
     blocks_per_stage: blocks in each of the four stages, e.g. (3, 4, 6, 3).
     resnet_d: the deep stem and average-pooling downsampling shortcuts.
     zero_init_residual: gamma 0 in the last BatchNorm of each block.
+    activation: a Keras activation name (relu: the published networks).
   """
 
   def __init__(self, num_classes: int, bottleneck: bool, blocks_per_stage, resnet_d: bool = False,
-               zero_init_residual: bool = False, name: str = "resnet"):
+               zero_init_residual: bool = False, activation: str = "relu", name: str = "resnet"):
     super().__init__(name=name)
+    self.activation = activations.get(activation)
     stem = [(32, 2), (32, 1), (64, 1)] if resnet_d else [(64, 2)]
     self.stem_convs = [_conv(f, 3 if resnet_d else 7, s, f"stem_conv{i}") for i, (f, s) in enumerate(stem, 1)]
     self.stem_bns = [_batch_norm(f"stem_bn{i}") for i in range(1, len(stem) + 1)]
@@ -113,7 +121,7 @@ class ImageNetResNet(tf.keras.Model):
     for stage, (width, count) in enumerate(zip(_WIDTHS, blocks_per_stage)):
       for i in range(count):
         block = Block(width, 2 if stage > 0 and i == 0 else 1, bottleneck, channels, resnet_d,
-                      zero_init_residual, name=f"stage{stage + 1}_block{i + 1}")
+                      zero_init_residual, self.activation, name=f"stage{stage + 1}_block{i + 1}")
         self.blocks.append(block)
         channels = block.out_channels
     self.pool = tf.keras.layers.GlobalAveragePooling2D(name="pool")
@@ -122,7 +130,7 @@ class ImageNetResNet(tf.keras.Model):
   def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
     x = images
     for conv, bn in zip(self.stem_convs, self.stem_bns):
-      x = tf.keras.ops.relu(bn(conv(x), training=training))  # keras.ops: see layer_table.
+      x = self.activation(bn(conv(x), training=training))  # keras.ops-based: see layer_table.
     x = self.stem_pool(x)
     for block in self.blocks:
       x = block(x, training=training)
@@ -133,7 +141,7 @@ def _register(name: str, bottleneck: bool, blocks_per_stage: tuple[int, ...]) ->
   @registry.register(name)
   def build(config: Config, info: DatasetInfo) -> ImageNetResNet:
     return ImageNetResNet(info.num_classes, bottleneck, blocks_per_stage, config.resnet_d,
-                          config.zero_init_residual, name=name)
+                          config.zero_init_residual, config.activation, name=name)
 
   build.__doc__ = f"{name}: the ImageNet ResNet (v1.5) with {blocks_per_stage} blocks per stage."
 

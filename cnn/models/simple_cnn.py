@@ -7,6 +7,7 @@ import tensorflow as tf
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.errors import UserError
+from cnn.models import activations
 from cnn.models import registry
 
 
@@ -75,11 +76,7 @@ class SimpleCNN(tf.keras.Model):
 @registry.register("simple_cnn")
 def build(config: Config, info: DatasetInfo) -> SimpleCNN:
   """SimpleCNN from the --conv_filters/--kernel_size/.../--dropout flags."""
-  try:
-    tf.keras.activations.get(config.activation)
-  except ValueError:
-    raise UserError(f"unknown --activation={config.activation}; e.g. relu, gelu, silu, elu, tanh, "
-                    "sigmoid, linear") from None
+  activations.get(config.activation)  # A bad name fails here, in one line.
   pool_sizes = config.pool_size * len(config.conv_filters) if len(config.pool_size) == 1 else config.pool_size
   model = SimpleCNN(info.num_classes, config.conv_filters, config.kernel_size, config.strides,
                     config.padding, pool_sizes, config.dense_units, config.activation, config.dropout)
