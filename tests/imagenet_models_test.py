@@ -13,6 +13,7 @@ from cnn.checkpoints import model_variables
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.errors import UserError
+from cnn.models.layer_table import layer_table
 
 IMAGENET_SMALL = DatasetInfo("imagenet2012", (32, 32, 3), 1000, tuple(f"c{i}" for i in range(1000)))
 TINY = DatasetInfo("tiny", (32, 32, 3), 7, tuple(f"c{i}" for i in range(7)))
@@ -162,5 +163,6 @@ def test_activation_replaces_every_relu_and_keeps_the_parameters():
   assert mish.activation is tf.keras.activations.mish and all(b.activation is mish.activation for b in mish.blocks)
   # The same weights, another function: mish(x) = x·tanh(softplus(x)) is not relu anywhere but at 0.
   assert not np.allclose(mish(images, training=True), relu(images, training=True))
+  assert "stage4_block2" in layer_table(mish, TINY.image_shape)  # The table a run prints traces it symbolically.
   with pytest.raises(UserError, match="unknown --activation=rectify"):
     build(TINY, model="resnet18", activation="rectify")

@@ -113,6 +113,7 @@ class ImageNetResNet(tf.keras.Model):
                zero_init_residual: bool = False, activation: str = "relu", name: str = "resnet"):
     super().__init__(name=name)
     self.activation = activations.get(activation)
+    self.stem_activation = tf.keras.layers.Activation(self.activation, name=activation)  # A layer: see layer_table.
     stem = [(32, 2), (32, 1), (64, 1)] if resnet_d else [(64, 2)]
     self.stem_convs = [_conv(f, 3 if resnet_d else 7, s, f"stem_conv{i}") for i, (f, s) in enumerate(stem, 1)]
     self.stem_bns = [_batch_norm(f"stem_bn{i}") for i in range(1, len(stem) + 1)]
@@ -130,7 +131,7 @@ class ImageNetResNet(tf.keras.Model):
   def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
     x = images
     for conv, bn in zip(self.stem_convs, self.stem_bns):
-      x = self.activation(bn(conv(x), training=training))  # keras.ops-based: see layer_table.
+      x = self.stem_activation(bn(conv(x), training=training))
     x = self.stem_pool(x)
     for block in self.blocks:
       x = block(x, training=training)
