@@ -196,7 +196,7 @@ class Config:
       300.0, "A multi-worker run whose cluster is not up by then stops with an error.", above=0.0)
   data_service: str = _field(
       "", "grpc://HOST:PORT of a tf.data service dispatcher: the training pipeline's preprocessing runs on "
-      "its workers (bitwise the same batches with one service worker, not with several); empty: in this process.")
+      "its workers, bitwise the same batches (several workers: the dispatcher must list them); empty: here.")
 
   _section("Checkpoints")
   checkpoint_every_steps: int = _field(

@@ -391,7 +391,8 @@ def pipeline_options() -> tf.data.Options:
 def train_dataset(split: Split, batch_size: int, seed: int,
                   input_context: Optional[tf.distribute.InputContext] = None, start_step: int = 0,
                   augment_fn=None, mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None,
-                  preprocessing: Optional[preprocess.Preprocessing] = None) -> tf.data.Dataset:
+                  preprocessing: Optional[preprocess.Preprocessing] = None,
+                  service_shards: bool = False) -> tf.data.Dataset:
   """Endless (images, labels) batches; each epoch a fresh permutation, remainder dropped.
 
   Batches never straddle an epoch, so step `k` of epoch `e` always sees the same examples (and
@@ -415,6 +416,10 @@ def train_dataset(split: Split, batch_size: int, seed: int,
       draws follow so that every layout of replicas and workers augments alike.
     mean_std: optional per-channel (mean, std) in [0, 1] units.
     preprocessing: for a bare `folder.FileSplit`, its preprocessing (a `stream.StreamSplit` has its own).
+    service_shards: for a tf.data service of several workers (cnn/data_service.py): each worker reads
+      and decodes every N-th batch only (`SHARD_HINT`, before the reading), and elements are
+      (images, labels, number), `number` counting this pipeline's batches from step 0, so that the
+      consumer can restore the order.
   """
   split = _as_stream(split, preprocessing)
   batches_per_epoch = steps_per_epoch(split, batch_size)
@@ -423,6 +428,7 @@ def train_dataset(split: Split, batch_size: int, seed: int,
   per_pipeline = batch_size // pipelines
   per_replica = input_context.get_per_replica_batch_size(batch_size) if input_context else batch_size
   standardize = standardizer(mean_std)
+  replicas_here = per_pipeline // per_replica
 
   def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
     order = tf.random.experimental.stateless_shuffle(
@@ -444,13 +450,19 @@ def train_dataset(split: Split, batch_size: int, seed: int,
     if augment_fn is not None:
       batch_images, batch_labels = augment_fn(batch_images, batch_labels, epoch, step, indices, positions,
                                               batch_size)
-    return standardize(batch_images), batch_labels
+    if not service_shards:
+      return standardize(batch_images), batch_labels
+    replica = tf.cast(positions[0] - pipeline * per_pipeline, tf.int64) // per_replica
+    number = (tf.cast(epoch, tf.int64) * batches_per_epoch + tf.cast(step, tf.int64)) * replicas_here + replica
+    return standardize(batch_images), batch_labels, number
 
   first_epoch, steps_into_epoch = divmod(start_step, batches_per_epoch)
   index_batches = (tf.data.Dataset.counter(start=first_epoch)
                    .flat_map(epoch_batches)
                    .skip(steps_into_epoch)  # Index batches only: skipping costs microseconds a step.
                    .flat_map(replica_batches))
+  if service_shards:
+    index_batches = index_batches.shard(tf.data.experimental.SHARD_HINT, tf.data.experimental.SHARD_HINT)
   if isinstance(split, stream.StreamSplit):
     batches = _read_train_batches(index_batches, split, seed, per_replica)
   else:

@@ -1,17 +1,25 @@
 """Training input through a tf.data service (--data_service): preprocessing on the service's workers.
 
 The per-pipeline training dataset (`data.train_dataset`) is serialised and sent to the dispatcher,
-whose workers run it; this process only receives the finished batches. The service runs it with
-`ShardingPolicy.OFF` in an anonymous job per iterator, so each worker produces the whole dataset:
-with ONE service worker the batches are the dataset's own elements in order (bitwise the same as
-without the service, so still a pure function of (seed, step)); with several, the consumer takes
-batches from all of them first-come first-served, so a step's batch is no longer determined by the
-step (runs stop being reproducible). In-memory splits travel inside the graph (as constants);
-streaming folder splits are read by path on the workers, which must see the same files.
+whose workers run it; this process only receives the finished batches, in the order a local run
+would have them, so a run through the service is bitwise a local run (resumed runs too):
+  * ONE service worker: `ShardingPolicy.OFF`, an anonymous job per iterator; the worker produces
+    the dataset's own elements in order.
+  * SEVERAL workers (counted at start-up, `connect`): `ShardingPolicy.HINT`, so that worker w reads
+    and decodes only every W-th batch of the stream (`data.train_dataset(service_shards=True)`), and
+    coordinated reads (`num_consumers=1`), so that the consumer takes one batch from each worker in
+    turn: every W consecutive batches received are stream batches kW … kW+W-1 in some order, which
+    each batch's number restores (checked: a wrong group stops the run). HINT needs the dispatcher to
+    list its workers (`DispatcherConfig(worker_addresses=[...])`); `connect` says so in one line.
+    With OFF, several workers would each produce the whole stream: every batch would arrive W times.
+In-memory splits travel inside the graph (as constants); streaming folder splits are read by path on
+the workers, which must see the same files.
 """
 
+import concurrent.futures
 import socket
 import urllib.parse
+import uuid
 
 import tensorflow as tf
 
@@ -19,6 +27,8 @@ from cnn import stream
 from cnn.errors import UserError
 
 _PROBE_TIMEOUT_SECONDS = 10.0
+_WORKERS_TIMEOUT_SECONDS = 60.0
+_SERVICE = tf.data.experimental.service
 
 
 def check_split(split) -> None:
@@ -47,10 +57,73 @@ def check_reachable(address: str, timeout: float = _PROBE_TIMEOUT_SECONDS) -> No
     raise UserError(f"--data_service={address}: no tf.data service dispatcher answers there ({e})") from None
 
 
-def distribute(dataset: tf.data.Dataset, address: str) -> tf.data.Dataset:
+def connect(address: str, timeout: float = _WORKERS_TIMEOUT_SECONDS) -> int:
+  """The number of workers of the tf.data service at `address`, checked usable. Raises UserError.
+
+  Counted by a one-element dataset that every worker produces whole (`ShardingPolicy.OFF`); with
+  several, a short `ShardingPolicy.HINT` job checks that the dispatcher lists its workers.
+  """
+  check_reachable(address)
+  target = address if "://" in address else f"grpc://{address}"
+  one = tf.data.Dataset.range(1).apply(_SERVICE.distribute(processing_mode=_SERVICE.ShardingPolicy.OFF,
+                                                            service=target))
+  workers = len(_within(timeout, lambda: list(one), f"--data_service={address}: no tf.data service worker "
+                        f"produced data within {timeout:.0f} s (are workers registered with the dispatcher?)"))
+  if workers > 1:
+    numbers = _served_in_order(tf.data.Dataset.counter(), target, workers, with_numbers=False)
+    try:
+      _within(timeout, lambda: list(numbers.take(2 * workers)), f"--data_service={address}: its {workers} "
+              f"workers did not answer within {timeout:.0f} s")
+    except tf.errors.OpError as e:
+      raise UserError(f"--data_service={address}: its {workers} workers cannot split the batches between them "
+                      "(the dispatcher must list them: DispatcherConfig(worker_addresses=[...]); "
+                      f"{e.message.splitlines()[0][:200]})") from None
+  return workers
+
+
+def distribute(dataset: tf.data.Dataset, address: str, workers: int = 1) -> tf.data.Dataset:
   """`dataset`'s elements, produced by the tf.data service at `address` (see the module docstring).
 
-  No job name: each iterator gets its own job, so a second iteration never joins one midway.
+  Args:
+    dataset: `data.train_dataset(...)`; with several `workers`, made with `service_shards=True`.
+    address: grpc://HOST:PORT of the dispatcher.
+    workers: the service's worker count (`connect`).
   """
-  return dataset.apply(tf.data.experimental.service.distribute(
-      processing_mode=tf.data.experimental.service.ShardingPolicy.OFF, service=address))
+  target = address if "://" in address else f"grpc://{address}"
+  if workers == 1:  # No job name: each iterator gets its own job, never joining one midway.
+    return dataset.apply(_SERVICE.distribute(processing_mode=_SERVICE.ShardingPolicy.OFF, service=target))
+  return _served_in_order(dataset, target, workers, with_numbers=True)
+
+
+def _served_in_order(dataset: tf.data.Dataset, target: str, workers: int, with_numbers: bool) -> tf.data.Dataset:
+  """An endless `dataset` sharded over `workers` (HINT), read in turn from each, groups put back in order.
+
+  Elements are (..., number) with `with_numbers`, else the numbers themselves (the probe's counter).
+  """
+  if not with_numbers:
+    dataset = dataset.shard(tf.data.experimental.SHARD_HINT, tf.data.experimental.SHARD_HINT)
+  served = dataset.apply(_SERVICE.distribute(  # A fresh job name: a fresh job, read from its start.
+      processing_mode=_SERVICE.ShardingPolicy.HINT, service=target, job_name=f"cnn-{uuid.uuid4().hex}",
+      consumer_index=0, num_consumers=1))
+
+  def in_order(*group):
+    numbers = group[-1] if with_numbers else group[0]
+    order = tf.argsort(numbers, stable=True)
+    ordered = tf.gather(numbers, order)
+    check = tf.debugging.assert_equal(ordered, ordered[0] + tf.range(workers, dtype=ordered.dtype), message=(
+        "tf.data service: a group of batches from the workers is not consecutive"))
+    with tf.control_dependencies([check]):
+      return tuple(tf.gather(part, order) for part in group[:-1]) if with_numbers else tf.gather(numbers, order)
+
+  return served.batch(workers).map(in_order).unbatch()
+
+
+def _within(timeout: float, function, message: str):
+  """`function()`, or UserError(message) when it has not returned within `timeout` seconds."""
+  pool = concurrent.futures.ThreadPoolExecutor(1)
+  try:
+    return pool.submit(function).result(timeout=timeout)
+  except concurrent.futures.TimeoutError:
+    raise UserError(message) from None
+  finally:
+    pool.shutdown(wait=False)

@@ -179,6 +179,7 @@ class RunData:
   total_steps: int
   config: Config
   strategy: tf.distribute.Strategy
+  service_workers: int = 0  # Workers of the --data_service tf.data service (0: none, input made here).
 
   def preprocess(self, images: Any) -> tf.Tensor:
     """uint8 images → the model's float inputs, as the pipeline makes them."""
@@ -192,8 +193,11 @@ class RunData:
     """The training batches from `start_step` on: the data position is a function of the step."""
     def dataset(context: tf.distribute.InputContext) -> tf.data.Dataset:
       batches = data_lib.train_dataset(self.train_split, self.config.batch_size, self.config.seed, context,
-                                       start_step, self.augment_fn, self.mean_std)
-      return data_service.distribute(batches, self.config.data_service) if self.config.data_service else batches
+                                       start_step, self.augment_fn, self.mean_std,
+                                       service_shards=self.service_workers > 1)
+      if not self.config.data_service:
+        return batches
+      return data_service.distribute(batches, self.config.data_service, self.service_workers)
 
     return self.strategy.distribute_datasets_from_function(dataset)
 
@@ -212,9 +216,12 @@ def open_data(config: Config, source: data_lib.DataSource, strategy: tf.distribu
   mean_std = data_lib.input_mean_std(config, train_split)
   if mean_std is not None:
     logging.info("Standardising inputs with mean %s, std %s", *(np.round(v, 4).tolist() for v in mean_std))
+  service_workers = 0
   if config.data_service:
     data_service.check_split(train_split)
-    data_service.check_reachable(config.data_service)
+    service_workers = data_service.connect(config.data_service)
+    logging.info("Training input from the tf.data service at %s: %d worker(s)", config.data_service,
+                 service_workers)
   steps_per_epoch = data_lib.steps_per_epoch(train_split, config.batch_size)
   total_steps = run_dir_lib.length_in_steps(config, steps_per_epoch)
   if resuming:
@@ -224,7 +231,7 @@ def open_data(config: Config, source: data_lib.DataSource, strategy: tf.distribu
                "×".join(map(str, info.image_shape)), info.num_classes)
   return RunData(train_split, eval_split, test_split, mean_std,
                  augment.make_augment_fn(config, info.num_classes, len(train_split)), steps_per_epoch,
-                 total_steps, config, strategy)
+                 total_steps, config, strategy, service_workers)
 
 
 # ------------------------------------------------------------------ Training state.

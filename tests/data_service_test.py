@@ -1,4 +1,4 @@
-"""--data_service: the training pipeline through a local tf.data service (dispatcher + one worker)."""
+"""--data_service: the training pipeline through local tf.data services (one worker; three, listed)."""
 
 import socket
 
@@ -27,6 +27,33 @@ def fixture_service():
   yield f"grpc://{address}"
   worker.stop()
   dispatcher.stop()
+
+
+def _free_port():
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    return probe.getsockname()[1]
+
+
+def _service(workers, listed):
+  """An in-process dispatcher and `workers` workers; `listed`: the dispatcher knows their addresses."""
+  ports = [_free_port() for _ in range(workers)]
+  addresses = [f"127.0.0.1:{port}" for port in ports]
+  dispatcher = tf.data.experimental.service.DispatchServer(tf.data.experimental.service.DispatcherConfig(
+      port=0, worker_addresses=addresses if listed else None))
+  target = dispatcher.target.split("://")[1]
+  servers = [tf.data.experimental.service.WorkerServer(tf.data.experimental.service.WorkerConfig(
+      dispatcher_address=target, worker_address=address, port=port)) for address, port in zip(addresses, ports)]
+  return f"grpc://{target}", [dispatcher, *servers]
+
+
+@pytest.fixture(scope="module", name="three_workers")
+def fixture_three_workers():
+  """grpc://127.0.0.1:PORT of an in-process dispatcher that lists its three workers."""
+  address, servers = _service(3, listed=True)
+  yield address
+  for server in reversed(servers):
+    server.stop()
 
 
 def batches(dataset, count):
@@ -91,3 +118,39 @@ def test_a_run_through_the_service_ends_in_the_checkpoint_of_a_local_run_and_res
   code, stderr = run_cli(train.main, tiny_args(tiny_data_dir, tmp_path / "bad", "--train_steps=1",
                                                "--data_service=grpc://127.0.0.1:1"))
   assert code == 2 and stderr.count("\n") == 1 and "no tf.data service dispatcher answers" in stderr, stderr
+
+
+def test_the_service_is_counted_and_several_workers_serve_each_batch_once_in_the_local_order(
+    service, three_workers, tiny_data_dir):
+  assert data_service.connect(service) == 1 and data_service.connect(three_workers) == 3
+  split = data.load_split(data.get_builder(tiny_tfds.NAME, data_dir=tiny_data_dir), "train")
+  augment_fn = augment.make_augment_fn(Config(augment="flip,crop,mixup", batch_size=8), 10, len(split))
+  for start_step in (0, 7):  # 7: a resumed run, mid-epoch.
+    local = data.train_dataset(split, 8, seed=3, start_step=start_step, augment_fn=augment_fn)
+    sharded = data.train_dataset(split, 8, seed=3, start_step=start_step, augment_fn=augment_fn,
+                                 service_shards=True)
+    # Before this change each of the three workers produced the whole stream: every batch came 3 times.
+    assert_same(batches(data_service.distribute(sharded, three_workers, 3), 13), batches(local, 13))
+
+
+def test_two_replicas_of_a_streamed_folder_from_three_workers_are_the_local_batches(three_workers, tmp_path):
+  root = write_folder(tmp_path / "images")
+  split = folder.list_split(str(root), "train", folder.class_names(root))
+  context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=2)
+  made = lambda **kw: data.train_dataset(split, 4, seed=1, input_context=context, start_step=3,
+                                         preprocessing=preprocess.Preprocessing(16), **kw)
+  served = data_service.distribute(made(service_shards=True), three_workers, 3)
+  assert_same(batches(served, 8), batches(made(), 8))
+
+
+def test_several_workers_the_dispatcher_does_not_list_are_one_line(tmp_path):
+  address, servers = _service(2, listed=False)
+  try:
+    with pytest.raises(UserError) as error:
+      data_service.connect(address, timeout=30)
+    message = str(error.value)
+    assert "its 2 workers cannot split the batches" in message and "worker_addresses" in message
+    assert len(message.splitlines()) == 1
+  finally:
+    for server in reversed(servers):
+      server.stop()
