@@ -104,7 +104,7 @@ def test_a_python_reader_and_an_unreachable_or_malformed_address_are_one_line_er
 
 
 def test_a_run_through_the_service_ends_in_the_checkpoint_of_a_local_run_and_resumes(
-    service, tiny_data_dir, tmp_path):
+    service, three_workers, tiny_data_dir, tmp_path):
   from cnn import train  # pylint: disable=import-outside-toplevel
   from checkpoints_test import assert_bitwise_equal, checkpoint_state, tiny_args  # pylint: disable=import-outside-toplevel
   from conftest import run_cli  # pylint: disable=import-outside-toplevel
@@ -114,6 +114,11 @@ def test_a_run_through_the_service_ends_in_the_checkpoint_of_a_local_run_and_res
   assert run_cli(train.main, [*args, "--train_steps=3"])[0] == 0
   assert run_cli(train.main, [*args, "--train_steps=6"])[0] == 0  # Resumed at step 3.
   assert_bitwise_equal(checkpoint_state(tf.train.latest_checkpoint(served / "checkpoints")),
+                       checkpoint_state(tf.train.latest_checkpoint(local / "checkpoints")))
+  three = tmp_path / "three"
+  args = tiny_args(tiny_data_dir, three, "--augment=flip,crop", f"--data_service={three_workers}", "--train_steps=6")
+  assert run_cli(train.main, args)[0] == 0
+  assert_bitwise_equal(checkpoint_state(tf.train.latest_checkpoint(three / "checkpoints")),
                        checkpoint_state(tf.train.latest_checkpoint(local / "checkpoints")))
   code, stderr = run_cli(train.main, tiny_args(tiny_data_dir, tmp_path / "bad", "--train_steps=1",
                                                "--data_service=grpc://127.0.0.1:1"))
