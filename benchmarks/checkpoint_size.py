@@ -2,7 +2,7 @@
 
     python benchmarks/checkpoint_size.py --data_dir=../shared/tfds [--batch_size=32] [--steps=200]
 
-Builds the train pipeline of cnn/data.py and the tutorial's model and optimizer exactly as a run
+Builds the train pipeline of cnn/data/pipeline.py and the tutorial's model and optimizer exactly as a run
 does and takes `--steps` training steps. Then, ten times each, it saves (a) the whole training
 checkpoint of cnn/checkpoints.py and (b) for comparison, the tf.data iterator that a checkpoint
 would hold if the data position were not a function of the step; and it times (c) building the

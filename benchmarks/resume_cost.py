@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from cnn import data as data_lib
-from cnn import preprocess
-from cnn import stream
+from cnn.data import preprocess
+from cnn.data import stream
 
 flags.DEFINE_integer("num_examples", 1_281_167, "Examples in the synthetic split (ImageNet's train split).")
 flags.DEFINE_integer("batch_size", 1024, "Global batch size.")

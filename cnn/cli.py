@@ -122,7 +122,7 @@ def run(main: Callable[[Sequence[str]], None], takes_arguments: bool = False) ->
       print("stopped by SIGINT (Ctrl-C); nothing was saved at this point", file=sys.stderr)
       sys.exit(128 + signal.SIGINT)
     except Exception as e:  # pylint: disable=broad-except
-      from cnn import stream  # pylint: disable=import-outside-toplevel  # TensorFlow only when needed.
+      from cnn.data import stream  # pylint: disable=import-outside-toplevel  # TensorFlow only when needed.
       message = stream.bad_image_message(e)  # A corrupt image met in the input pipeline: one line.
       if not message:
         raise

@@ -18,7 +18,6 @@ import tensorflow as tf
 from cnn import data as data_lib
 from cnn import models
 from cnn import plugins
-from cnn import preprocess
 from cnn import run_dir as run_dir_lib
 from cnn.checkpoints import BEST_DIR
 from cnn.checkpoints import CHECKPOINTS_DIR
@@ -28,6 +27,7 @@ from cnn.checkpoints import first_line
 from cnn.checkpoints import mismatch
 from cnn.checkpoints import model_variables
 from cnn.config import Config
+from cnn.data import preprocess
 from cnn.errors import UserError
 
 

@@ -24,7 +24,6 @@ from cnn import augment
 from cnn import checkpoints
 from cnn import controller as controller_lib
 from cnn import data as data_lib
-from cnn import data_service
 from cnn import distribute
 from cnn import evaluator as evaluator_lib
 from cnn import flops
@@ -43,6 +42,7 @@ from cnn import throughput as throughput_lib
 from cnn import train_loop as train_loop_lib
 from cnn import weight_hooks as weight_hooks_lib
 from cnn.config import Config
+from cnn.data import service as data_service
 from cnn.models.layer_table import layer_table
 
 

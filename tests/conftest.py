@@ -44,7 +44,8 @@ def mock_tfds():
   """TFDS returns random examples of the right shapes and dtypes instead of reading files."""
   from cnn import data  # pylint: disable=import-outside-toplevel
   # Mock "downloads" need no network: skip the download-host probe.
-  with tfds.testing.mock_data(num_examples=256), mock.patch.object(data, "probe_download_hosts", lambda urls: ""):
+  with (tfds.testing.mock_data(num_examples=256),
+        mock.patch.object(data.pipeline, "probe_download_hosts", lambda urls: "")):
     yield
 
 

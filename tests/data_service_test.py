@@ -8,10 +8,10 @@ import tensorflow as tf
 
 from cnn import augment
 from cnn import data
-from cnn import data_service
-from cnn import folder
-from cnn import preprocess
 from cnn.config import Config
+from cnn.data import folder
+from cnn.data import preprocess
+from cnn.data import service as data_service
 from cnn.errors import UserError
 from folder_test import write_folder
 import tiny_tfds

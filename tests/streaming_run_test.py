@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from checkpoints_test import assert_bitwise_equal, checkpoint_state, train_subprocess
 from cnn import data
-from cnn import preprocess
-from cnn import stream
+from cnn.data import preprocess
+from cnn.data import stream
 
 CLASSES = ("a", "b", "c")
 

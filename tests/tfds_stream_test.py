@@ -5,9 +5,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cnn import data
-from cnn import stream
-from cnn import tfds_stream
 from cnn.config import Config
+from cnn.data import stream
+from cnn.data import tfds_stream
 import tiny_tfds
 
 

@@ -5,7 +5,7 @@ train split's sorted class folders): example `i` is file `i`, so the pipeline re
 index, and host memory holds paths, not pixels. Every file's header is checked when the folder is
 listed, so a file that is not an image fails the run at once with its name, not mid-epoch.
 
-A listing is cached (`cnn.datacache`), keyed by the folder, the split, the classes and the
+A listing is cached (`cnn.data.cache`), keyed by the folder, the split, the classes and the
 modification times of the split and class folders (adding, removing or renaming a file changes its
 folder's), so a folder of a million files is not listed again at every start.
 """
@@ -20,7 +20,7 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
-from cnn import datacache
+from cnn.data import cache
 from cnn.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -109,13 +109,13 @@ def _list_folder(root_path: pathlib.Path, split: str, classes: tuple[str, ...], 
     raise UserError(f"split '{split}' not found in {root_path} (splits there: "
                     f"{', '.join(found) if found else 'none'})")
   folders = [root_path / split, *(root_path / split / name for name in classes)]
-  entry = cache_dir and datacache.key(listing=str(root_path.resolve()), split=split, classes=classes,
+  entry = cache_dir and cache.key(listing=str(root_path.resolve()), split=split, classes=classes,
                                       skip_bad=decodable is not None,
                                       mtimes=[p.stat().st_mtime_ns if p.is_dir() else 0 for p in folders])
-  cached = datacache.load(cache_dir, entry) if cache_dir else None
+  cached = cache.load(cache_dir, entry) if cache_dir else None
   paths, labels = (np.asarray(cached[0]), cached[1]) if cached else _list(root_path / split, classes, decodable)
   if cache_dir and not cached:
-    datacache.save(cache_dir, entry, paths, labels)
+    cache.save(cache_dir, entry, paths, labels)
   bad = labels < 0  # Files left out by --skip_bad_images, kept in the listing to be counted.
   if bad.any():
     logging.warning("--skip_bad_images: left out %d of %d files of %s that do not decode, e.g. %s", bad.sum(),

@@ -23,7 +23,7 @@ import uuid
 
 import tensorflow as tf
 
-from cnn import stream
+from cnn.data import stream
 from cnn.errors import UserError
 
 _PROBE_TIMEOUT_SECONDS = 10.0

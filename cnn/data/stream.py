@@ -1,7 +1,7 @@
 """Streaming splits: examples read from disk by index and decoded in the tf.data pipeline.
 
 A `StreamSplit` holds, per example, a small key (a file path, or an index into a TFDS split's
-records: `cnn/tfds_stream.py`) and a label; host memory holds those, not pixels. `read_encoded`
+records: `cnn/data/tfds_stream.py`) and a label; host memory holds those, not pixels. `read_encoded`
 turns a key into the encoded image inside the pipeline. A JPEG whose
 body is cut short (its header is fine, so the listing accepted it) fails the run with the file's
 name (`BAD_IMAGE`, which the entry points print as one line), not with a decoder traceback.
@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from cnn import preprocess
+from cnn.data import preprocess
 
 BAD_IMAGE = "cnn-bad-image:"  # Marks the pipeline's error for a corrupt image; the path follows.
 _JPEG_END = (0xFF, 0xD9)  # A JPEG ends with this marker (some cameras append bytes after it).

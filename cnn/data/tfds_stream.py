@@ -8,7 +8,7 @@ what came before:
   * TFRecord datasets (TFDS's default) have no index. One scan of their record headers (12 bytes read
     per record, the data skipped) gives each example's file, offset and length; an example is then
     one `pread`. The table (24 bytes an example: 31 MB for ImageNet) and the labels are cached
-    (`cnn.datacache`), keyed like decoded splits, so the scan happens once per dataset version.
+    (`cnn.data.cache`), keyed like decoded splits, so the scan happens once per dataset version.
 Either way the serialized example is parsed in the pipeline with the image left encoded.
 """
 
@@ -21,9 +21,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from cnn import datacache
-from cnn import preprocess
-from cnn import stream
+from cnn.data import cache
+from cnn.data import preprocess
+from cnn.data import stream
 from cnn.errors import UserError
 
 _HEADER = 12  # A TFRecord: uint64 length, uint32 CRC of it, the data, uint32 CRC of the data.
@@ -108,9 +108,9 @@ def open_split(builder: tfds.core.DatasetBuilder, split: str, preprocessing: pre
   features, (image_key, label_key) = builder.info.features, builder.info.supervised_keys
   instructions = builder.info.splits[split].file_instructions
   array_record = builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
-  entry = cache_dir and datacache.key(dataset=builder.info.name, version=str(builder.info.version), split=split,
-                                      records=True, files=datacache.files_fingerprint(builder.data_dir))
-  cached = datacache.load(cache_dir, entry) if cache_dir else None
+  entry = cache_dir and cache.key(dataset=builder.info.name, version=str(builder.info.version), split=split,
+                                      records=True, files=cache.files_fingerprint(builder.data_dir))
+  cached = cache.load(cache_dir, entry) if cache_dir else None
   table, labels = (np.asarray(cached[0]), cached[1]) if cached else (None, None)
   if array_record:
     from array_record.python import array_record_data_source  # pylint: disable=import-outside-toplevel
@@ -127,6 +127,6 @@ def open_split(builder: tfds.core.DatasetBuilder, split: str, preprocessing: pre
     labels = _labels(builder, split) if not array_record else _concat(tf.data.Dataset.range(len(reader)).map(
         lambda i: parse(i)[label_key], num_parallel_calls=tf.data.AUTOTUNE))
     if cache_dir:  # A read-only cache costs the next run the scan again.
-      datacache.save(cache_dir, entry, np.zeros((0, 3), np.int64) if table is None else table, labels)
+      cache.save(cache_dir, entry, np.zeros((0, 3), np.int64) if table is None else table, labels)
   return stream.StreamSplit(np.arange(len(labels), dtype=np.int64), labels, preprocessing,
                             lambda index: parse(index)[image_key])

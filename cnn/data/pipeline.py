@@ -24,12 +24,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from cnn import datacache
-from cnn import folder
-from cnn import preprocess
-from cnn import stream
-from cnn import tfds_stream
 from cnn.config import Config
+from cnn.data import cache
+from cnn.data import folder
+from cnn.data import preprocess
+from cnn.data import stream
+from cnn.data import tfds_stream
 from cnn.errors import UserError
 
 _READ_BATCH = 4096  # Examples per batch when materialising a split.
@@ -203,16 +203,16 @@ def load_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int = 
   """Reads and decodes a whole split (TFDS slicing allowed) into memory.
 
   `image_size` > 0 resizes every image to that height and width (bilinear, back to uint8). With a
-  `cache_dir` (see `cnn.datacache`), a split decoded before is memory-mapped from there instead.
+  `cache_dir` (see `cnn.data.cache`), a split decoded before is memory-mapped from there instead.
   """
-  entry = cache_dir and datacache.key(
+  entry = cache_dir and cache.key(
       dataset=builder.info.name, version=str(builder.info.version), split=split, image_size=image_size,
-      files=datacache.files_fingerprint(builder.data_dir))
-  cached = datacache.load(cache_dir, entry) if cache_dir else None
+      files=cache.files_fingerprint(builder.data_dir))
+  cached = cache.load(cache_dir, entry) if cache_dir else None
   if cached is not None:
     return Split(*cached)
   loaded = _decode_split(builder, split, image_size)
-  if cache_dir and not datacache.save(cache_dir, entry, loaded.images, loaded.labels):
+  if cache_dir and not cache.save(cache_dir, entry, loaded.images, loaded.labels):
     logging.warning("Could not write the data cache in %s (not writable?); the next run decodes again",
                     cache_dir)
   return loaded
@@ -250,7 +250,7 @@ def open_dataset(config: Config) -> DataSource:
       config.image_size, tuple(config.crop_scale), tuple(config.crop_ratio), config.eval_crop_fraction,
       random_crop=config.train_crop == "random_resized", center_crop=varying, channels=info.image_shape[2],
       fixed_size=info.image_shape[:2])
-  return DataSource(info, builder, root, settings, datacache.resolve_dir(config.data_cache_dir),
+  return DataSource(info, builder, root, settings, cache.resolve_dir(config.data_cache_dir),
                     config.skip_bad_images)
 
 
@@ -293,19 +293,19 @@ def open_split(source: DataSource, name: str, budget_bytes: int,
   if not _fits(name, decoded_bytes, budget_bytes, explain):
     return streaming, 0
   return _hold(source, streaming, decoded_bytes, dataset=str(source.root.resolve()), split=name,
-               files=[datacache.files_fingerprint(source.root / n) for n in folder.split_folders(name)])
+               files=[cache.files_fingerprint(source.root / n) for n in folder.split_folders(name)])
 
 
 def _hold(source: DataSource, streaming: stream.StreamSplit, decoded_bytes: int,
           **key_parts) -> tuple[Split, int]:
   """A streaming split decoded into memory (its evaluation views), through the disk cache."""
-  entry = source.cache_dir and datacache.key(preprocessing=dataclasses.asdict(source.preprocessing), **key_parts)
-  cached = datacache.load(source.cache_dir, entry) if source.cache_dir else None
+  entry = source.cache_dir and cache.key(preprocessing=dataclasses.asdict(source.preprocessing), **key_parts)
+  cached = cache.load(source.cache_dir, entry) if source.cache_dir else None
   if cached is not None:
     return Split(*cached), decoded_bytes
   loaded = Split(stream.decode_all(streaming), streaming.labels)
   if source.cache_dir:
-    datacache.save(source.cache_dir, entry, loaded.images, loaded.labels)
+    cache.save(source.cache_dir, entry, loaded.images, loaded.labels)
   return loaded, decoded_bytes
 
 
@@ -323,7 +323,7 @@ def _open_tfds_split(source: DataSource, name: str, budget_bytes: int,
   if source.preprocessing.center_crop or source.builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
     streaming = tfds_stream.open_split(source.builder, name, source.preprocessing, source.cache_dir)
     return _hold(source, streaming, decoded_bytes, dataset=source.builder.info.name, split=name,
-                 version=str(source.builder.info.version), files=datacache.files_fingerprint(source.builder.data_dir))
+                 version=str(source.builder.info.version), files=cache.files_fingerprint(source.builder.data_dir))
   return load_split(source.builder, name, source.preprocessing.image_size, source.cache_dir), decoded_bytes
 
 
@@ -416,7 +416,7 @@ def train_dataset(split: Split, batch_size: int, seed: int,
       draws follow so that every layout of replicas and workers augments alike.
     mean_std: optional per-channel (mean, std) in [0, 1] units.
     preprocessing: for a bare `folder.FileSplit`, its preprocessing (a `stream.StreamSplit` has its own).
-    service_shards: for a tf.data service of several workers (cnn/data_service.py): each worker reads
+    service_shards: for a tf.data service of several workers (cnn/data/service.py): each worker reads
       and decodes every N-th batch only (`SHARD_HINT`, before the reading), and elements are
       (images, labels, number), `number` counting this pipeline's batches from step 0, so that the
       consumer can restore the order.
