@@ -45,7 +45,7 @@ def mock_tfds():
   from cnn import data  # pylint: disable=import-outside-toplevel
   # Mock "downloads" need no network: skip the download-host probe.
   with (tfds.testing.mock_data(num_examples=256),
-        mock.patch.object(data.pipeline, "probe_download_hosts", lambda urls: "")):
+        mock.patch.object(data.sources, "probe_download_hosts", lambda urls: "")):
     yield
 
 

@@ -115,7 +115,7 @@ def test_offline_download_fails_fast_with_a_one_line_hint(tmp_path, monkeypatch,
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
   else:
-    monkeypatch.setattr(data.pipeline, "probe_download_hosts", lambda urls: "www.cs.toronto.edu: timed out")
+    monkeypatch.setattr(data.sources, "probe_download_hosts", lambda urls: "www.cs.toronto.edu: timed out")
   start = time.monotonic()
   with pytest.raises(UserError) as error:
     data.get_builder("cifar10", data_dir=str(tmp_path))
@@ -130,7 +130,7 @@ def test_download_probe_accepts_any_http_answer(monkeypatch):
   def answer(request, timeout):
     raise urllib.error.HTTPError(request.full_url, 405, "Method Not Allowed", {}, None)
   monkeypatch.setattr(urllib.request, "urlopen", answer)
-  assert data.pipeline.probe_download_hosts(["https://example.org/a.tar.gz"]) == ""
+  assert data.sources.probe_download_hosts(["https://example.org/a.tar.gz"]) == ""
 
 
 def test_a_decoded_split_is_cached_and_a_warm_load_reads_no_source_file(tiny_data_dir, tmp_path, monkeypatch):

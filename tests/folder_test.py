@@ -235,7 +235,7 @@ def test_the_memory_budget_chooses_the_back_end_and_both_feed_the_same_batches(t
 def test_a_split_over_the_budget_left_streams_and_the_log_says_so(tmp_path, caplog, monkeypatch):
   root = write_folder(tmp_path / "pets")
   source = data.open_dataset(Config(dataset=f"folder:{root}", image_size=SIZE))
-  monkeypatch.setattr(data.pipeline, "memory_budget_bytes", lambda mb: 12 * SIZE * SIZE * 3)  # The train split only.
+  monkeypatch.setattr(data.splits, "memory_budget_bytes", lambda mb: 12 * SIZE * SIZE * 3)  # The train split only.
   with caplog.at_level("INFO"):
     train_split, val_split = data.open_splits(source, ["train", "test"], budget_mb=-1)
   assert isinstance(train_split, data.Split) and isinstance(val_split, stream.StreamSplit)

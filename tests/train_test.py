@@ -311,7 +311,7 @@ def test_a_schedule_spread_over_the_run_refuses_a_new_length(mock_tfds, tmp_path
      "error: Permission denied: runs/x; choose a --run_dir this user can write to"),
     (checkpoints.Checkpointer, "save", tf.errors.PermissionDeniedError(None, None, "runs/x/checkpoints; denied"),
      "error: permission denied: runs/x/checkpoints; denied; choose a --run_dir this user can write to"),
-    (data.pipeline, "load_split", KeyboardInterrupt(),
+    (data.splits, "load_split", KeyboardInterrupt(),
      "stopped by SIGINT (Ctrl-C); nothing was saved at this point"),
 ])
 def test_system_errors_and_ctrl_c_in_set_up_are_one_line(mock_tfds, tmp_path, owner, name, error, message):
