@@ -6,6 +6,9 @@ decoded per example (streaming). This
   * shuffles the whole split every epoch (no shuffle buffer),
   * makes the example order a pure function of (seed, epoch): reproducible to the bit,
   * keeps a tf.data iterator's state to a position, not a buffer of images.
+Training batches never straddle an epoch, so step `k` of epoch `e` always sees the same examples
+(and augmentations) for a given seed: a resumed run builds the pipeline at its restored step
+instead of checkpointing an iterator.
 """
 
 from typing import Optional
@@ -53,13 +56,9 @@ def train_dataset(split: Split, batch_size: int, seed: int,
                   augment_fn=None, mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None,
                   preprocessing: Optional[preprocess.Preprocessing] = None,
                   service_shards: bool = False) -> tf.data.Dataset:
-  """Endless (images, labels) batches; each epoch a fresh permutation, remainder dropped.
-
-  Batches never straddle an epoch, so step `k` of epoch `e` always sees the same examples (and
-  augmentations) for a given seed: the data position is a pure function of the step. A resumed
-  run builds the pipeline at its restored step (`start_step`) instead of checkpointing an
-  iterator. Images are float32 in [0, 1] (standardised when `mean_std` is given), labels int32
-  (or one-hot floats from a label-mixing `augment_fn`).
+  """Endless (images, labels) batches from `start_step` on; each epoch a fresh permutation, remainder
+  dropped (module docstring). Images are float32 in [0, 1] (standardised when `mean_std` is given),
+  labels int32 (or one-hot floats from a label-mixing `augment_fn`).
 
   Args:
     split: the training split: in memory (`Split`) or on disk (`stream.StreamSplit`); the example
