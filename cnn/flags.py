@@ -105,6 +105,15 @@ def config_help(flag_values: flags.FlagValues = FLAGS) -> str:
   return "\n".join(text for text in map(flag_values.module_help, sections) if text)
 
 
+def config_from_flagfile(path: str) -> Config:
+  """The `Config` a flagfile describes (a recipe in experiments/, a run's flags.txt), the other flags
+  at their defaults. Raises flags.Error or UserError."""
+  parsed = flags.FlagValues()
+  define_config_flags(parsed)
+  parsed(["prog", f"--flagfile={path}"])
+  return config_from_flags(parsed)
+
+
 def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> Config:
   """The validated `Config` that the parsed flags describe. Raises UserError."""
   values = {}

@@ -56,11 +56,8 @@ def read_config(run_dir: str) -> Config:
   if not os.path.isfile(path):
     what = "does not exist" if not os.path.exists(run_dir) else f"holds no run (no {FLAGS_FILE})"
     raise UserError(f"--run_dir={run_dir} {what}")
-  parsed = flags.FlagValues()
-  cnn_flags.define_config_flags(parsed)
   try:
-    parsed(["prog", f"--flagfile={path}"])
-    return cnn_flags.config_from_flags(parsed)
+    return cnn_flags.config_from_flagfile(path)
   except (flags.Error, UserError) as e:
     raise UserError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
 

@@ -3,10 +3,13 @@
 Models are built on small images: parameter counts do not depend on the image size.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from cnn import flags as cnn_flags
 from cnn import models
 from cnn import steps
 from cnn.checkpoints import model_variables
@@ -147,10 +150,18 @@ def test_the_imagewoof_recipe_runs_on_a_small_folder_of_photos(tmp_path):
         Image.fromarray(pixels).save(tmp_path / "woof" / split / label / f"{i}.JPEG")
   code, stderr = run_cli(train.main, ["--flagfile=experiments/imagewoof_5ep.cfg", f"--dataset=folder:{tmp_path / 'woof'}",
                                       "--image_size=32", "--batch_size=8", "--eval_batch_size=8", "--train_steps=3",
-                                      f"--run_dir={tmp_path / 'run'}"])
+                                      "--lr_hold_epochs=0.5", f"--run_dir={tmp_path / 'run'}"])  # 3 steps: 1 held.
   assert code == 0, stderr
   flags_txt = (tmp_path / "run" / "flags.txt").read_text()
   assert "--model=resnet26" in flags_txt and "--resnet_d" in flags_txt and "--zero_init_residual" in flags_txt
+  assert "--activation=mish" in flags_txt and "--lookahead_every=6" in flags_txt
+
+
+def test_the_20_epoch_recipe_is_the_5_epoch_one_held_for_three_quarters_of_its_length():
+  five, twenty = (cnn_flags.config_from_flagfile(f"experiments/imagewoof_{n}ep.cfg") for n in (5, 20))
+  assert (twenty.epochs, five.epochs) == (20, 5)
+  assert (twenty.lr_warmup_epochs + twenty.lr_hold_epochs) / 20 == (five.lr_warmup_epochs + five.lr_hold_epochs) / 5
+  assert dataclasses.replace(twenty, epochs=5, lr_hold_epochs=five.lr_hold_epochs) == five
 
 
 def test_activation_replaces_every_relu_and_keeps_the_parameters():
