@@ -159,3 +159,19 @@ def test_several_workers_the_dispatcher_does_not_list_are_one_line(tmp_path):
   finally:
     for server in reversed(servers):
       server.stop()
+
+
+def test_a_dispatcher_without_workers_is_one_line_and_the_process_exits(tmp_path):
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  dispatcher = tf.data.experimental.service.DispatchServer(tf.data.experimental.service.DispatcherConfig(port=0))
+  try:
+    script = ("import sys; from cnn.data import service; from cnn.errors import UserError\n"
+              "try:\n  service.connect(sys.argv[1], timeout=3)\n"
+              "except UserError as e:\n  print(e); sys.exit(2)\n")
+    done = subprocess.run([sys.executable, "-c", script, dispatcher.target], capture_output=True, text=True,
+                          timeout=120, check=False)  # A thread left waiting on the service must not hang the exit.
+    assert done.returncode == 2, done.stderr
+    assert "no tf.data service worker produced data within 3 s" in done.stdout
+  finally:
+    dispatcher.stop()

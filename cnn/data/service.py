@@ -16,8 +16,8 @@ In-memory splits travel inside the graph (as constants); streaming folder splits
 the workers, which must see the same files.
 """
 
-import concurrent.futures
 import socket
+import threading
 import urllib.parse
 import uuid
 
@@ -119,11 +119,23 @@ def _served_in_order(dataset: tf.data.Dataset, target: str, workers: int, with_n
 
 
 def _within(timeout: float, function, message: str):
-  """`function()`, or UserError(message) when it has not returned within `timeout` seconds."""
-  pool = concurrent.futures.ThreadPoolExecutor(1)
-  try:
-    return pool.submit(function).result(timeout=timeout)
-  except concurrent.futures.TimeoutError:
-    raise UserError(message) from None
-  finally:
-    pool.shutdown(wait=False)
+  """`function()`, or UserError(message) when it has not returned within `timeout` seconds.
+
+  The call runs in a daemon thread: one stuck in the service must not keep the process from exiting.
+  """
+  outcome = {}
+
+  def call():
+    try:
+      outcome["value"] = function()
+    except Exception as e:  # pylint: disable=broad-except  # Re-raised in the caller's thread.
+      outcome["error"] = e
+
+  thread = threading.Thread(target=call, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  if thread.is_alive():
+    raise UserError(message)
+  if "error" in outcome:
+    raise outcome["error"]
+  return outcome["value"]
