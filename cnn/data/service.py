@@ -64,13 +64,14 @@ def connect(address: str, timeout: float = _WORKERS_TIMEOUT_SECONDS) -> int:
   several, a short `ShardingPolicy.HINT` job checks that the dispatcher lists its workers.
   """
   check_reachable(address)
-  target = address if "://" in address else f"grpc://{address}"
+  target = _target(address)
   one = tf.data.Dataset.range(1).apply(_SERVICE.distribute(processing_mode=_SERVICE.ShardingPolicy.OFF,
                                                             service=target))
   workers = len(_within(timeout, lambda: list(one), f"--data_service={address}: no tf.data service worker "
                         f"produced data within {timeout:.0f} s (are workers registered with the dispatcher?)"))
   if workers > 1:
-    numbers = _served_in_order(tf.data.Dataset.counter(), target, workers, with_numbers=False)
+    counter = tf.data.Dataset.counter().shard(tf.data.experimental.SHARD_HINT, tf.data.experimental.SHARD_HINT)
+    numbers = _served_in_order(counter.map(lambda n: (n, n)), target, workers)
     try:
       _within(timeout, lambda: list(numbers.take(2 * workers)), f"--data_service={address}: its {workers} "
               f"workers did not answer within {timeout:.0f} s")
@@ -89,31 +90,31 @@ def distribute(dataset: tf.data.Dataset, address: str, workers: int = 1) -> tf.d
     address: grpc://HOST:PORT of the dispatcher.
     workers: the service's worker count (`connect`).
   """
-  target = address if "://" in address else f"grpc://{address}"
+  target = _target(address)
   if workers == 1:  # No job name: each iterator gets its own job, never joining one midway.
     return dataset.apply(_SERVICE.distribute(processing_mode=_SERVICE.ShardingPolicy.OFF, service=target))
-  return _served_in_order(dataset, target, workers, with_numbers=True)
+  return _served_in_order(dataset, target, workers)
 
 
-def _served_in_order(dataset: tf.data.Dataset, target: str, workers: int, with_numbers: bool) -> tf.data.Dataset:
-  """An endless `dataset` sharded over `workers` (HINT), read in turn from each, groups put back in order.
+def _target(address: str) -> str:
+  return address if "://" in address else f"grpc://{address}"
 
-  Elements are (..., number) with `with_numbers`, else the numbers themselves (the probe's counter).
-  """
-  if not with_numbers:
-    dataset = dataset.shard(tf.data.experimental.SHARD_HINT, tf.data.experimental.SHARD_HINT)
+
+def _served_in_order(dataset: tf.data.Dataset, target: str, workers: int) -> tf.data.Dataset:
+  """An endless `dataset` of (..., number) elements, sharded at its `SHARD_HINT` over `workers`, read in
+  turn from each; each group of `workers` is put back in order by number, which is dropped."""
   served = dataset.apply(_SERVICE.distribute(  # A fresh job name: a fresh job, read from its start.
       processing_mode=_SERVICE.ShardingPolicy.HINT, service=target, job_name=f"cnn-{uuid.uuid4().hex}",
       consumer_index=0, num_consumers=1))
 
   def in_order(*group):
-    numbers = group[-1] if with_numbers else group[0]
+    numbers = group[-1]
     order = tf.argsort(numbers, stable=True)
     ordered = tf.gather(numbers, order)
     check = tf.debugging.assert_equal(ordered, ordered[0] + tf.range(workers, dtype=ordered.dtype), message=(
         "tf.data service: a group of batches from the workers is not consecutive"))
     with tf.control_dependencies([check]):
-      return tuple(tf.gather(part, order) for part in group[:-1]) if with_numbers else tf.gather(numbers, order)
+      return tuple(tf.gather(part, order) for part in group[:-1])
 
   return served.batch(workers).map(in_order).unbatch()
 
