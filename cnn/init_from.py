@@ -14,8 +14,8 @@ checkpoint over it, so the run's checkpoint wins.
 """
 
 import os
-import shutil
 import tempfile
+import warnings
 
 from absl import logging
 import h5py
@@ -99,27 +99,26 @@ def _load_weights_file(model: tf.keras.Model, path: str, num_classes: int) -> se
   """From a Keras `.weights.h5` file; returns the head's entries (the file's dataset paths).
 
   Keras names the file's entries by its own walk of the model (`layers/dense/vars/0`), so the model's
-  own weights, saved to a temporary file, give the entries to compare with; the head's entries of a
-  copy of the file are replaced by the model's fresh ones, and Keras loads the copy (checking it).
+  own weights, saved to a temporary file, give the entries to compare with. Once only the head
+  differs, Keras loads the file skipping the head's layer (`skip_mismatch`), which keeps its fresh
+  initialisation.
   """
   if not os.path.isfile(path):
     raise UserError(f"--init_from={path}: no such file")
   with tempfile.TemporaryDirectory() as tmp:
-    fresh, patched = os.path.join(tmp, "fresh.weights.h5"), os.path.join(tmp, "patched.weights.h5")
+    fresh = os.path.join(tmp, "fresh.weights.h5")
     model.save_weights(fresh)
-    shutil.copyfile(path, patched)
     try:
-      with h5py.File(patched, "r+") as theirs, h5py.File(fresh, "r") as ours:
+      with h5py.File(path, "r") as theirs, h5py.File(fresh, "r") as ours:
         head = head_variables(_dataset_shapes(theirs), _dataset_shapes(ours), num_classes, path)
-        for name in head:
-          del theirs[name]
-          theirs.create_dataset(name, data=ours[name][()])
     except OSError as e:
       raise UserError(f"--init_from={path} cannot be read as a Keras weights file: {e}") from None
-    try:
-      model.load_weights(patched)
-    except ValueError as e:
-      raise UserError(f"--init_from={path} does not fit this model: {str(e).strip().splitlines()[0]}") from None
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # Keras warns of each layer it skips: the head, which `initialize` logs.
+      model.load_weights(path, skip_mismatch=bool(head))
+  except ValueError as e:
+    raise UserError(f"--init_from={path} does not fit this model: {str(e).strip().splitlines()[0]}") from None
   return head
 
 
