@@ -163,11 +163,13 @@ class GradientHistograms:
 
 
 def train_scalars(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer) -> dict[str, float]:
-  """The model's global weight norm, the learning rate, and the loss scale under float16."""
-  # Through convert_to_tensor: float() of a Keras variable fails under tf.distribute.
-  values = {"weight_norm": float(tf.linalg.global_norm(model.trainable_variables)),
-            "learning_rate": float(tf.convert_to_tensor(optimizer.learning_rate))}
+  """The model's global weight norm, and the loss scale under float16.
+
+  Not the learning rate: the optimizer's is the next step's; the train loop returns the last step's.
+  """
+  values = {"weight_norm": float(tf.linalg.global_norm(model.trainable_variables))}
   if isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer):
+    # Through convert_to_tensor: float() of a Keras variable fails under tf.distribute.
     values["loss_scale"] = float(tf.convert_to_tensor(optimizer.dynamic_scale) if optimizer.built
                                  else optimizer.initial_scale)
   return values
