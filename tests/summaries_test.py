@@ -427,3 +427,23 @@ def test_bad_profile_steps_is_one_line(mock_tfds, tmp_path, value):
 def test_good_profile_steps_validate_and_are_written_to_flags_txt():
   assert Config(profile_steps=(10, 20)).validate().profile_steps == (10, 20)
   assert re.search(r"^--profile_steps=0,0$", Config().to_flagfile(), re.M)
+
+
+# ------------------------------------------------------------------ Streamed splits.
+
+def test_a_streamed_run_with_default_summaries_writes_its_eval_images(tiny_data_dir, tmp_path):
+  # Train and eval splits both stream (budget 0): the eval images are read from disk by index.
+  run = tmp_path / "streamed"
+  code, stderr = run_cli(train.main, [f"--dataset={tiny_tfds.NAME}", f"--data_dir={tiny_data_dir}", "--nodownload",
+                                      "--data_memory_budget_mb=0", "--batch_size=16", "--train_steps=6",
+                                      "--learning_rate=1e-5", "--nowrite_graph", f"--run_dir={run}"])
+  assert code == 0, stderr[-3000:]
+  events = Events(run / "eval")
+  assert events.tags("images") == {"confusion_matrix", "misclassified"}
+  assert events.steps("misclassified") == events.steps("confusion_matrix") == [6]
+  test = data.load_split(data.get_builder(tiny_tfds.NAME, tiny_data_dir, download=False), "test")
+  # The first tile is a test image, enlarged (nearest neighbour) to render.MIN_TILE_WIDTH.
+  scale = render.MIN_TILE_WIDTH // tiny_tfds.IMAGE_SHAPE[1]
+  size = tiny_tfds.IMAGE_SHAPE[0] * scale
+  tile = events.images("misclassified")[0][render.PAD:render.PAD + size:scale, render.PAD:render.PAD + size:scale]
+  assert any(np.array_equal(tile, image) for image in test.images)
