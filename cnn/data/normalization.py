@@ -66,8 +66,8 @@ def head_images(split: "Split | stream.StreamSplit", count: int) -> np.ndarray:
   fewer when they would take more than `_SAMPLE_BYTES`), e.g. for a model's data-based initialisation."""
   if not isinstance(split, stream.StreamSplit):
     return split.images[:count]
-  size = split.preprocessing.image_size
-  count = max(1, min(count, len(split), _SAMPLE_BYTES // (size * size * split.preprocessing.channels)))
+  # The view's shape, not --image_size: a fixed-size dataset streams at its own size (image_size 0).
+  count = max(1, min(count, len(split), _SAMPLE_BYTES // int(np.prod(split.preprocessing.shape))))
   return images_at(split, np.arange(count))
 
 
