@@ -50,7 +50,8 @@ class Config:
                                  "listed and leave out (and count) those that fail, instead of stopping.")
   train_crop: str = _field("none", "Training view of each image: none (as evaluation sees it) or random_resized "
                            "(a random crop of --crop_scale of the area and --crop_ratio aspect, resized to "
-                           "--image_size; the split then streams). --augment applies after it.",
+                           "--image_size, else to a fixed-size dataset's own size; the split then streams). "
+                           "--augment applies after it.",
                            choices=("none", "random_resized"))
   crop_scale: tuple[float, ...] = _field((0.08, 1.0), "random_resized: MIN,MAX fraction of the image's area.",
                                          above=0.0, maximum=1.0)
