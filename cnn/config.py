@@ -226,6 +226,24 @@ class Config:
   target_accuracy: float = _field(0.0, "Report the wall seconds and steps at which eval accuracy first "
                                   "reaches this (0: off).", minimum=0.0, maximum=1.0)
 
+  # Evaluation: when, on what, which metrics, which checkpoints are the best (cnn/controller.py,
+  # cnn/evaluator.py, cnn/actions.py). None changes what is trained.
+  _section("Evaluation")
+  eval_every_steps: int = _field(0, "Steps between evaluations (0: every --eval_every_epochs); the run's last "
+                                 "step is always evaluated.", minimum=0)
+  eval_every_epochs: float = _field(1.0, "Epochs between evaluations when --eval_every_steps is 0 (fractions "
+                                    "allowed).", above=0.0)
+  eval_at_start: bool = _field(False, "Also evaluate at step 0, before training (not when resuming).")
+  eval_splits: str = _field("", "More eval sets, evaluated with --eval_split at every evaluation: comma-separated "
+                            "[NAME=]SPLIT, e.g. val=train[90%:],test[:5000]; each reported as NAME/accuracy, ... "
+                            "(NAME defaults to the split made a name: test[:5000] → test_5000).")
+  eval_top_k: int = _field(0, "Also report top-k accuracy (topK_accuracy) at every evaluation; 0: 5 when the "
+                           "dataset has more than 10 classes, else none; 1: none.", minimum=0)
+  best_metric: str = _field("", "The metric that picks the best checkpoints, a column of metrics.csv, e.g. "
+                            "eval/accuracy, eval_ema/accuracy, val/loss (names ending in loss: lower is better); "
+                            "empty: eval_ema/accuracy under --ema_decay, else eval/accuracy.")
+  keep_best: int = _field(1, "The best checkpoints kept by --best_metric, in checkpoints/best/.", minimum=1)
+
   def validate(self) -> "Config":
     """Checks numbers and choices; raises UserError naming the flag. Returns self."""
     for field in dataclasses.fields(self):
@@ -291,11 +309,14 @@ OPERATIONAL_FIELDS = frozenset({
     "keep_checkpoints", "histogram_every_steps", "summary_images", "confusion_matrix", "write_graph",
     "profile_steps", "strategy", "cpu_devices", "cluster", "tpu", "startup_timeout_seconds", "data_service",
     "steps_per_loop", "peak_tflops", "target_accuracy", "test_split",
+    "eval_every_steps", "eval_every_epochs", "eval_at_start", "eval_splits", "eval_top_k", "best_metric",
+    "keep_best",
 })
 # The fields a resumed run may change: its length and the operational fields, except those that
 # change the structure of the checkpointed (distributed) data iterator. Every other field must match
 # the run's flags.txt for `--run_dir` to resume.
-RESUMABLE_FIELDS = (OPERATIONAL_FIELDS | {"epochs", "train_steps"}) - {"strategy", "cpu_devices"}
+# --best_metric is not: the checkpoint's best values are of the run's metric.
+RESUMABLE_FIELDS = (OPERATIONAL_FIELDS | {"epochs", "train_steps"}) - {"strategy", "cpu_devices", "best_metric"}
 
 
 def variable_patterns(patterns: str, flag: str) -> list[re.Pattern]:
