@@ -4,6 +4,7 @@ Prints loss, accuracy, per-class accuracy and the confusion matrix, and writes t
 `<run_dir>/eval_<split>.json`. The model and data settings come from the run's flags.txt.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -25,12 +26,14 @@ cli.define_flag(flags.DEFINE_string, "run_dir", "", "The run directory to evalua
 cli.define_flag(flags.DEFINE_string, "checkpoint", "latest", "Checkpoint: latest, best, or a checkpoint path.")
 cli.define_data_location_flags()
 cli.define_flag(flags.DEFINE_string, "split", "", "TFDS split to evaluate on (empty: the run's --eval_split).")
+cli.define_flag(flags.DEFINE_boolean, "skip_bad_images", False, "A folder dataset: leave out (and count, in the "
+                "log) the split's images that do not decode, as the run's own --skip_bad_images would.")
 
 _MAX_MATRIX_CLASSES = 20  # A larger confusion matrix is only written to the JSON file.
 
 
 def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "", data_dir: str = "",
-                        dataset: str = "") -> dict[str, Any]:
+                        dataset: str = "", skip_bad_images: bool = False) -> dict[str, Any]:
   """Loss, accuracy, per-class accuracy and confusion matrix of a run's checkpoint on a split.
 
   The model and its inputs are the run's evaluations' (moving averages, precision, TTA,
@@ -42,12 +45,15 @@ def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "
     split: a TFDS split (slicing allowed) or a folder dataset's split folder; empty for the run's eval split.
     data_dir: the dataset's location on this machine, if not the run's --data_dir.
     dataset: for a run on `folder:PATH`, the folder on this machine (`folder:OTHER_PATH`).
+    skip_bad_images: leave out the folder split's files that do not decode (else the run's setting).
 
   Returns:
     The contents of `<run_dir>/eval_<split>.json`; `confusion_matrix[i][j]` counts examples of
     class i predicted as class j.
   """
   trained = inference.load_trained_model(run_dir, checkpoint, data_dir, dataset)
+  if skip_bad_images:
+    trained.source = dataclasses.replace(trained.source, skip_bad_images=True)
   split = split or trained.config.eval_split
   # Opened and read as the trainer's evaluations do: in memory or streaming, the same views.
   examples, = data_lib.open_splits(trained.source, [split], trained.config.data_memory_budget_mb, train_first=False)
@@ -99,7 +105,8 @@ def format_table(results: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str]) -> None:
   del argv  # Unused: cli.run rejects positional arguments.
-  results = evaluate_checkpoint(cli.required("run_dir"), FLAGS.checkpoint, FLAGS.split, *cli.data_location())
+  results = evaluate_checkpoint(cli.required("run_dir"), FLAGS.checkpoint, FLAGS.split, *cli.data_location(),
+                                skip_bad_images=FLAGS.skip_bad_images)
   print(format_table(results))
   print(f"\nwritten to {results['path']}")
 

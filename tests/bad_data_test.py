@@ -106,3 +106,93 @@ def test_a_file_cut_short_stops_the_run_naming_it(tmp_path, fmt, split, budget):
   code, stderr = run_train(root, tmp_path / "run", f"--data_memory_budget_mb={budget}")
   assert code == 2
   assert_one_line(stderr, f"corrupt image {path} ", "--skip_bad_images")
+
+
+def corrupt_inside(path):
+  """Garbles `path` past its header, keeping its length and its end: a file whose header lies."""
+  data = bytearray(path.read_bytes())
+  middle = len(data) // 2
+  if data.startswith(b"\x89PNG"):  # A flipped byte in the image data: the chunk's checksum no longer holds.
+    start = data.index(b"IDAT") + 8
+    data[start:start + 4] = bytes(b ^ 0xFF for b in data[start:start + 4])
+  else:  # Garbage inside the entropy-coded data (markers the decoder does not know).
+    data[middle:middle + 40] = b"\xff\x15" * 20
+  path.write_bytes(bytes(data))
+  return path
+
+
+@pytest.mark.parametrize("case, split, budget", [
+    ("png_bad_chunk", "train", "0"), ("jpeg_garbage", "train", "0"), ("jpeg_magic_then_text", "val", "-1"),
+    ("png_bad_chunk", "val", "0"),
+])
+def test_a_file_whose_header_lies_stops_the_run_naming_it(tmp_path, case, split, budget):
+  # The structural checks pass these; the decoder fails without naming the file, which is then found.
+  root = write_pets(tmp_path / "pets", per_class=6)
+  if case == "jpeg_magic_then_text":
+    path = root / split / "cat" / "notes.jpg"
+    path.write_bytes(b"\xff\xd8\xff" + b"my notes about this cat " * 10 + b"\xff\xd9")
+  else:
+    path = corrupt_inside(root / split / "cat" / ("1.png" if case == "png_bad_chunk" else "0.jpg"))
+  code, stderr = run_train(root, tmp_path / "run", f"--data_memory_budget_mb={budget}", "--train_steps=3")
+  assert code == 2
+  assert_one_line(stderr, f"corrupt image {path} does not decode (", "--skip_bad_images")
+
+
+@pytest.mark.parametrize("case, split, expected", [
+    ("empty", "train", "{path} is empty (0 bytes)"),
+    ("empty", "val", "{path} is empty (0 bytes)"),
+    ("folder", "train", "{path} is a folder named like an image"),
+    ("broken_link", "val", "{path} is a broken symbolic link"),
+    ("unreadable", "train", "{path} cannot be read (permission denied)"),
+])
+def test_a_file_that_is_no_image_stops_the_run_when_its_folder_is_listed(tmp_path, case, split, expected):
+  root = write_pets(tmp_path / "pets")
+  path = root / split / "dog" / "new.jpg"
+  if case == "empty":
+    path.write_bytes(b"")
+  elif case == "folder":
+    (path / "inside").mkdir(parents=True)
+  elif case == "broken_link":
+    path.symlink_to(root / "moved_away.jpg")
+  else:
+    path.write_bytes(encode("jpg", noise(20, 20)))
+    path.chmod(0)
+    if os.access(path, os.R_OK):
+      pytest.skip("the tests run as root, who reads any file: an unreadable file cannot be provoked")
+  for budget in ("0", "-1"):  # Listed the same way streamed or held in memory.
+    code, stderr = run_train(root, tmp_path / f"run{budget}", f"--data_memory_budget_mb={budget}")
+    assert code == 2
+    assert_one_line(stderr, expected.format(path=path), "--skip_bad_images")
+
+
+def test_skip_bad_images_leaves_out_and_counts_every_kind_of_bad_file(tmp_path, caplog):
+  root = write_pets(tmp_path / "pets", per_class=6)
+  bad = [root / "train" / "cat" / "empty.png", root / "train" / "cat" / "folder.jpg", root / "val" / "dog" / "1.gif",
+         corrupt_inside(root / "train" / "dog" / "0.png"), corrupt_inside(root / "val" / "cat" / "0.jpg")]
+  bad[0].write_bytes(b"")
+  (bad[1] / "x").mkdir(parents=True)
+  bad[2].write_bytes(cut_short(bad[2].read_bytes()))
+  with caplog.at_level("WARNING"):
+    code, stderr = run_train(root, tmp_path / "run", "--skip_bad_images", "--data_memory_budget_mb=0",
+                             "--train_steps=2")
+  assert code == 0, stderr[-3000:]
+  assert "left out 3 of 14 files of" in caplog.text and "left out 2 of 12 files of" in caplog.text
+  assert all(str(path) in caplog.text for path in bad)  # Up to three of each split are named.
+  assert "11 train examples (train), 10 eval examples (test)" in caplog.text
+  results = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert results["steps"] == 2
+
+
+def test_webp_is_read_and_what_a_folder_holds_besides_images_is_counted(tmp_path, caplog):
+  root = write_pets(tmp_path / "pets")
+  (root / "train" / "cat" / "notes.txt").write_text("not an image")
+  (root / "train" / "cat" / "scan.tif").write_bytes(b"II*\0")
+  (root / "train" / "cat" / "._0.jpg").write_bytes(b"\0\5\26\7 macOS resource fork")  # AppleDouble, not a JPEG.
+  (root / "train" / ".ipynb_checkpoints").mkdir()  # Not a class.
+  (root / "train" / "stray.jpg").write_bytes(encode("jpg", noise(20, 20)))  # Outside the class folders.
+  with caplog.at_level("WARNING"):
+    split = folder.list_split(str(root), "train", folder.class_names(root))
+  assert folder.class_names(root) == ("cat", "dog") and len(split) == 8
+  assert sum(p.endswith(b".webp") for p in split.paths) == 2
+  assert "left out 3 files that are not images by name or are hidden (.tif: 1, .txt: 1, hidden: 1), and 1 files " \
+         "outside the class folders" in caplog.text
