@@ -223,9 +223,10 @@ def _list(split_dir: pathlib.Path, classes: tuple[str, ...],
   loose = sum(p.is_file() and not _hidden(p) for p in split_dir.iterdir())
   if ignored or loose:
     kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(ignored.items()))
-    logging.warning("%s: left out %d files that are not images by name or are hidden (%s)%s; images are "
-                    "read from <class>/ folders with suffixes %s", split_dir, sum(ignored.values()), kinds or "none",
-                    f", and {loose} files outside the class folders" if loose else "", ", ".join(IMAGE_SUFFIXES))
+    said = [f"{sum(ignored.values())} files that are not images by name or are hidden ({kinds})"] if ignored else []
+    said += [f"{loose} file{'s' if loose > 1 else ''} outside the class folders"] if loose else []
+    logging.warning("%s: left out %s; images are read from <class>/ folders with suffixes %s", split_dir,
+                    " and ".join(said), ", ".join(IMAGE_SUFFIXES))
   paths, labels = np.array(paths, dtype=np.bytes_), np.array(labels, np.int32)
   if decodable is not None and (labels >= 0).any():
     labels[labels >= 0] = np.where(decodable(paths[labels >= 0]), labels[labels >= 0], -1)
