@@ -85,6 +85,9 @@ class Config:
   _section("Optimisation")
   optimizer: str = _field("adam", "Optimizer: adam, adamw, sgd or nesterov (sgd with Nesterov momentum).")
   learning_rate: float = _field(1e-3, "Learning rate.", above=0.0)
+  lr_reference_batch: int = _field(0, "The batch size --learning_rate is given for: the run's peak rate is "
+                                   "--learning_rate × --batch_size / this (linear scaling, Goyal et al. 2017), "
+                                   "logged at start; 0: --learning_rate as given.", minimum=0)
   momentum: float = _field(0.9, "SGD momentum; Adam's beta_1.", minimum=0.0, below=1.0)
   adam_beta2: float = _field(0.999, "Adam: decay of the squared-gradient average (fast.ai's short "
                              "recipes: 0.99).", minimum=0.0, below=1.0)
