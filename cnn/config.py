@@ -50,7 +50,8 @@ class Config:
                                  "listed and leave out (and count) those that fail, instead of stopping.")
   train_crop: str = _field("none", "Training view of each image: none (as evaluation sees it) or random_resized "
                            "(a random crop of --crop_scale of the area and --crop_ratio aspect, resized to "
-                           "--image_size; the split then streams). --augment applies after it.",
+                           "--image_size, else to a fixed-size dataset's own size; the split then streams). "
+                           "--augment applies after it.",
                            choices=("none", "random_resized"))
   crop_scale: tuple[float, ...] = _field((0.08, 1.0), "random_resized: MIN,MAX fraction of the image's area.",
                                          above=0.0, maximum=1.0)
@@ -110,8 +111,8 @@ class Config:
   normalization_mean: tuple[float, ...] = _field((), "Per-channel means in [0, 1] units for "
                                                  "--normalization=standardize (empty: computed).",
                                                  allow_empty=True)
-  normalization_std: tuple[float, ...] = _field((), "Per-channel standard deviations in [0, 1] units "
-                                                "(empty: computed).", allow_empty=True, above=0.0)
+  normalization_std: tuple[float, ...] = _field((), "Per-channel standard deviations in [0, 1] units, with "
+                                                "--normalization_mean (empty: computed).", allow_empty=True, above=0.0)
   lr_schedule: str = _field("constant", "Learning-rate schedule (linear with a warmup is the one-cycle / "
                             "piecewise-linear schedule).", choices=("constant", "piecewise", "cosine", "linear"))
   lr_boundaries: tuple[int, ...] = _field((), "Piecewise schedule: steps (or epochs, see "
@@ -276,8 +277,14 @@ class Config:
       raise UserError("--freeze_after_epochs needs --freeze_variables (the variables to freeze)")
     for name in ("weight_decay_exclude", "freeze_variables"):
       variable_patterns(getattr(self, name), name)  # Refused up front, whether or not they are used.
+    # Statistics are given together (both used) or not at all (both computed): one alone would be ignored.
+    if self.normalization_std and not self.normalization_mean:
+      raise UserError("--normalization_std needs --normalization_mean (give both, or neither to compute both "
+                      "from the training split)")
     if self.normalization_mean and len(self.normalization_mean) != len(self.normalization_std):
       raise UserError("--normalization_mean and --normalization_std need one value per channel each")
+    if self.normalization_mean and self.normalization != "standardize":
+      raise UserError("--normalization_mean and --normalization_std need --normalization=standardize")
     return self
 
   def to_flagfile(self) -> str:

@@ -72,6 +72,7 @@ class Progress:
     rates = self.throughput.rates(self.interval_steps, time.perf_counter() - self.interval_start)
     eta = (self.total_steps - step) * rates["step_seconds"]
     scalars = {**rates, "gradient_norm": float(outputs["gradient_norm"]),
+               "learning_rate": float(outputs["learning_rate"]),  # The rate of `step`, not of the next.
                "peak_host_memory_mb": throughput_lib.peak_host_memory_mb(),
                **summaries.train_scalars(self.model, self.optimizer)}
     train_results = self.train_loop.metrics.result()

@@ -12,8 +12,9 @@ would have them, so a run through the service is bitwise a local run (resumed ru
     each batch's number restores (checked: a wrong group stops the run). HINT needs the dispatcher to
     list its workers (`DispatcherConfig(worker_addresses=[...])`); `connect` says so in one line.
     With OFF, several workers would each produce the whole stream: every batch would arrive W times.
-In-memory splits travel inside the graph (as constants); streaming folder splits are read by path on
-the workers, which must see the same files.
+In-memory splits travel inside the graph (as constants); streaming folder splits are read by path, and
+streaming TFRecord splits by their record table (cnn/data/tfds_stream.py), on the workers, which must
+see the same files. ArrayRecord splits are read through Python and refused.
 """
 
 import socket
@@ -32,11 +33,12 @@ _SERVICE = tf.data.experimental.service
 
 
 def check_split(split) -> None:
-  """Raises UserError for a split whose pipeline the service cannot run (a Python reader)."""
-  if isinstance(split, stream.StreamSplit) and split.read is not None:
-    raise UserError("--data_service: this streaming split reads its files through Python (tf.py_function), "
-                    "which a tf.data service worker cannot run; use a split that fits --data_memory_budget_mb "
-                    "or --dataset=folder:PATH")
+  """Raises UserError for a split whose pipeline the service cannot run (a Python reader: ArrayRecord)."""
+  if isinstance(split, stream.StreamSplit) and getattr(split.read, "runs_python", False):
+    raise UserError("--data_service: this streaming split is ArrayRecord, read through Python (no TensorFlow op "
+                    "reads ArrayRecord), which a tf.data service worker cannot run; prepare the dataset as "
+                    "TFRecord, TFDS's default (tfds build NAME --file_format=tfrecord), or use a split that fits "
+                    "--data_memory_budget_mb")
 
 
 def check_reachable(address: str, timeout: float = _PROBE_TIMEOUT_SECONDS) -> None:

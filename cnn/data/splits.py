@@ -152,7 +152,9 @@ def load_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int = 
 def _decode_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int) -> Split:
   """A split read from TFDS and decoded into memory (see `load_split`)."""
   try:
-    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    # One file at a time: as_dataset interleaves the shards otherwise, and streaming reads in file order.
+    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False,
+                            read_config=tfds.ReadConfig(interleave_cycle_length=1))
     if image_size:
       ds = ds.map(lambda image, label: (tf.saturate_cast(tf.round(tf.image.resize(
           image, (image_size, image_size))), tf.uint8), label), num_parallel_calls=tf.data.AUTOTUNE)

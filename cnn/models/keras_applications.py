@@ -84,8 +84,11 @@ class KerasApplication(tf.keras.Model):
 
 
 def build(application: str, config: Config, info: DatasetInfo) -> KerasApplication:
-  """`--model=keras:NAME`: the application NAME for the dataset. Raises UserError for unknown names."""
-  del config  # The architecture is in the name; applications take no flags.
+  """`--model=keras:NAME`: the application NAME for the dataset.
+
+  Raises:
+    UserError: for an unknown name, or a model flag the application would ignore (`_refuse_model_flags`).
+  """
   names = application_names()
   if application not in names:
     close = difflib.get_close_matches(application, names, n=5, cutoff=0.5)
@@ -93,7 +96,17 @@ def build(application: str, config: Config, info: DatasetInfo) -> KerasApplicati
     raise UserError(f"unknown --model={PREFIX}{application}; "
                     + (f"close matches: {', '.join(PREFIX + n for n in close)}" if close else
                        f"tf.keras.applications has: {', '.join(names)}"))
+  _refuse_model_flags(application, config)
   return KerasApplication(application, info.image_shape, info.num_classes)
+
+
+def _refuse_model_flags(application: str, config: Config) -> None:
+  """The architecture is in the name: the flags that change other families' layers cannot apply."""
+  given = [f"--activation={config.activation}"] if config.activation != Config.activation else []
+  given += [f"--{name}" for name in ("resnet_d", "zero_init_residual") if getattr(config, name)]
+  if given:
+    raise UserError(f"--model={PREFIX}{application} takes no {', '.join(given)}: an application's "
+                    "architecture is fixed by its name (pick another keras: model, or a resnet)")
 
 
 registry.register_family(PREFIX, build)
