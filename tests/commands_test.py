@@ -170,8 +170,9 @@ def test_predict_prints_the_top_classes_of_image_files(run, tmp_path, capsys):
   (tmp_path / "notes.png").write_text("not an image")
   code, stderr = run_cli(predict.main, [f"--model={export_dir}", paths[0], str(tmp_path / "notes.png")],
                          takes_arguments=True)
-  assert code == 2 and stderr.strip() == f"error: cannot read image {tmp_path / 'notes.png'}: not a PNG, JPEG, " \
-                                         "GIF or BMP image"
+  # The bad file named, the others classified, exit status 1 (tests/bad_data_test.py has the other cases).
+  assert code == 1 and stderr.strip() == f"error: cannot read image {tmp_path / 'notes.png'}: not a JPEG, PNG, " \
+                                         "BMP, GIF or WebP image"
   code, stderr = run_cli(predict.main, [f"--model={tmp_path}", paths[0]], takes_arguments=True)
   assert code == 2 and f"error: --model={tmp_path} is not an export (no saved_model.pb)" in stderr
 
