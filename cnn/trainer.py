@@ -93,10 +93,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
     train_loop = start_train_loop(config, run_dir, resuming, checkpointer, training, data, writers)
 
     # ---------------------------------------------------------------- Loop
-    evaluators = [evaluator_lib.Evaluator(name, split, data.eval_dataset(split), training.eval_step,
-                                          training.eval_metrics, model, training.optimizer)
-                  for name, split in data.eval_sets]  # --eval_split, --eval_splits, then --test_split.
-    cadence = evaluators[:len(evaluators) - (data.test_split is not None)]
+    cadence, final_sets = build_evaluators(data, training)
     time_to_accuracy = actions.TimeToAccuracy(config.target_accuracy)
     eval_summaries = actions.EvalSummaries(writers, run_dir if strategy.extended.should_save_summary else None,
                                            source.info.class_names, config)
@@ -116,14 +113,14 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
     with (controller.preemption, contextlib.closing(writers), contextlib.closing(eval_summaries),
           _removed(write_dir, not chief)):
       step = controller.run()
-      final = final_evaluations(controller, evaluators[len(cadence):])
+      final = final_evaluations(controller, final_sets)
 
       # -------------------------------------------------------------- Results
       results = {**final, "train_accuracy": train_loop.metrics.result()["accuracy"],
                  "train_loss": train_loop.metrics.result()["loss"], "train_seconds": controller.train_seconds,
                  "wall_seconds": time.perf_counter() - controller.loop_start,  # Training and evaluation.
                  "steps": step, "epochs": step / data.steps_per_epoch, "num_parameters": model.count_params(),
-                 **speed_results(throughput, step - first_step, controller, evaluators),
+                 **speed_results(throughput, step - first_step, controller, cadence),
                  **time_to_accuracy.results()}
       writers.scalars(writers.run, {k: v for k, v in results.items() if not isinstance(v, str)}, step)
   if chief:
@@ -344,6 +341,16 @@ def start_train_loop(config: Config, run_dir: str, resuming: bool, checkpointer:
 
 
 # ------------------------------------------------------------------ Results.
+
+def build_evaluators(data: RunData, training: Training) -> tuple[list[evaluator_lib.Evaluator],
+                                                                  list[evaluator_lib.Evaluator]]:
+  """The evaluators of every evaluation (--eval_split's, then --eval_splits'), and of the final one (--test_split)."""
+  evaluators = [evaluator_lib.Evaluator(name, split, data.eval_dataset(split), training.eval_step,
+                                        training.eval_metrics, training.model, training.optimizer)
+                for name, split in data.eval_sets]
+  every = len(evaluators) - (data.test_split is not None)
+  return evaluators[:every], evaluators[every:]
+
 
 def final_evaluations(controller: controller_lib.Controller,
                       test_evaluators: list[evaluator_lib.Evaluator]) -> dict[str, Any]:

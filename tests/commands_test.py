@@ -191,9 +191,9 @@ def outside_model(monkeypatch):
   forget()
 
 
-def logged_evals(run_dir):
-  """{step: (accuracy, loss)} of the run's evaluations, from its event files."""
-  events = event_accumulator.EventAccumulator(str(run_dir / "eval"), size_guidance={event_accumulator.TENSORS: 0})
+def logged_evals(run_dir, prefix="eval"):
+  """{step: (accuracy, loss)} of the run's evaluations (`prefix`: eval_ema for the averages), from its event files."""
+  events = event_accumulator.EventAccumulator(str(run_dir / prefix), size_guidance={event_accumulator.TENSORS: 0})
   events.Reload()
   values = {tag: {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
             for tag in ("accuracy", "loss")}
@@ -206,7 +206,7 @@ def test_evaluate_and_export_give_the_model_the_run_evaluated(tiny_data_dir, tmp
   run = tiny_run(tiny_data_dir, tmp_path / "run", "--train_steps=24", "--ema_decay=0.8", f"--precision={precision}",
                  "--extra_modules=outside_bn_net", "--model=outside_bn_net", "--tta=flip",
                  "--normalization=standardize", "--learning_rate=0.01")
-  logged = logged_evals(run)
+  logged = logged_evals(run, "eval_ema")  # The averages: what the run reports, and evaluate and export use.
   assert sorted(logged) == [12, 24]
   outside_model()  # cnn.evaluate runs in a new process, which has not imported the module.
   best_step = max(logged, key=lambda s: (logged[s][0], -s))

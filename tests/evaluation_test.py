@@ -249,6 +249,10 @@ def test_the_watcher_skips_a_checkpoint_deleted_under_it(tiny_data_dir, tmp_path
   monkeypatch.setattr(watch, "listed_checkpoints", lambda _: listed)
   assert watch.watch(str(run_dir), timeout_seconds=1, poll_seconds=0) == 3
   assert [int(r["step"]) for r in csv_rows(run_dir / "watch" / "metrics.csv")] == [6, 18, 24]
+  assert watch.watch(str(run_dir), timeout_seconds=1, poll_seconds=0) == 0  # Done already.
+  assert watch.watch(str(run_dir), split="train[:12]", timeout_seconds=1, poll_seconds=0) == 3  # Another split.
+  rows = csv_rows(run_dir / "watch" / "metrics.csv")
+  assert [r["train_12/accuracy"] != "" for r in rows] == [True] * 3 and list(rows[0])[2] == "eval/loss"
 
 
 def test_the_watcher_of_a_run_without_checkpoints_stops_at_its_timeout(tiny_data_dir, tmp_path):
