@@ -4,14 +4,17 @@ Keras may move or rename any of these in any release. Each has a canary in
 tests/keras_internals_test.py that fails naming it, and setup.cfg's `keras` floor is the version they
 were checked on (3.15).
 
-| where | what | why |
-| --- | --- | --- |
-| here, `fresh_layer_names` | `keras.src.backend.common.global_state`, attribute `object_name_uids` (the counter of `keras.src.utils.naming`) | `keras:` models' variable paths must not depend on what the process built before |
-| `cnn/optim.py`, `moving_averages` | `Optimizer._model_variables_moving_average`, `Optimizer._get_variable_index` | Keras has no public accessor for its EMA averages |
-| `cnn/optim.py`, `_StatisticsAverage` | overrides `Optimizer._update_model_variables_moving_average` (called by `apply` under `use_ema`) | BatchNorm statistics averaged on the same steps as the weights |
-| `cnn/optim.py`, `_LossScaleOptimizer` | `LossScaleOptimizer._iterations` (the wrapper's own, otherwise unused, count) | a step count that counts skipped steps too |
+  * here, `fresh_layer_names`: `keras.src.backend.common.global_state`, its attribute `object_name_uids`
+    (the counter of `keras.src.utils.naming`), so that `keras:` models' variable paths do not depend on
+    what the process built before.
+  * cnn/optim.py, `moving_averages`: `Optimizer._model_variables_moving_average` and
+    `Optimizer._get_variable_index`; Keras has no public accessor for its EMA averages.
+  * cnn/optim.py, `_StatisticsAverage`: overrides `Optimizer._update_model_variables_moving_average`
+    (which `apply` calls under `use_ema`), to average BatchNorm statistics on the same steps.
+  * cnn/optim.py, `_LossScaleOptimizer`: `LossScaleOptimizer._iterations` (the wrapper's own count,
+    otherwise unused), to count skipped steps too.
 
-A new use goes in this table with its canary.
+A new use goes in this list, with its canary.
 """
 
 import collections
