@@ -84,26 +84,27 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
     throughput = measure_flops(config, training, source.info, strategy)
     writers = start_run_dir(config, run_dir, chief, strategy, source.info, model, model_table, data)
     write_dir = distribute.worker_dir(strategy, run_dir)  # A temporary directory on non-chief workers.
+    time_to_accuracy = actions.TimeToAccuracy(config.target_accuracy)  # Its clock is in the checkpoint.
     checkpointer = checkpoints.Checkpointer(
         run_dir, model, training.optimizer, training.train_metrics.variables(), config.keep_checkpoints, write_dir,
-        training.weight_hooks.variables() if training.weight_hooks else ())
+        training.weight_hooks.variables() if training.weight_hooks else (), time_to_accuracy.variables())
     train_loop = start_train_loop(config, run_dir, resuming, checkpointer, training, data, writers)
 
     # ---------------------------------------------------------------- Loop
     evaluators = [evaluator_lib.Evaluator(name, data.eval_dataset(split), training.eval_step,
                                           training.eval_metrics, model, training.optimizer)
                   for name, split in data.eval_splits(config)]  # The eval split, then --test_split.
-    time_to_accuracy = actions.TimeToAccuracy(config.target_accuracy)
     controller = controller_lib.Controller(
         config, train_loop, evaluators[0], checkpointer, preemption.Preemption(strategy, run_dir),
         summaries.Profiler(os.path.join(run_dir, "train"), config.profile_steps if chief else (0, 0),
                            data.total_steps),
         controller_lib.Progress(train_loop, throughput, writers, model, training.optimizer, data.total_steps),
-        step_actions=[actions.NanGuard(checkpointer, training.optimizer)],
+        step_actions=[actions.NanGuard(checkpointer, training.optimizer), time_to_accuracy.after_step],
         eval_actions=[actions.EvalSummaries(writers, data.eval_split, source.info.class_names, config),
-                      actions.SaveCheckpoints(checkpointer), time_to_accuracy],
+                      time_to_accuracy, actions.SaveCheckpoints(checkpointer)],  # The target's step is saved.
         steps_per_epoch=data.steps_per_epoch, total_steps=data.total_steps)
     first_step = train_loop.step
+    time_to_accuracy.start()
     with controller.preemption, contextlib.closing(writers), _removed(write_dir, not chief):
       step = controller.run()
       final, further = final_evaluations(controller, evaluators)
