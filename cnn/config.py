@@ -226,8 +226,9 @@ class Config:
   jit_compile: bool = _field(False, "Compile the train and eval steps with XLA.")
   peak_tflops: float = _field(0.0, "One device's peak TFLOP/s at --precision, for MFU = achieved TFLOP/s / "
                               "(this × replicas on all workers) (0: unknown, no MFU).", minimum=0.0)
-  target_accuracy: float = _field(0.0, "Report the wall seconds and steps at which eval accuracy first "
-                                  "reaches this (0: off).", minimum=0.0, maximum=1.0)
+  target_accuracy: float = _field(0.0, "Report the training seconds (evaluation left out, counted across "
+                                  "resumes) and steps at which eval accuracy first reaches this (0: off).",
+                                  minimum=0.0, maximum=1.0)
 
   # Evaluation: when, on what, which metrics, which checkpoints are the best (cnn/controller.py,
   # cnn/evaluator.py, cnn/actions.py). None changes what is trained.
