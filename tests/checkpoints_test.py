@@ -43,10 +43,11 @@ def train_subprocess(args, kill_at=None):
 
 
 def checkpoint_state(path):
-  """Every saved value but the iterator's buffers (their fill depends on timing) and the save count."""
+  """Every saved value but the iterator's buffers (their fill depends on timing), the save count and the
+  run state (the training clock: seconds)."""
   reader = tf.train.load_checkpoint(str(path))
   return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-          if not key.startswith(("iterator/", "save_counter/", "_CHECKPOINTABLE_OBJECT_GRAPH"))}
+          if not key.startswith(("iterator/", "save_counter/", "run_state/", "_CHECKPOINTABLE_OBJECT_GRAPH"))}
 
 
 def assert_bitwise_equal(state, expected):

@@ -177,3 +177,13 @@ def test_activation_replaces_every_relu_and_keeps_the_parameters():
   assert "stage4_block2" in layer_table(mish, TINY.image_shape)  # The table a run prints traces it symbolically.
   with pytest.raises(UserError, match="unknown --activation=rectify"):
     build(TINY, model="resnet18", activation="rectify")
+
+
+@pytest.mark.parametrize("settings, flag", [(dict(activation="mish"), "--activation=mish"),
+                                            (dict(resnet_d=True), "--resnet_d"),
+                                            (dict(zero_init_residual=True), "--zero_init_residual")])
+def test_keras_applications_refuse_the_model_flags_they_would_ignore(settings, flag):
+  # They used to build the application unchanged: a run "with Mish" trained with the application's own.
+  with pytest.raises(UserError, match=rf"^--model=keras:MobileNetV3Small takes no {flag}: .* architecture is "
+                                      r"fixed by its name"):
+    build(TINY, model="keras:MobileNetV3Small", **settings)
