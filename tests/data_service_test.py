@@ -67,6 +67,7 @@ def assert_same(a, b):
     np.testing.assert_array_equal(labels_a, labels_b)
 
 
+@pytest.mark.e2e
 def test_in_memory_batches_through_the_service_are_bitwise_the_local_ones_also_from_a_resumed_step(
     service, tiny_data_dir):
   split = data.load_split(data.get_builder(tiny_tfds.NAME, data_dir=tiny_data_dir), "train")
@@ -82,6 +83,7 @@ def test_in_memory_batches_through_the_service_are_bitwise_the_local_ones_also_f
   assert not np.array_equal(other_seed[0][0], expected[0][0])  # The comparison can tell batches apart.
 
 
+@pytest.mark.e2e
 def test_a_streamed_folder_through_the_service_is_bitwise_the_local_one(service, tmp_path):
   root = write_folder(tmp_path / "images")
   split = folder.list_split(str(root), "train", folder.class_names(root))
@@ -103,6 +105,7 @@ def test_a_python_reader_and_an_unreachable_or_malformed_address_are_one_line_er
       data_service.check_reachable(bad)
 
 
+@pytest.mark.e2e
 def test_a_run_through_the_service_ends_in_the_checkpoint_of_a_local_run_and_resumes(
     service, three_workers, tiny_data_dir, tmp_path):
   from cnn import train  # pylint: disable=import-outside-toplevel
@@ -125,6 +128,7 @@ def test_a_run_through_the_service_ends_in_the_checkpoint_of_a_local_run_and_res
   assert code == 2 and stderr.count("\n") == 1 and "no tf.data service dispatcher answers" in stderr, stderr
 
 
+@pytest.mark.e2e
 def test_the_service_is_counted_and_several_workers_serve_each_batch_once_in_the_local_order(
     service, three_workers, tiny_data_dir):
   assert data_service.connect(service) == 1 and data_service.connect(three_workers) == 3
@@ -138,6 +142,7 @@ def test_the_service_is_counted_and_several_workers_serve_each_batch_once_in_the
     assert_same(batches(data_service.distribute(sharded, three_workers, 3), 13), batches(local, 13))
 
 
+@pytest.mark.e2e
 def test_two_replicas_of_a_streamed_folder_from_three_workers_are_the_local_batches(three_workers, tmp_path):
   root = write_folder(tmp_path / "images")
   split = folder.list_split(str(root), "train", folder.class_names(root))
@@ -161,6 +166,7 @@ def test_several_workers_the_dispatcher_does_not_list_are_one_line(tmp_path):
       server.stop()
 
 
+@pytest.mark.e2e
 def test_a_dispatcher_without_workers_is_one_line_and_the_process_exits(tmp_path):
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
