@@ -50,7 +50,8 @@ class Config:
                                  "listed and leave out (and count) those that fail, instead of stopping.")
   train_crop: str = _field("none", "Training view of each image: none (as evaluation sees it) or random_resized "
                            "(a random crop of --crop_scale of the area and --crop_ratio aspect, resized to "
-                           "--image_size; the split then streams). --augment applies after it.",
+                           "--image_size, else to a fixed-size dataset's own size; the split then streams). "
+                           "--augment applies after it.",
                            choices=("none", "random_resized"))
   crop_scale: tuple[float, ...] = _field((0.08, 1.0), "random_resized: MIN,MAX fraction of the image's area.",
                                          above=0.0, maximum=1.0)
@@ -84,6 +85,9 @@ class Config:
   _section("Optimisation")
   optimizer: str = _field("adam", "Optimizer: adam, adamw, sgd or nesterov (sgd with Nesterov momentum).")
   learning_rate: float = _field(1e-3, "Learning rate.", above=0.0)
+  lr_reference_batch: int = _field(0, "The batch size --learning_rate is given for: the run's peak rate is "
+                                   "--learning_rate × --batch_size / this (linear scaling, Goyal et al. 2017), "
+                                   "logged at start; 0: --learning_rate as given.", minimum=0)
   momentum: float = _field(0.9, "SGD momentum; Adam's beta_1.", minimum=0.0, below=1.0)
   adam_beta2: float = _field(0.999, "Adam: decay of the squared-gradient average (fast.ai's short "
                              "recipes: 0.99).", minimum=0.0, below=1.0)
@@ -226,6 +230,24 @@ class Config:
                                   "resumes) and steps at which eval accuracy first reaches this (0: off).",
                                   minimum=0.0, maximum=1.0)
 
+  # Evaluation: when, on what, which metrics, which checkpoints are the best (cnn/controller.py,
+  # cnn/evaluator.py, cnn/actions.py). None changes what is trained.
+  _section("Evaluation")
+  eval_every_steps: int = _field(0, "Steps between evaluations (0: every --eval_every_epochs); the run's last "
+                                 "step is always evaluated.", minimum=0)
+  eval_every_epochs: float = _field(1.0, "Epochs between evaluations when --eval_every_steps is 0 (fractions "
+                                    "allowed).", above=0.0)
+  eval_at_start: bool = _field(False, "Also evaluate at step 0, before training (not when resuming).")
+  eval_splits: str = _field("", "More eval sets, evaluated with --eval_split at every evaluation: comma-separated "
+                            "[NAME=]SPLIT, e.g. val=train[90%:],test[:5000]; each reported as NAME/accuracy, ... "
+                            "(NAME defaults to the split made a name: test[:5000] → test_5000).")
+  eval_top_k: int = _field(0, "Also report top-k accuracy (topK_accuracy) at every evaluation; 0: 5 when the "
+                           "dataset has more than 10 classes, else none; 1: none.", minimum=0)
+  best_metric: str = _field("", "The metric that picks the best checkpoints, a column of metrics.csv, e.g. "
+                            "eval/accuracy, eval_ema/accuracy, val/loss (names ending in loss: lower is better); "
+                            "empty: eval_ema/accuracy under --ema_decay, else eval/accuracy.")
+  keep_best: int = _field(1, "The best checkpoints kept by --best_metric, in checkpoints/best/.", minimum=1)
+
   def validate(self) -> "Config":
     """Checks numbers and choices; raises UserError naming the flag. Returns self."""
     for field in dataclasses.fields(self):
@@ -291,11 +313,14 @@ OPERATIONAL_FIELDS = frozenset({
     "keep_checkpoints", "histogram_every_steps", "summary_images", "confusion_matrix", "write_graph",
     "profile_steps", "strategy", "cpu_devices", "cluster", "tpu", "startup_timeout_seconds", "data_service",
     "steps_per_loop", "peak_tflops", "target_accuracy", "test_split",
+    "eval_every_steps", "eval_every_epochs", "eval_at_start", "eval_splits", "eval_top_k", "best_metric",
+    "keep_best",
 })
 # The fields a resumed run may change: its length and the operational fields, except those that
 # change the structure of the checkpointed (distributed) data iterator. Every other field must match
 # the run's flags.txt for `--run_dir` to resume.
-RESUMABLE_FIELDS = (OPERATIONAL_FIELDS | {"epochs", "train_steps"}) - {"strategy", "cpu_devices"}
+# --best_metric is not: the checkpoint's best values are of the run's metric.
+RESUMABLE_FIELDS = (OPERATIONAL_FIELDS | {"epochs", "train_steps"}) - {"strategy", "cpu_devices", "best_metric"}
 
 
 def variable_patterns(patterns: str, flag: str) -> list[re.Pattern]:

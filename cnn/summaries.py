@@ -29,7 +29,9 @@ from cnn import render
 from cnn.config import OPERATIONAL_FIELDS
 from cnn.config import Config
 from cnn.data import DatasetInfo
+from cnn.data import images_at
 from cnn.data import Split
+from cnn.data.stream import StreamSplit
 
 
 class Writers:
@@ -223,14 +225,15 @@ class Profiler:
 
 # ------------------------------------------------------------------ At each eval.
 
-def write_eval(writer: tf.summary.SummaryWriter, step: int, split: Split, predictions: np.ndarray,
+def write_eval(writer: tf.summary.SummaryWriter, step: int, split: Split | StreamSplit, predictions: np.ndarray,
                confidence: np.ndarray, class_names: Sequence[str], config: Config) -> None:
   """The confusion matrix (image and table) and the most confidently misclassified images.
 
   Args:
     writer: the eval writer.
     step: the train step the model was evaluated at.
-    split: the eval split, in the order the predictions were made.
+    split: the eval split (in memory or streaming: the images shown are read from it), in the order the
+      predictions were made.
     predictions: predicted class of each example.
     confidence: the predicted class's softmax probability for each example.
     class_names: the dataset's class names.
@@ -249,7 +252,7 @@ def write_eval(writer: tf.summary.SummaryWriter, step: int, split: Split, predic
       if len(worst):
         captions = [[f"true {class_names[split.labels[i]]}",
                      f"pred {class_names[predictions[i]]} {confidence[i]:.0%}"] for i in worst]
-        tf.summary.image("misclassified", render.image_grid(split.images[worst], captions)[None],
+        tf.summary.image("misclassified", render.image_grid(images_at(split, worst), captions)[None],
                          description=(f"The {len(worst)} most confidently misclassified of {len(wrong)} "
                                       "misclassified eval images: true class, predicted class, its probability."))
 

@@ -1,4 +1,4 @@
-"""--data_service: the training pipeline through local tf.data services (one worker; three, listed)."""
+"""--data_service: the training pipeline through local tf.data services (one worker; two or three, listed)."""
 
 import socket
 
@@ -15,6 +15,7 @@ from cnn.data import service as data_service
 from cnn.errors import UserError
 from folder_test import write_folder
 import tiny_tfds
+from tiny_tfds import sharded
 
 
 @pytest.fixture(scope="module", name="service")
@@ -91,10 +92,8 @@ def test_a_streamed_folder_through_the_service_is_bitwise_the_local_one(service,
   assert_same(batches(data_service.distribute(local, service), 6), batches(local, 6))
 
 
-def test_a_python_reader_and_an_unreachable_or_malformed_address_are_one_line_errors():
-  with pytest.raises(UserError, match="tf.py_function"):
-    data_service.check_split(data.stream.StreamSplit(np.arange(3), np.zeros(3, np.int32),
-                                                     preprocess.Preprocessing(16), lambda key: key))
+def test_an_unreachable_or_malformed_address_is_a_one_line_error():
+  # A Python reader (an ArrayRecord split streamed) is refused too: tests/multishard_test.py.
   with socket.socket() as unused:  # A port nobody listens on.
     unused.bind(("127.0.0.1", 0))
     port = unused.getsockname()[1]
@@ -126,6 +125,40 @@ def test_a_run_through_the_service_ends_in_the_checkpoint_of_a_local_run_and_res
   code, stderr = run_cli(train.main, tiny_args(tiny_data_dir, tmp_path / "bad", "--train_steps=1",
                                                "--data_service=grpc://127.0.0.1:1"))
   assert code == 2 and stderr.count("\n") == 1 and "no tf.data service dispatcher answers" in stderr, stderr
+
+
+@pytest.mark.e2e
+def test_a_multi_shard_tfds_split_streamed_through_two_workers_trains_to_the_local_weights(tmp_path):
+  # Before: a streamed TFDS split was read through tf.py_function and refused.
+  from cnn import train  # pylint: disable=import-outside-toplevel
+  from checkpoints_test import TINY, assert_bitwise_equal, checkpoint_state  # pylint: disable=import-outside-toplevel
+  from conftest import run_cli  # pylint: disable=import-outside-toplevel
+  sharded.prepare(sharded.IMAGES_NAME, str(tmp_path / "tfds"))
+  source = data.open_dataset(Config(dataset=sharded.IMAGES_NAME, data_dir=str(tmp_path / "tfds"), download=False))
+  (split,) = data.open_splits(source, ["train"], budget_mb=0)
+  assert isinstance(split, data.stream.StreamSplit)
+  address, servers = _service(2, listed=True)
+  try:
+    assert data_service.connect(address) == 2
+    local = data.train_dataset(split, 8, seed=2, start_step=20)  # 22 steps an epoch: crosses into epoch 2.
+    served = batches(data_service.distribute(data.train_dataset(split, 8, seed=2, start_step=20,
+                                                                service_shards=True), address, 2), 4)
+    assert_same(served, batches(local, 4))
+    for images, labels in served:
+      np.testing.assert_array_equal(labels, sharded.label_of(sharded.number_of(images)))
+    args = [f"--dataset={sharded.IMAGES_NAME}", f"--data_dir={tmp_path / 'tfds'}", "--nodownload", *TINY,
+            "--data_memory_budget_mb=0", "--augment=flip,crop",
+            "--summary_images=0"]  # A streamed eval split's image grid: issue 18, item 2.
+    assert run_cli(train.main, [*args, f"--run_dir={tmp_path / 'local'}", "--train_steps=6"])[0] == 0
+    served_args = [*args, f"--run_dir={tmp_path / 'served'}", f"--data_service={address}"]
+    assert run_cli(train.main, [*served_args, "--train_steps=3"])[0] == 0
+    code, stderr = run_cli(train.main, [*served_args, "--train_steps=6"])  # Resumed at step 3.
+    assert code == 0, stderr
+  finally:
+    for server in reversed(servers):
+      server.stop()
+  assert_bitwise_equal(checkpoint_state(tf.train.latest_checkpoint(tmp_path / "served" / "checkpoints")),
+                       checkpoint_state(tf.train.latest_checkpoint(tmp_path / "local" / "checkpoints")))
 
 
 @pytest.mark.e2e

@@ -136,7 +136,7 @@ def test_two_input_pipelines_read_disjoint_shares_covering_every_example_each_ep
 @pytest.mark.parametrize("case, message", [
     ("missing_split", "split 'test' not found in {root} (splits there: train, val)"),
     ("no_images", "no images"),
-    ("corrupt", "{root}/train/cat/broken.jpg is not a readable JPEG, PNG, BMP or GIF image"),
+    ("corrupt", "{root}/train/cat/broken.jpg is not a JPEG, PNG, BMP, GIF or WebP image by its contents"),
 ])
 def test_bad_folders_are_one_line_errors_naming_what_is_wrong(tmp_path, case, message):
   root = write_folder(tmp_path / "pets")

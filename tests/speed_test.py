@@ -18,6 +18,7 @@ from cnn import throughput
 from cnn import trainer
 from cnn.config import Config
 from conftest import run_cli
+from streaming_run_test import write_jpegs
 
 INFO = data_lib.DatasetInfo("random", (32, 32, 3), 10, tuple(map(str, range(10))))
 
@@ -230,3 +231,18 @@ def test_bench_runs_end_to_end_on_mock_data_and_writes_its_json(mock_tfds, tmp_p
   assert [t["choosing"] for t in report["search"]] == ["precision"] * 2 + ["steps_per_loop"] * 2 + ["jit_compile"]
   assert report["eval_examples"] == 64 and report["pipeline_images_per_second"] > 0
   assert 0.0 <= report["input_bound_fraction"]["C"] < 1.0
+
+
+def test_bench_runs_on_a_folder_of_images_whose_splits_stream(tmp_path):
+  from cnn import bench  # pylint: disable=import-outside-toplevel  # Defines its flags on import.
+  root = write_jpegs(tmp_path / "jpegs", 8)  # train/ 24 and val/ 12 JPEGs of 64×48, 3 classes.
+  output = tmp_path / "bench.json"
+  code, stderr = run_cli(bench.main, [
+      f"--dataset=folder:{root}", "--image_size=16", "--data_memory_budget_mb=0", "--batch_size=8",
+      "--bench_steps=2", "--lead_in_steps=1", "--rounds=1", "--search_rounds=1", "--search_steps=1",
+      "--search_precisions=float32", "--search_steps_per_loop=1", "--search_jit_compile=false",
+      "--eval_examples=10", f"--output={output}"])
+  assert code == 0, stderr[-2000:]
+  report = json.loads(output.read_text())
+  assert report["train_examples"] == 24 and report["eval_examples"] == 10
+  assert all(0.0 <= report["runs"][name]["accuracy"] <= 1.0 for name in "ABCD")

@@ -29,6 +29,7 @@ from cnn import distribute
 from cnn import gradients
 from cnn import models
 from cnn import render
+from cnn import run_dir as run_dir_lib
 from cnn import steps
 from cnn import summaries
 from cnn import train
@@ -36,6 +37,7 @@ from cnn.config import OPERATIONAL_FIELDS
 from cnn.config import Config
 from cnn.models.simple_cnn import SimpleCNN
 from conftest import run_cli, run_dir_files
+from streaming_run_test import write_jpegs
 import tiny_tfds
 
 TRAIN_SCALARS = {"loss", "accuracy", "images_per_second", "step_seconds", "gradient_norm", "weight_norm",
@@ -451,3 +453,32 @@ def test_bad_profile_steps_is_one_line(mock_tfds, tmp_path, value):
 def test_good_profile_steps_validate_and_are_written_to_flags_txt():
   assert Config(profile_steps=(10, 20)).validate().profile_steps == (10, 20)
   assert re.search(r"^--profile_steps=0,0$", Config().to_flagfile(), re.M)
+
+
+# ------------------------------------------------------------------ Streamed splits.
+
+@pytest.mark.parametrize("dataset", ["tfds", "folder"])
+def test_a_streamed_run_with_default_summaries_writes_its_eval_images(dataset, tiny_data_dir, tmp_path):
+  # Train and eval splits both stream (budget 0): the eval images are read from disk by index. The
+  # folder's JPEGs (64×48) are seen as their centre crops.
+  if dataset == "tfds":
+    where = [f"--dataset={tiny_tfds.NAME}", f"--data_dir={tiny_data_dir}", "--batch_size=16", "--train_steps=6"]
+  else:
+    where = [f"--dataset=folder:{write_jpegs(tmp_path / 'jpegs', 8)}", "--image_size=16", "--batch_size=8",
+             "--train_steps=3"]
+  run = tmp_path / "streamed"
+  code, stderr = run_cli(train.main, [*where, "--nodownload", "--data_memory_budget_mb=0", "--learning_rate=1e-5",
+                                      "--nowrite_graph", f"--run_dir={run}"])
+  assert code == 0, stderr[-3000:]
+  assert Events(run / "train").tags("images") == {"inputs"}
+  events = Events(run / "eval")
+  assert events.tags("images") == {"confusion_matrix", "misclassified"}
+  assert len(events.steps("misclassified")) == len(events.steps("confusion_matrix")) == 1
+  config = run_dir_lib.read_config(str(run))
+  (views,) = data.open_splits(data.open_dataset(config), [config.eval_split], 1, train_first=False)
+  assert isinstance(views, data.Split)  # The eval views, held in memory this time.
+  # The first tile is an eval view, enlarged (nearest neighbour) to render.MIN_TILE_WIDTH.
+  scale = render.MIN_TILE_WIDTH // 16
+  tile = events.images("misclassified")[0][render.PAD:render.PAD + 16 * scale:scale,
+                                           render.PAD:render.PAD + 16 * scale:scale]
+  assert any(np.array_equal(tile, image) for image in views.images)

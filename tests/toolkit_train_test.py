@@ -1,4 +1,4 @@
-"""End to end: a researcher's own model through --extra_modules, own images through ImageFolder,
+"""End to end: a researcher's own model through --extra_modules, own images through folder:PATH,
 the recipes' flagfiles, and one-line errors for the toolkit's bad input."""
 
 import json

@@ -239,7 +239,7 @@ def test_help_lists_the_config_flags_by_section_with_their_choices_and_ranges():
   text = _help("cnn.train")
   headings = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
   assert headings == ["Data", "Model", "Optimisation", "Research toolkit", "Run", "TensorBoard", "Distribution",
-                      "Checkpoints", "Speed"]
+                      "Checkpoints", "Speed", "Evaluation"]
   optimisation = text[text.index("\nOptimisation:"):text.index("\nResearch toolkit:")]
   assert "--learning_rate: Learning rate.\n    (default: '0.001')\n    (a number > 0.0)" in optimisation
   assert "--strategy: <default|one_device|mirrored|multi_worker_mirrored|tpu>:" in text  # An enum's choices.
