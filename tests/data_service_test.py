@@ -186,6 +186,7 @@ def test_two_replicas_of_a_streamed_folder_from_three_workers_are_the_local_batc
   assert_same(batches(served, 8), batches(made(), 8))
 
 
+@pytest.mark.e2e
 def test_several_workers_the_dispatcher_does_not_list_are_one_line(tmp_path):
   address, servers = _service(2, listed=False)
   try:

@@ -100,6 +100,7 @@ def test_the_reference_batch_is_a_setting_a_resumed_run_must_keep():
   assert "--lr_reference_batch=256\n" in Config(lr_reference_batch=256).to_flagfile()
 
 
+@pytest.mark.e2e
 def test_the_recipe_runs_on_a_generated_imagenet_shaped_set(tmp_path):
   module = imagenet_shaped()
   settings = module.Settings(source=str(write_photos(tmp_path / "photos")), width=80, height=70)
@@ -116,6 +117,7 @@ def test_the_recipe_runs_on_a_generated_imagenet_shaped_set(tmp_path):
   assert code == 2 and "--lr_reference_batch=512 (the run has 256)" in stderr, stderr  # Resuming checks it.
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not SHARED_IMAGEWOOF.is_dir(), reason=f"real photos not found at {SHARED_IMAGEWOOF}")
 def test_the_recipe_runs_on_imagewoof_made_imagenet_shaped(tmp_path):
   module = imagenet_shaped()

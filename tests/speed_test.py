@@ -233,6 +233,7 @@ def test_bench_runs_end_to_end_on_mock_data_and_writes_its_json(mock_tfds, tmp_p
   assert 0.0 <= report["input_bound_fraction"]["C"] < 1.0
 
 
+@pytest.mark.e2e
 def test_bench_runs_on_a_folder_of_images_whose_splits_stream(tmp_path):
   from cnn import bench  # pylint: disable=import-outside-toplevel  # Defines its flags on import.
   root = write_jpegs(tmp_path / "jpegs", 8)  # train/ 24 and val/ 12 JPEGs of 64×48, 3 classes.

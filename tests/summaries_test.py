@@ -457,6 +457,7 @@ def test_good_profile_steps_validate_and_are_written_to_flags_txt():
 
 # ------------------------------------------------------------------ Streamed splits.
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("dataset", ["tfds", "folder"])
 def test_a_streamed_run_with_default_summaries_writes_its_eval_images(dataset, tiny_data_dir, tmp_path):
   # Train and eval splits both stream (budget 0): the eval images are read from disk by index. The
