@@ -68,6 +68,7 @@ def assert_same(a, b):
     np.testing.assert_array_equal(labels_a, labels_b)
 
 
+@pytest.mark.e2e
 def test_in_memory_batches_through_the_service_are_bitwise_the_local_ones_also_from_a_resumed_step(
     service, tiny_data_dir):
   split = data.load_split(data.get_builder(tiny_tfds.NAME, data_dir=tiny_data_dir), "train")
@@ -83,6 +84,7 @@ def test_in_memory_batches_through_the_service_are_bitwise_the_local_ones_also_f
   assert not np.array_equal(other_seed[0][0], expected[0][0])  # The comparison can tell batches apart.
 
 
+@pytest.mark.e2e
 def test_a_streamed_folder_through_the_service_is_bitwise_the_local_one(service, tmp_path):
   root = write_folder(tmp_path / "images")
   split = folder.list_split(str(root), "train", folder.class_names(root))
@@ -102,6 +104,7 @@ def test_an_unreachable_or_malformed_address_is_a_one_line_error():
       data_service.check_reachable(bad)
 
 
+@pytest.mark.e2e
 def test_a_run_through_the_service_ends_in_the_checkpoint_of_a_local_run_and_resumes(
     service, three_workers, tiny_data_dir, tmp_path):
   from cnn import train  # pylint: disable=import-outside-toplevel
@@ -124,6 +127,7 @@ def test_a_run_through_the_service_ends_in_the_checkpoint_of_a_local_run_and_res
   assert code == 2 and stderr.count("\n") == 1 and "no tf.data service dispatcher answers" in stderr, stderr
 
 
+@pytest.mark.e2e
 def test_a_multi_shard_tfds_split_streamed_through_two_workers_trains_to_the_local_weights(tmp_path):
   # Before: a streamed TFDS split was read through tf.py_function and refused.
   from cnn import train  # pylint: disable=import-outside-toplevel
@@ -157,6 +161,7 @@ def test_a_multi_shard_tfds_split_streamed_through_two_workers_trains_to_the_loc
                        checkpoint_state(tf.train.latest_checkpoint(tmp_path / "local" / "checkpoints")))
 
 
+@pytest.mark.e2e
 def test_the_service_is_counted_and_several_workers_serve_each_batch_once_in_the_local_order(
     service, three_workers, tiny_data_dir):
   assert data_service.connect(service) == 1 and data_service.connect(three_workers) == 3
@@ -170,6 +175,7 @@ def test_the_service_is_counted_and_several_workers_serve_each_batch_once_in_the
     assert_same(batches(data_service.distribute(sharded, three_workers, 3), 13), batches(local, 13))
 
 
+@pytest.mark.e2e
 def test_two_replicas_of_a_streamed_folder_from_three_workers_are_the_local_batches(three_workers, tmp_path):
   root = write_folder(tmp_path / "images")
   split = folder.list_split(str(root), "train", folder.class_names(root))
@@ -180,6 +186,7 @@ def test_two_replicas_of_a_streamed_folder_from_three_workers_are_the_local_batc
   assert_same(batches(served, 8), batches(made(), 8))
 
 
+@pytest.mark.e2e
 def test_several_workers_the_dispatcher_does_not_list_are_one_line(tmp_path):
   address, servers = _service(2, listed=False)
   try:
@@ -193,6 +200,7 @@ def test_several_workers_the_dispatcher_does_not_list_are_one_line(tmp_path):
       server.stop()
 
 
+@pytest.mark.e2e
 def test_a_dispatcher_without_workers_is_one_line_and_the_process_exits(tmp_path):
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel

@@ -64,6 +64,7 @@ def test_in_memory_splits_are_in_file_order(images_dir):
     assert_in_file_order(source.builder, name, held.images, held.labels)
 
 
+@pytest.mark.e2e
 def test_streamed_splits_pair_each_image_with_its_label_in_file_order(images_dir):
   # Before: labels read through as_dataset (interleaved shards) beside images read by offset.
   source = _source(sharded.IMAGES_NAME, images_dir)

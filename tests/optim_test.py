@@ -93,6 +93,7 @@ def test_batch_norm_offsets_get_a_scaled_gradient():
   np.testing.assert_allclose(got["net/logits/bias"], 0.9, rtol=1e-6)
 
 
+@pytest.mark.e2e
 def test_eval_uses_the_moving_average_and_training_keeps_the_raw_weights():
   tf.keras.utils.set_random_seed(0)
   model = Net()

@@ -61,6 +61,7 @@ def test_the_count_and_a_reached_target_are_carried_by_the_checkpoint(clock, tmp
                              "time_to_accuracy_steps": 10}
 
 
+@pytest.mark.e2e
 def test_a_resumed_run_keeps_the_step_its_first_part_reached_the_target_at(tiny_data_dir, tmp_path):
   run_dir = tmp_path / "run"  # 12 steps an epoch; 1% accuracy is reached at the first eval.
   assert run_cli(train.main, tiny_args(tiny_data_dir, run_dir, "--train_steps=12", "--target_accuracy=0.01"))[0] == 0

@@ -1,6 +1,7 @@
 """Freezing and lookahead (cnn/weight_hooks.py): the values they give, inside the real train step."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from cnn import steps
@@ -70,6 +71,7 @@ def train_tiny(config, num_steps, steps_per_loop=1):
   return {v.path: v.numpy() for v in model.variables}
 
 
+@pytest.mark.e2e
 def test_frozen_variables_keep_their_value_from_the_freeze_step_on():
   config = Config(freeze_variables="logits/bias", freeze_after_epochs=0.5)  # 2 steps of 4 an epoch.
   at_freeze, later, unfrozen = (train_tiny(config, 2), train_tiny(config, 9),
@@ -80,6 +82,7 @@ def test_frozen_variables_keep_their_value_from_the_freeze_step_on():
   assert not np.allclose(later["net/logits/kernel"], at_freeze["net/logits/kernel"])
 
 
+@pytest.mark.e2e
 def test_weight_hooks_give_the_same_run_whatever_the_steps_per_loop():
   config = Config(lookahead_every=3, freeze_variables="conv/bias", freeze_after_epochs=1.0)
   one_at_a_time, in_loops = train_tiny(config, 11), train_tiny(config, 11, steps_per_loop=4)
