@@ -23,6 +23,7 @@ streaming TFRecord splits by their record table (cnn/data/tfds_stream.py), on th
 see the same files. ArrayRecord splits are read through Python and refused.
 """
 
+import re
 import socket
 import threading
 import urllib.parse
@@ -36,6 +37,7 @@ from cnn.errors import UserError
 _PROBE_TIMEOUT_SECONDS = 10.0
 _WORKERS_TIMEOUT_SECONDS = 60.0
 _SERVICE = tf.data.experimental.service
+_FELL_BEHIND = "cnn-service-fell-behind"  # Marks the error of a worker past the slots; the capacity follows.
 _SLOTS_PER_WORKER = 16  # Batches that may wait per worker while an earlier one is late (memory only when used).
 
 
@@ -129,8 +131,7 @@ def _in_order(served: tf.data.Dataset, capacity: int) -> tf.data.Dataset:
     expected, numbers, slots = state
     *parts, number = element
     free = numbers < 0
-    check = tf.debugging.Assert(tf.reduce_any(free), [f"tf.data service: a worker fell more than {capacity} "
-                                                      "batches behind the others"])
+    check = tf.debugging.Assert(tf.reduce_any(free), [_FELL_BEHIND, capacity])
     with tf.control_dependencies([check]):
       slot = tf.argmax(tf.cast(free, tf.int32), output_type=tf.int32)
     numbers = tf.tensor_scatter_nd_update(numbers, [[slot]], [number])
@@ -147,6 +148,16 @@ def _in_order(served: tf.data.Dataset, capacity: int) -> tf.data.Dataset:
         lambda j: tf.switch_case(order[j], [lambda held=held: held for held in slots]))
 
   return served.scan(initial, arrive).flat_map(release)
+
+
+def error_message(error: Exception) -> str:
+  """The one-line message of the error `_in_order` raises when a worker falls too far behind, else ''."""
+  found = re.search(_FELL_BEHIND + r"\D*(\d+)", str(error))
+  if not found:
+    return ""
+  return (f"--data_service: a service worker fell more than {found.group(1)} batches behind the others, so "
+          "the batches cannot be put back in order; run the same command again to resume from the last "
+          "checkpoint, with workers of equal speed, fewer of them, or one")
 
 
 def _within(timeout: float, function, message: str):
