@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnn import cli
-from cnn.data import folder
+from cnn.data import bad_images
 from cnn.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -46,9 +46,9 @@ def _unreadable(path: str) -> Optional[str]:
   if os.path.isdir(path):
     return "is a folder, not an image file"
   if not os.path.exists(path):
-    return "no such file" + (" (a broken symbolic link)" if os.path.islink(path) else "")
+    return "does not exist" + (" (a broken symbolic link)" if os.path.islink(path) else "")
   if not os.access(path, os.R_OK):
-    return "permission denied"
+    return "cannot be read (permission denied)"
   return "is empty (0 bytes)" if os.path.getsize(path) == 0 else None
 
 
@@ -57,18 +57,15 @@ def read_image(path: str, shape: Sequence[int]) -> tf.Tensor:
   (kept where H and W are None). Raises UserError naming the file and what is wrong with it."""
   reason = _unreadable(path)
   if reason:
-    raise UserError(f"cannot read image {path}: {reason}")
+    raise UserError(f"{path} {reason}")
   try:
     encoded = tf.io.read_file(path)
   except tf.errors.OpError as e:
-    raise UserError(f"cannot read image {path}: {e.message.strip().splitlines()[0]}") from None
+    raise UserError(f"{path} cannot be read ({e.message.strip().splitlines()[0]})") from None
   try:
     image = tf.io.decode_image(encoded, expand_animations=False)
   except tf.errors.InvalidArgumentError:
-    announced = folder.image_format(encoded.numpy()[:12])
-    reason = (f"a {announced} file that does not decode (cut short or corrupt)" if announced else
-              f"not a {folder.FORMATS} image")
-    raise UserError(f"cannot read image {path}: {reason}") from None
+    raise UserError(f"{path} {bad_images.describe(encoded.numpy())}") from None
   height, width, channels = shape
   have = image.shape[-1]
   if have in (2, 4):  # Drop alpha.

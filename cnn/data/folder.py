@@ -34,7 +34,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8")  # And WebP's RIFF....WEBP (`image_format`).
 FORMATS = "JPEG, PNG, BMP, GIF or WebP"
 _CLASSES_SPLIT = "train"  # The split folder whose class folders are the classes.
-LISTING_VERSION = 2  # In the keys of cached listings and of splits decoded from them: 2 leaves out hidden files, lists WebP.
+LISTING_VERSION = 2  # Keys cached listings and splits decoded from them; 2: hidden files left out, WebP listed.
 
 
 @dataclasses.dataclass(frozen=True)
