@@ -39,7 +39,6 @@ class EvalEvent:
   seconds: float
   passes: list[evaluator_lib.Pass] = dataclasses.field(default_factory=list)
   metrics: dict[str, float] = dataclasses.field(default_factory=dict)
-  train_seconds: float = 0.0  # Of `seconds`, those not spent in evaluations.
 
 
 StepAction = Callable[[int, dict[str, tf.Tensor]], None]  # action(step, train loop outputs)
