@@ -16,6 +16,7 @@ Never write it into the repository: the full set is ~13k images (about 0.4 GB).
 """
 
 import dataclasses
+import functools
 import pathlib
 import re
 
@@ -62,6 +63,7 @@ def list_images(source: pathlib.Path, split_folder: str, per_class: int) -> tupl
   return classes, examples
 
 
+@tf.autograph.experimental.do_not_convert  # Plain TensorFlow ops: nothing to convert.
 def rescaled_jpeg(path: tf.Tensor, pixels: int, quality: int) -> tf.Tensor:
   """The image at `path` scaled, keeping its aspect ratio, to about `pixels` pixels, as a JPEG."""
   image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
@@ -109,7 +111,8 @@ class ImagenetShaped(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     paths = [path for path, _ in examples]
     # Decoding, resizing and encoding in a parallel tf.data map (in order): the writer gets bytes.
     jpegs = tf.data.Dataset.from_tensor_slices(paths).map(
-        lambda path: rescaled_jpeg(path, s.width * s.height, s.quality), num_parallel_calls=tf.data.AUTOTUNE)
+        functools.partial(rescaled_jpeg, pixels=s.width * s.height, quality=s.quality),
+        num_parallel_calls=tf.data.AUTOTUNE)
     for (path, label), jpeg in zip(examples, jpegs.as_numpy_iterator()):
       file_name = str(pathlib.Path(path).relative_to(pathlib.Path(s.source)))
       yield file_name, {"image": jpeg, "label": label, "file_name": file_name}
@@ -126,6 +129,13 @@ def build(data_dir: str, settings: Settings = Settings(), shards: int = 8) -> tf
   if settings.per_class < 0 or not 1 <= settings.quality <= 100:
     raise UserError("--per_class must be >= 0 and --quality in 1..100")
   builder = ImagenetShaped(settings=settings, data_dir=data_dir)
+  if builder.is_prepared():  # TFDS would silently reuse it, whatever it was made with.
+    made = tfds.builder(NAME, data_dir=data_dir).info
+    shard_counts = {split.num_shards for split in made.splits.values()}
+    if made.description != builder.info.description or shard_counts != {shards}:
+      raise UserError(f"{builder.data_dir} holds {NAME} made otherwise ({made.description}, "
+                      f"{'/'.join(map(str, sorted(shard_counts)))} shards); choose another --data_dir or delete it")
+    return builder
   # Each image is already a JPEG: the Image feature stores the bytes as given (no second encoding).
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=shards))
   return builder

@@ -178,20 +178,24 @@ def test_a_file_that_is_no_image_stops_the_run_when_its_folder_is_listed(tmp_pat
 
 
 @pytest.mark.e2e
-def test_skip_bad_images_leaves_out_and_counts_every_kind_of_bad_file(tmp_path, caplog):
+def test_skip_bad_images_leaves_out_and_counts_every_kind_of_bad_file(tmp_path, caplog, monkeypatch):
   root = write_pets(tmp_path / "pets", per_class=6)
   bad = [root / "train" / "cat" / "empty.png", root / "train" / "cat" / "folder.jpg", root / "val" / "dog" / "1.gif",
          corrupt_inside(root / "train" / "dog" / "0.png"), corrupt_inside(root / "val" / "cat" / "0.jpg")]
   bad[0].write_bytes(b"")
   (bad[1] / "x").mkdir(parents=True)
   bad[2].write_bytes(cut_short(bad[2].read_bytes()))
-  with caplog.at_level("INFO"):
+  listed = []
+  real_list_split = folder.list_split
+  monkeypatch.setattr(folder, "list_split", lambda *args, **kwargs: listed.append(real_list_split(*args, **kwargs))
+                      or listed[-1])
+  with caplog.at_level("WARNING"):
     code, stderr = run_train(root, tmp_path / "run", "--skip_bad_images", "--data_memory_budget_mb=0",
                              "--train_steps=2")
   assert code == 0, stderr[-3000:]
   assert "left out 3 of 14 files of" in caplog.text and "left out 2 of 12 files of" in caplog.text
   assert all(str(path) in caplog.text for path in bad)  # Up to three of each split are named.
-  assert "11 train examples (train), 10 eval examples (test)" in caplog.text
+  assert [len(split) for split in listed] == [11, 10]  # What the run trained and evaluated on.
   results = json.loads((tmp_path / "run" / "results.json").read_text())
   assert results["steps"] == 2
 

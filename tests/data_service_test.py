@@ -147,8 +147,7 @@ def test_a_multi_shard_tfds_split_streamed_through_two_workers_trains_to_the_loc
     for images, labels in served:
       np.testing.assert_array_equal(labels, sharded.label_of(sharded.number_of(images)))
     args = [f"--dataset={sharded.IMAGES_NAME}", f"--data_dir={tmp_path / 'tfds'}", "--nodownload", *TINY,
-            "--data_memory_budget_mb=0", "--augment=flip,crop",
-            "--summary_images=0"]  # A streamed eval split's image grid: issue 18, item 2.
+            "--data_memory_budget_mb=0", "--augment=flip,crop"]
     assert run_cli(train.main, [*args, f"--run_dir={tmp_path / 'local'}", "--train_steps=6"])[0] == 0
     served_args = [*args, f"--run_dir={tmp_path / 'served'}", f"--data_service={address}"]
     assert run_cli(train.main, [*served_args, "--train_steps=3"])[0] == 0

@@ -96,7 +96,7 @@ def test_mirrored_lookahead_averages_batch_norm_statistics_on_every_replica(tiny
   # what must hold is that lookahead and freezing write BatchNorm's mirrored variables.
   code, stderr = run_cli(train.main, [f"--dataset={tiny_tfds.NAME}", f"--data_dir={tiny_data_dir}",
                                       "--model=resnet20", "--train_steps=12", "--batch_size=16",
-                                      "--strategy=mirrored", "--cpu_devices=2", "--lookahead_every=2",
+                                      "--strategy=mirrored", "--cpu_devices=2", "--lookahead_every=2", "--lookahead_bn_stats=average",
                                       "--freeze_variables=stem/kernel", "--freeze_after_epochs=0",
                                       "--eval_batch_size=10", f"--run_dir={tmp_path / 'run'}"])
   assert code == 0, stderr

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from cnn import flags as cnn_flags
 from cnn import models
+from cnn.models import activations
 from cnn import steps
 from cnn.checkpoints import model_variables
 from cnn.config import Config
@@ -180,7 +181,7 @@ def test_activation_replaces_every_relu_and_keeps_the_parameters():
   tf.keras.utils.set_random_seed(3)
   mish, _ = build(TINY, model="resnet18", resnet_d=True, activation="mish")
   assert trainable_count(mish) == trainable_count(relu)
-  assert mish.activation is tf.keras.activations.mish and all(b.activation is mish.activation for b in mish.blocks)
+  assert mish.activation is activations.mish and all(b.activation is mish.activation for b in mish.blocks)
   # The same weights, another function: mish(x) = x·tanh(softplus(x)) is not relu anywhere but at 0.
   assert not np.allclose(mish(images, training=True), relu(images, training=True))
   assert "stage4_block2" in layer_table(mish, TINY.image_shape)  # The table a run prints traces it symbolically.

@@ -106,6 +106,9 @@ def test_the_recipe_runs_on_a_generated_imagenet_shaped_set(tmp_path):
   settings = module.Settings(source=str(write_photos(tmp_path / "photos")), width=80, height=70)
   builder = module.build(str(tmp_path / "tfds"), settings, shards=8)
   assert [builder.info.splits[s].num_shards for s in ("train", "validation")] == [8, 8]
+  assert module.build(str(tmp_path / "tfds"), settings, shards=8).info.splits["train"].num_examples == 12  # Reused.
+  with pytest.raises(UserError, match="holds imagenet_shaped made otherwise .*, 8 shards"):
+    module.build(str(tmp_path / "tfds"), dataclasses.replace(settings, quality=80), shards=8)
   # resnet18 for the recipe's resnet50: the same rule, half the test's time (the real-data test runs resnet50).
   line = run_recipe(tmp_path / "tfds", tmp_path / "run", 4, "--eval_batch_size=4", "--model=resnet18")
   assert line.startswith(f"Learning rate {0.1 * 4 / 256:.6g}: "), line
@@ -123,8 +126,12 @@ def test_the_recipe_runs_on_imagewoof_made_imagenet_shaped(tmp_path):
   module = imagenet_shaped()
   builder = module.build(str(tmp_path / "tfds"), module.Settings(source=str(SHARED_IMAGEWOOF), per_class=3),
                          shards=8)
-  image = tf.io.decode_jpeg(next(iter(builder.as_dataset("train", decoders={"image": tfds.decode.SkipDecoding()})))["image"])
-  assert abs(int(image.shape[0]) * int(image.shape[1]) - 400 * 350) < 1000, image.shape  # ImageNet's pixels.
+  assert [builder.info.splits[s].num_examples for s in ("train", "validation")] == [30, 30]
+  assert [builder.info.splits[s].num_shards for s in ("train", "validation")] == [8, 8]
+  encoded = builder.as_dataset("train", decoders={"image": tfds.decode.SkipDecoding()}).take(5)
+  for example in encoded:  # ImageNet's typical pixel count, each image's own aspect ratio.
+    height, width, _ = tf.io.decode_jpeg(example["image"]).shape
+    assert abs(height * width - 400 * 350) < 1000, (height, width)
   line = run_recipe(tmp_path / "tfds", tmp_path / "run", 8, "--eval_batch_size=10")
   assert line.startswith(f"Learning rate {0.4 * 8 / 1024:.6g}: "), line
 

@@ -1,13 +1,14 @@
 """Image files that are cut short, corrupt or gone, met while streaming: each reported in one line naming it.
 
-Decoders fail without naming the file they were given, and catching a failure per example inside
-tf.data (a nested dataset with `ignore_errors` per example) costs about 30 times the decode; a
-check of every format's structure in the graph costs about 50 µs of CPU an image (measured). So:
+Decoders fail without naming the file they were given. Catching a failure per example inside tf.data
+(a nested dataset with `ignore_errors` per example) costs about 30 times the decode, and checking every
+format's structure in the graph 55-65 µs of CPU an image, against 170 µs to decode a 160 px JPEG
+(benchmarks/bad_image_check.py). So:
 
-* `check_encoded` checks what a decoder may not (about 10 µs an image): an empty file, a JPEG without
-  its end marker (decoded by a crop window, a cut-short JPEG can give grey pixels without an error),
-  a PNG without its IEND chunk, and fails with `BAD_IMAGE` and the key. `describe` then says what is
-  wrong, reading the file in Python, only then.
+* `check_encoded` checks what a decoder may not catch, for about 25 µs an image (the JPEG check before
+  it: 10-20): an empty file, a JPEG without its end marker (decoded by a crop window, a cut-short JPEG
+  can give grey pixels without an error), a PNG without its IEND chunk; it fails with `BAD_IMAGE` and
+  the key. `describe` then says what is wrong, reading the file in Python, only then.
 * Any other file a decoder refuses (a GIF, BMP or WebP cut short, a PNG with a bad chunk, a JPEG with
   garbage inside) fails the pipeline with the decoder's error alone; `pipeline_error_message` then
   finds the file by decoding the files of the folder splits that stream (`watch`), in order, up to

@@ -11,8 +11,11 @@ would have them, so a run through the service is bitwise a local run (resumed ru
     whose batch is not ready within 100 ms skips its turn (TF's RoundRobinTaskRunner), which an
     input-bound run meets often: each worker's batches arrive in order, the workers' interleaved
     anyhow, and each batch's number puts them back in order (`_in_order`; a late batch's successors
-    wait, up to `_SLOTS_PER_WORKER` × W of them; turns bound how far a worker falls behind, where
-    first-come-first-served reads would let the others run ahead without limit). HINT needs the
+    wait, up to `_SLOTS_PER_WORKER` × W of them; turns slow how far a worker falls behind, where
+    first-come-first-served reads would let the others run ahead without limit). Not bounded: a worker
+    systematically slower than the others (or, over a long input-bound run, the drift between equal
+    ones) falls further behind with each turn it skips, and past the slots the run stops (a service
+    gives no way to hold the others back; fewer, equal workers or one keep it away). HINT needs the
     dispatcher to list its workers (`DispatcherConfig(worker_addresses=[...])`); `connect` says so in
     one line. With OFF, several workers would each produce the whole stream: every batch W times.
 In-memory splits travel inside the graph (as constants); streaming folder splits are read by path, and
