@@ -78,6 +78,7 @@ def checked(key, data):
   return list(tf.data.Dataset.from_tensors(tf.constant(data)).map(lambda d: bad_images.check_encoded(key, d)))
 
 
+@pytest.mark.e2e
 def test_every_format_cut_short_is_described_and_jpeg_png_and_empty_files_are_stopped_in_the_pipeline(tmp_path):
   image = noise(30, 40, seed=1)
   for fmt in FORMATS:

@@ -81,6 +81,7 @@ def test_streamed_splits_pair_each_image_with_its_label_in_file_order(images_dir
     np.testing.assert_array_equal(labels, held_labels)
 
 
+@pytest.mark.e2e
 def test_images_of_varying_size_held_as_centre_crops_keep_their_labels(tmp_path):
   # Before: the hold path decoded the streamed images beside the streamed (wrong) labels.
   builder = sharded.prepare(sharded.PHOTOS_NAME, str(tmp_path))

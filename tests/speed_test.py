@@ -149,6 +149,7 @@ def test_xla_on_and_off_agree_and_nothing_retraces():
   assert xla_eval["accuracy"] == pytest.approx(plain_eval["accuracy"], abs=1 / 70)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
 def test_flops_of_the_tutorial_network_match_a_hand_count(precision):
   training = build(precision=precision)

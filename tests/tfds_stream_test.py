@@ -62,6 +62,7 @@ def test_array_record_splits_stream_through_array_record(tmp_path):
   np.testing.assert_array_equal(streamed.labels, held.labels)
 
 
+@pytest.mark.e2e
 def test_tfds_images_of_varying_size_are_centre_cropped_alike_in_memory_and_streaming(tmp_path):
   tfds.builder(tiny_tfds.PHOTOS_NAME, data_dir=str(tmp_path)).download_and_prepare()
   source = data.open_dataset(Config(dataset=tiny_tfds.PHOTOS_NAME, data_dir=str(tmp_path), download=False, image_size=8,
