@@ -102,6 +102,7 @@ def test_every_format_cut_short_is_described_and_jpeg_png_and_empty_files_are_st
   assert bad_images.describe(b"notes") == "is not a JPEG, PNG, BMP, GIF or WebP image by its contents"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("fmt, split, budget", [
     ("jpg", "train", "0"), ("png", "train", "0"), ("gif", "train", "0"), ("bmp", "train", "0"),
     ("webp", "train", "0"), ("png", "train", "-1"), ("bmp", "train", "-1"),
@@ -131,6 +132,7 @@ def corrupt_inside(path):
   return path
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case, split, budget", [
     ("png_bad_chunk", "train", "0"), ("jpeg_garbage", "train", "0"), ("jpeg_magic_then_text", "val", "-1"),
     ("png_bad_chunk", "val", "0"),
@@ -149,6 +151,7 @@ def test_a_file_whose_header_lies_stops_the_run_naming_it(tmp_path, case, split,
                   "--skip_bad_images")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case, split, expected", [
     ("empty", "train", "{path} is empty (0 bytes)"),
     ("empty", "val", "{path} is empty (0 bytes)"),
@@ -176,6 +179,7 @@ def test_a_file_that_is_no_image_stops_the_run_when_its_folder_is_listed(tmp_pat
     assert_one_line(stderr, expected.format(path=path), "--skip_bad_images")
 
 
+@pytest.mark.e2e
 def test_skip_bad_images_leaves_out_and_counts_every_kind_of_bad_file(tmp_path, caplog, monkeypatch):
   root = write_pets(tmp_path / "pets", per_class=6)
   bad = [root / "train" / "cat" / "empty.png", root / "train" / "cat" / "folder.jpg", root / "val" / "dog" / "1.gif",
@@ -241,6 +245,7 @@ def test_class_folders_that_disagree_are_refused_in_one_line(tmp_path, case, exp
   assert_one_line(stderr, expected.format(root=root))
 
 
+@pytest.mark.e2e
 def test_a_class_missing_from_the_eval_split_is_said_and_scored_over_the_others(tmp_path, caplog):
   root = write_pets(tmp_path / "pets", classes=("cat", "dog", "owl"))
   for path in (root / "val" / "owl").iterdir():
@@ -254,6 +259,7 @@ def test_a_class_missing_from_the_eval_split_is_said_and_scored_over_the_others(
   assert round(results["eval_accuracy"] * 8, 4) % 1 == 0  # Of the 8 images of cat and dog.
 
 
+@pytest.mark.e2e
 def test_a_file_deleted_during_a_streaming_run_is_named(tmp_path, monkeypatch):
   # Deleted after the first step, it is read again in a later epoch. Not a counted skip even under
   # --skip_bad_images: a batch short of an example would break the rule that step k of a seed always
@@ -278,6 +284,7 @@ def test_a_file_deleted_during_a_streaming_run_is_named(tmp_path, monkeypatch):
     assert_one_line(stderr, f"image file {gone} is gone: deleted or moved after the run listed its folder")
 
 
+@pytest.mark.e2e
 def test_evaluate_names_a_bad_eval_file_or_leaves_it_out_counted(tmp_path, caplog, capsys):
   root = write_pets(tmp_path / "pets")
   run = tmp_path / "run"
@@ -298,6 +305,7 @@ def test_evaluate_names_a_bad_eval_file_or_leaves_it_out_counted(tmp_path, caplo
   assert code == 2 and f"corrupt image {path}" in stderr
 
 
+@pytest.mark.e2e
 def test_predict_names_each_bad_file_and_classifies_the_others(tmp_path, capsys):
   root = write_pets(tmp_path / "pets")
   run, export_dir = tmp_path / "run", tmp_path / "export"

@@ -20,6 +20,7 @@ def _batches(split, start_step=0, count=14):
   return [(images.numpy(), labels.numpy()) for images, labels in batches.take(count)]
 
 
+@pytest.mark.e2e
 def test_a_streamed_tfds_split_feeds_the_in_memory_batches_and_resumes_at_any_step(tiny_data_dir):
   source = _source(tiny_data_dir)
   streamed, streamed_eval = data.open_splits(source, ["train", "test"], budget_mb=0)
