@@ -55,6 +55,7 @@ def check_encoded(key: tf.Tensor, encoded: tf.Tensor) -> tf.Tensor:
   whole = tf.logical_and(
       tf.logical_or(tf.logical_not(tf.io.is_jpeg(encoded)), _has(tail, b"\xff\xd9")),
       tf.logical_or(tf.logical_not(png), _has(tail, b"IEND")))
+  key = tf.convert_to_tensor(key)
   key = key if key.dtype == tf.string else tf.strings.as_string(key)  # Other data would put Assert in a cond.
   check = tf.debugging.Assert(tf.logical_and(size > 0, whole), [BAD_IMAGE, key, SKIP_HINT])
   with tf.control_dependencies([check]):
