@@ -147,8 +147,7 @@ def test_a_multi_shard_tfds_split_streamed_through_two_workers_trains_to_the_loc
     for images, labels in served:
       np.testing.assert_array_equal(labels, sharded.label_of(sharded.number_of(images)))
     args = [f"--dataset={sharded.IMAGES_NAME}", f"--data_dir={tmp_path / 'tfds'}", "--nodownload", *TINY,
-            "--data_memory_budget_mb=0", "--augment=flip,crop",
-            "--summary_images=0"]  # A streamed eval split's image grid: issue 18, item 2.
+            "--data_memory_budget_mb=0", "--augment=flip,crop"]
     assert run_cli(train.main, [*args, f"--run_dir={tmp_path / 'local'}", "--train_steps=6"])[0] == 0
     served_args = [*args, f"--run_dir={tmp_path / 'served'}", f"--data_service={address}"]
     assert run_cli(train.main, [*served_args, "--train_steps=3"])[0] == 0
@@ -215,3 +214,15 @@ def test_a_dispatcher_without_workers_is_one_line_and_the_process_exits(tmp_path
     assert "no tf.data service worker produced data within 3 s" in done.stdout
   finally:
     dispatcher.stop()
+
+
+def test_a_worker_past_the_slots_stops_with_one_line_naming_the_limit():
+  # Batches 1, 2, 3 arrive before 0: with 2 slots the third cannot wait (a worker far behind).
+  served = tf.data.Dataset.from_tensor_slices((np.arange(4) * 10, np.array([1, 2, 3, 0], np.int64)))
+  assert not list(data_service._in_order(served.take(3), 3))  # Waiting, nothing released.
+  assert [int(x) for (x,) in data_service._in_order(served, 4)] == [30, 0, 10, 20]  # By number.
+  with pytest.raises(tf.errors.InvalidArgumentError) as error:
+    list(data_service._in_order(served, 2))
+  message = data_service.error_message(error.value)
+  assert message.startswith("--data_service: a service worker fell more than 2 batches behind")
+  assert "\n" not in message and data_service.error_message(ValueError("other")) == ""

@@ -11,8 +11,11 @@ would have them, so a run through the service is bitwise a local run (resumed ru
     whose batch is not ready within 100 ms skips its turn (TF's RoundRobinTaskRunner), which an
     input-bound run meets often: each worker's batches arrive in order, the workers' interleaved
     anyhow, and each batch's number puts them back in order (`_in_order`; a late batch's successors
-    wait, up to `_SLOTS_PER_WORKER` × W of them; turns bound how far a worker falls behind, where
-    first-come-first-served reads would let the others run ahead without limit). HINT needs the
+    wait, up to `_SLOTS_PER_WORKER` × W of them; turns slow how far a worker falls behind, where
+    first-come-first-served reads would let the others run ahead without limit). Not bounded: a worker
+    systematically slower than the others (or, over a long input-bound run, the drift between equal
+    ones) falls further behind with each turn it skips, and past the slots the run stops (a service
+    gives no way to hold the others back; fewer, equal workers or one keep it away). HINT needs the
     dispatcher to list its workers (`DispatcherConfig(worker_addresses=[...])`); `connect` says so in
     one line. With OFF, several workers would each produce the whole stream: every batch W times.
 In-memory splits travel inside the graph (as constants); streaming folder splits are read by path, and
@@ -20,6 +23,7 @@ streaming TFRecord splits by their record table (cnn/data/tfds_stream.py), on th
 see the same files. ArrayRecord splits are read through Python and refused.
 """
 
+import re
 import socket
 import threading
 import urllib.parse
@@ -33,6 +37,7 @@ from cnn.errors import UserError
 _PROBE_TIMEOUT_SECONDS = 10.0
 _WORKERS_TIMEOUT_SECONDS = 60.0
 _SERVICE = tf.data.experimental.service
+_FELL_BEHIND = "cnn-service-fell-behind"  # Marks the error of a worker past the slots; the capacity follows.
 _SLOTS_PER_WORKER = 16  # Batches that may wait per worker while an earlier one is late (memory only when used).
 
 
@@ -126,8 +131,7 @@ def _in_order(served: tf.data.Dataset, capacity: int) -> tf.data.Dataset:
     expected, numbers, slots = state
     *parts, number = element
     free = numbers < 0
-    check = tf.debugging.Assert(tf.reduce_any(free), [f"tf.data service: a worker fell more than {capacity} "
-                                                      "batches behind the others"])
+    check = tf.debugging.Assert(tf.reduce_any(free), [_FELL_BEHIND, capacity])
     with tf.control_dependencies([check]):
       slot = tf.argmax(tf.cast(free, tf.int32), output_type=tf.int32)
     numbers = tf.tensor_scatter_nd_update(numbers, [[slot]], [number])
@@ -144,6 +148,16 @@ def _in_order(served: tf.data.Dataset, capacity: int) -> tf.data.Dataset:
         lambda j: tf.switch_case(order[j], [lambda held=held: held for held in slots]))
 
   return served.scan(initial, arrive).flat_map(release)
+
+
+def error_message(error: Exception) -> str:
+  """The one-line message of the error `_in_order` raises when a worker falls too far behind, else ''."""
+  found = re.search(_FELL_BEHIND + r"\D*(\d+)", str(error))
+  if not found:
+    return ""
+  return (f"--data_service: a service worker fell more than {found.group(1)} batches behind the others, so "
+          "the batches cannot be put back in order; run the same command again to resume from the last "
+          "checkpoint, with workers of equal speed, fewer of them, or one")
 
 
 def _within(timeout: float, function, message: str):

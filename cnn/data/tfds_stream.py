@@ -78,7 +78,7 @@ def tfrecord_reader(files: list[str], table: np.ndarray) -> Callable[[tf.Tensor]
     found, serialized = (one.take(1).map(lambda record: (True, record)).ignore_errors()
                          .concatenate(tf.data.Dataset.from_tensors((False, ""))).take(1).get_single_element())
     check = tf.debugging.Assert(found, [bad_images.BAD_IMAGE, filename, tf.strings.format(
-        "holds a damaged record at byte {}", offset), "the dataset is damaged: prepare it again"])
+        "holds a damaged record at byte {}: the dataset is damaged; prepare it again", offset)])
     with tf.control_dependencies([check]):
       return tf.identity(serialized)
 
