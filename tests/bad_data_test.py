@@ -96,6 +96,9 @@ def test_every_format_cut_short_is_described_and_jpeg_png_and_empty_files_are_st
   with pytest.raises(tf.errors.InvalidArgumentError) as error:
     checked("/x/empty.jpg", b"")
   assert bad_images.pipeline_error_message(error.value).startswith("corrupt image /x/empty.jpg is empty or cut short")
+  with pytest.raises(tf.errors.InvalidArgumentError) as error:  # A TFDS split's example, by index.
+    checked(tf.constant(7, tf.int64), b"")
+  assert bad_images.pipeline_error_message(error.value).startswith("example 7 of the dataset is an empty or cut-short")
   assert bad_images.describe(b"") == "is empty (0 bytes)"
   assert bad_images.describe(b"notes") == "is not a JPEG, PNG, BMP, GIF or WebP image by its contents"
 

@@ -55,6 +55,8 @@ def check_encoded(key: tf.Tensor, encoded: tf.Tensor) -> tf.Tensor:
   whole = tf.logical_and(
       tf.logical_or(tf.logical_not(tf.io.is_jpeg(encoded)), _has(tail, b"\xff\xd9")),
       tf.logical_or(tf.logical_not(png), _has(tail, b"IEND")))
+  key = tf.convert_to_tensor(key)
+  key = key if key.dtype == tf.string else tf.strings.as_string(key)  # Other data would put Assert in a cond.
   check = tf.debugging.Assert(tf.logical_and(size > 0, whole), [BAD_IMAGE, key, SKIP_HINT])
   with tf.control_dependencies([check]):
     return tf.identity(encoded)
@@ -83,7 +85,7 @@ def _describe_file(key: str) -> str:
   try:
     with open(key, "rb") as f:
       return describe(f.read())
-  except OSError:  # Not a file (a TFDS record's index), or no longer there.
+  except OSError:  # No longer there.
     return "is empty or cut short"
 
 
@@ -145,8 +147,11 @@ def _decoder_failure_message(what: str) -> str:
       return f"corrupt image {found.decode()} {_describe_file(found.decode())} ({what}): {SKIP_HINT}"
     if time.monotonic() > deadline:
       break
-  return (f"an image does not decode ({what}) and the file was not found; pass --skip_bad_images, which decodes "
-          "every file once when the folder is listed and leaves out (and counts) those that fail")
+  if not _watched:  # No folder streamed: a TFDS dataset's image.
+    return f"an image of the dataset does not decode ({what}): the dataset is damaged; prepare it again"
+  return (f"an image does not decode ({what}) and the file was not found in {_SEARCH_SECONDS} s; pass "
+          "--skip_bad_images, which decodes every file once when the folder is listed and leaves out (and "
+          "counts) those that fail")
 
 
 def pipeline_error_message(error: Exception) -> str:
@@ -157,7 +162,11 @@ def pipeline_error_message(error: Exception) -> str:
     # SKIP_HINT from `check_encoded`, or what another reader says (tfds_stream: a damaged record).
     items = text.split(BAD_IMAGE, 1)[1].splitlines()[0].strip().removeprefix("] [").rsplit("]", 1)[0]
     key, what = items.rsplit("] [", 1) if "] [" in items else (items, "")
-    return f"corrupt image {key} {_describe_file(key)}: {SKIP_HINT}" if what == SKIP_HINT else f"{key} {what}"
+    if what != SKIP_HINT:
+      return f"{key} {what}"
+    if key.isdigit():  # A TFDS split's example, by index (cnn/data/tfds_stream.py).
+      return f"example {key} of the dataset is an empty or cut-short image: the dataset is damaged; prepare it again"
+    return f"corrupt image {key} {_describe_file(key)}: {SKIP_HINT}"
   if isinstance(error, tf.errors.NotFoundError) and "{{node ReadFile}}" in text and _GONE in text:
     path = _message_line(text, text.index(_GONE))
     return (f"image file {path} is gone: deleted or moved after the run listed its folder; put it back, or "
