@@ -59,9 +59,10 @@ def assert_bitwise_equal(state, expected):
 @pytest.mark.e2e
 def test_runs_killed_at_any_step_resume_bit_for_bit(tiny_data_dir, tmp_path):
   # 30 steps = 2.5 epochs, dropout and every kind of augmentation on (random crops, flips, cutout,
-  # label mixing), lookahead and a variable frozen after step 18, a checkpoint every 5 steps and
-  # at each epoch end (12, 24).
+  # label mixing), Ranger (RAdam, rectified from step 6, with decoupled decay, and lookahead) and a
+  # variable frozen after step 18, a checkpoint every 5 steps and at each epoch end (12, 24).
   args = ["--train_steps=30", "--checkpoint_every_steps=5", "--dropout=0.5", "--deterministic",
+          "--optimizer=radam", "--weight_decay=0.01",
           "--log_every_steps=100", "--augment=crop,flip,cutout,mixup", "--lookahead_every=3",
           "--freeze_variables=logits/bias", "--freeze_after_epochs=1.5"]
   reference = tmp_path / "reference"

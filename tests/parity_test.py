@@ -5,7 +5,7 @@ chain, weight hooks and compiled loop from `trainer.build_training`, one `train_
 The PyTorch side is written the way PyTorch users write it (tests/torch_twins.py: the networks, a
 hand-written Lookahead and EMA, `torch.optim`, `LambdaLR`, `clip_grad_norm_`). Both start from our
 initial weights and see the same batches, no augmentation, float32; after each step the losses, and
-after the last the weights (BatchNorm statistics, EMA averages), agree to about 1e-5 relative.
+after the last the weights and EMA averages, agree to 1e-5 relative (BatchNorm statistics 5e-5).
 
 Where the two differ by design, a test says how and measures it:
   * SGD momentum under a changing rate (`test_sgd_momentum_folds_the_rate_into_the_velocity`);
@@ -13,7 +13,14 @@ Where the two differ by design, a test says how and measures it:
   * BatchNorm's moving variance, biased in Keras, unbiased in torch
     (`test_batch_norm_moving_variance_is_biased`): each twin BatchNorm also tracks the biased one;
   * clipping: torch divides by the norm + 1e-6, TensorFlow by the norm (a 1e-6 relative gap at a
-    norm of 1, within the tolerance).
+    norm of 1, within the tolerance);
+  * a run ends with lookahead's slow weights (Zhang et al.'s algorithm returns them; Ranger's code
+    leaves the fast ones): the twin's `Lookahead.finish()`.
+Seen while writing these: Keras's unfused BatchNorm (TF backend) loses float32 precision in its
+gradient where torch's does not. ResNet-18 after two steps with weight decay 1.0 (lr 1e-3): Keras's
+gradients of stage3_block1 1% off the float64 ones, torch's float32 ones 4e-6; Keras in float64
+agrees with torch in float64 to 2e-7. The ResNet Ranger case here runs without weight decay for that
+reason (the tutorial cases test it).
 `pip install -e '.[parity]'` installs torch; without it these tests skip.
 """
 
@@ -137,20 +144,34 @@ def train_twin(twin: torch_twins.Twin, start: dict[str, np.ndarray], recipe: Tor
 
 
 def relative_gaps(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict[str, float]:
-  """‖ours − theirs‖ / ‖theirs‖ for each path of `theirs`."""
-  return {path: float(np.linalg.norm(ours[path] - value) / max(np.linalg.norm(value), 1e-12))
-          for path, value in theirs.items()}
+  """‖ours − theirs‖ / ‖theirs‖ for each path of `theirs`.
+
+  A moving mean is measured against the spread of what it averages (√ of the moving variance): batch
+  means of conv outputs are sums of both signs, near 0 against their rounding.
+  """
+  def scale(path, value):
+    variance = path.replace("moving_mean", "moving_variance")
+    if path.endswith("moving_mean") and variance in theirs:
+      return max(np.linalg.norm(value), np.linalg.norm(np.sqrt(theirs[variance])))
+    return max(np.linalg.norm(value), 1e-12)
+
+  return {path: float(np.linalg.norm(ours[path] - value) / scale(path, value)) for path, value in theirs.items()}
+
+
+def assert_close(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], tolerance: float) -> None:
+  """Within `tolerance`, BatchNorm statistics within 5× (sums over the batch, rounded in another order)."""
+  gaps = relative_gaps(ours, theirs)
+  worst = {p: g / (5 if "/moving_" in p else 1) for p, g in gaps.items()}
+  assert max(worst.values()) < tolerance, sorted(gaps.items(), key=lambda kv: -worst[kv[0]])[:3]
 
 
 def assert_same_run(ours: Run, theirs: Run, start: dict[str, np.ndarray], tolerance: float = TOLERANCE):
   np.testing.assert_allclose(ours.losses, theirs.losses, rtol=tolerance)
-  gaps = relative_gaps(ours.values, theirs.values)
-  assert max(gaps.values()) < tolerance, sorted(gaps.items(), key=lambda kv: -kv[1])[:3]
+  assert_close(ours.values, theirs.values, tolerance)
   moved = [p for p in theirs.values if not np.array_equal(theirs.values[p], start[p])]
   assert len(moved) > len(theirs.values) // 2, "the run must move the weights"
   if theirs.averages is not None:
-    gaps = relative_gaps(ours.averages, theirs.averages)
-    assert max(gaps.values()) < tolerance, sorted(gaps.items(), key=lambda kv: -kv[1])[:3]
+    assert_close(ours.averages, theirs.averages, tolerance)
 
 
 def sgd(momentum=0.9, nesterov=False, lr=0.05):
@@ -216,8 +237,9 @@ def test_our_step_is_pytorchs(case):
   theirs = train_twin(twin_of(config), start, recipe, images, labels, config.batch_size)
   assert_same_run(ours, theirs, start)
   if theirs.unbiased_variances:  # BatchNorm: Keras's moving variance is biased, torch's running_var is not.
+    # n/(n−1) per batch, n = batch·height·width: from 1e-4 (the stem, n = 8192) to 3% (stage 4, n = 32).
     gaps = relative_gaps(ours.values, theirs.unbiased_variances)
-    assert min(gaps.values()) > 100 * TOLERANCE, min(gaps.values())
+    assert min(gaps.values()) > TOLERANCE and max(gaps.values()) > 1000 * TOLERANCE, gaps
 
 
 def gap(ours: Run, theirs: Run) -> float:
