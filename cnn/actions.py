@@ -8,6 +8,7 @@ list order. A new action is a class (or function) with the same call signature, 
 
 import dataclasses
 import os
+import time
 from typing import Any, Callable, Optional
 
 from absl import logging
@@ -38,7 +39,6 @@ class EvalEvent:
   seconds: float
   passes: list[evaluator_lib.Pass] = dataclasses.field(default_factory=list)
   metrics: dict[str, float] = dataclasses.field(default_factory=dict)
-  train_seconds: float = 0.0  # Of `seconds`, those not spent in evaluations.
 
 
 StepAction = Callable[[int, dict[str, tf.Tensor]], None]  # action(step, train loop outputs)
@@ -107,28 +107,55 @@ class WriteMetricsCsv:
 
 
 class TimeToAccuracy:
-  """Wall seconds and steps at which eval accuracy first reached `target` (0: off): an eval action,
-  and its `results()` go into results.json."""
+  """Training seconds and steps at which eval accuracy first reached `target` (0: off).
+
+  Training time only, as the controller's `train_seconds`: the time from the start (or the end of
+  the last eval) to the end of each train loop call, counted by `after_step` (a step action);
+  evaluation is not. The count and the target's step and seconds are `variables()`, in the
+  checkpoint's run state, so a resumed run counts on from where it stopped and keeps a target it had
+  reached. An eval action (before the checkpoint is saved), whose `results()` go into results.json.
+  """
 
   def __init__(self, target: float):
     self.target = target
-    self.seconds: Optional[float] = None
-    self.steps: Optional[int] = None
+    self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
+    self.steps = tf.Variable(-1, dtype=tf.int64, trainable=False, name="time_to_accuracy_steps")  # -1: not yet.
+    self.seconds = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="time_to_accuracy_seconds")
+    self._since = time.perf_counter()
+
+  def variables(self) -> dict[str, tf.Variable]:
+    """The state a checkpoint carries across resumes."""
+    return {"train_seconds": self.train_seconds, "time_to_accuracy_steps": self.steps,
+            "time_to_accuracy_seconds": self.seconds}
+
+  def start(self) -> None:
+    """Training starts (or resumes) now."""
+    self._since = time.perf_counter()
+
+  def after_step(self, step: int, outputs: dict[str, tf.Tensor]) -> None:
+    """A step action: the train loop call that just ended was training."""
+    del step, outputs
+    now = time.perf_counter()
+    self.train_seconds.assign_add(now - self._since)
+    self._since = now
 
   def update(self, accuracy: float, step: int, seconds: float) -> bool:
     """Records the first (step, seconds) with accuracy ≥ target; returns True at that moment."""
-    if not self.target or self.steps is not None or accuracy < self.target:
+    if not self.target or int(self.steps) >= 0 or accuracy < self.target:
       return False
-    self.seconds, self.steps = seconds, step
+    self.steps.assign(step)
+    self.seconds.assign(seconds)
     return True
 
   def results(self) -> dict[str, Any]:
     if not self.target:
       return {}
-    return {"target_accuracy": self.target, "time_to_accuracy_seconds": self.seconds,
-            "time_to_accuracy_steps": self.steps}
+    reached = int(self.steps) >= 0
+    return {"target_accuracy": self.target, "time_to_accuracy_seconds": float(self.seconds) if reached else None,
+            "time_to_accuracy_steps": int(self.steps) if reached else None}
 
   def __call__(self, event: EvalEvent) -> None:
-    if self.update(event.results["accuracy"], event.step, event.seconds):
-      logging.info("target accuracy %.4f reached at step %d, %.1f s after training started", self.target,
-                   event.step, self.seconds)
+    if self.update(event.results["accuracy"], event.step, float(self.train_seconds)):
+      logging.info("target accuracy %.4f reached at step %d, after %.1f s of training", self.target,
+                   event.step, float(self.seconds))
+    self._since = time.perf_counter()  # The evaluation was not training.

@@ -181,23 +181,29 @@ class Checkpointer:
     weight_hook_variables: the lookahead's slow weights (cnn/weight_hooks.py), if any.
     keep_best: how many of the best checkpoints to keep (`BestCheckpoints`).
     best_metric: the metric that ranks them (cnn/eval_sets.py).
+    run_state: other variables a resumed run carries on from, by name, under `run_state/` (the
+      training clock: `actions.TimeToAccuracy.variables()`). A checkpoint written without them
+      restores, leaving them as they are.
   """
 
   def __init__(self, run_dir: str, model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
                metric_variables: Sequence[tf.Variable], keep: int,
                write_dir: Optional[str] = None, weight_hook_variables: Sequence[tf.Variable] = (),
-               keep_best: int = 1, best_metric: str = "eval/accuracy"):
+               keep_best: int = 1, best_metric: str = "eval/accuracy",
+               run_state: Optional[dict[str, tf.Variable]] = None):
     self.model = model
     optimizer.build(model.trainable_variables)  # Slots exist before restoring: assert_consumed sees them.
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     self.best_eval_accuracy = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_eval_accuracy")
     averages = model_averages(model, optimizer)  # Also in the optimizer; here for inference (cnn/inference.py).
-    self.checkpoint = tf.train.Checkpoint(
+    objects = dict(
         model_variables=model_variables(model), optimizer=optimizer,
         train_metrics=list(metric_variables), step=self.step, epoch=self.epoch,
         best_eval_accuracy=self.best_eval_accuracy, weight_hooks=list(weight_hook_variables),
         **({"averages": averages} if averages else {}))
+    self._without_run_state = tf.train.Checkpoint(**objects)  # For checkpoints written before it.
+    self.checkpoint = tf.train.Checkpoint(**objects, **({"run_state": run_state} if run_state else {}))
     self.directory = os.path.join(run_dir, CHECKPOINTS_DIR)
     write_dir = write_dir or run_dir
     self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(write_dir, CHECKPOINTS_DIR),
@@ -219,7 +225,7 @@ class Checkpointer:
     for path in reversed(self._restore_manager.checkpoints):
       try:
         check_model_fits(self.model, path)
-        self.checkpoint.restore(path).assert_consumed()
+        self._checkpoint_of(path).restore(path).assert_consumed()
       except (*READ_ERRORS, _Unreadable) as e:
         logging.warning("Checkpoint %s cannot be read (%s); falling back to the one before it", path,
                         first_line(e))
@@ -233,6 +239,12 @@ class Checkpointer:
       logging.warning("No checkpoint in %s could be read; starting from step 0", self.directory)
     self.best.load(0, -1.0)
     return 0
+
+  def _checkpoint_of(self, path: str) -> tf.train.Checkpoint:
+    """The checkpoint object that restores `path`: without the run state if `path` has none."""
+    if any(name.startswith("run_state/") for name, _ in tf.train.list_variables(path)):
+      return self.checkpoint
+    return self._without_run_state
 
   def save(self, step: int, epoch: int) -> str:
     """Saves the state after `step` (in `epoch`) unless it is saved already; returns the path."""

@@ -83,8 +83,12 @@ class Config:
                           "file; a different class count gets a new classifier head (empty: random init).")
 
   _section("Optimisation")
-  optimizer: str = _field("adam", "Optimizer: adam, adamw, sgd or nesterov (sgd with Nesterov momentum).")
+  optimizer: str = _field("adam", "Optimizer: adam, adamw, radam (rectified Adam, Liu et al. 2019), sgd or "
+                          "nesterov (sgd with Nesterov momentum).")
   learning_rate: float = _field(1e-3, "Learning rate.", above=0.0)
+  lr_reference_batch: int = _field(0, "The batch size --learning_rate is given for: the run's peak rate is "
+                                   "--learning_rate × --batch_size / this (linear scaling, Goyal et al. 2017), "
+                                   "logged at start; 0: --learning_rate as given.", minimum=0)
   momentum: float = _field(0.9, "SGD momentum; Adam's beta_1.", minimum=0.0, below=1.0)
   adam_beta2: float = _field(0.999, "Adam: decay of the squared-gradient average (fast.ai's short "
                              "recipes: 0.99).", minimum=0.0, below=1.0)
@@ -130,7 +134,7 @@ class Config:
   weight_decay: float = _field(0.0, "Weight decay coefficient (0: none).", minimum=0.0)
   weight_decay_type: str = _field(
       "auto", "l2: coupled, λ·w added to the gradient (He et al.); decoupled: w -= lr·λ·w after the "
-      "update (AdamW); auto: decoupled for adamw, l2 otherwise.", choices=("auto", "l2", "decoupled"))
+      "update (AdamW); auto: decoupled for adamw and radam, l2 otherwise.", choices=("auto", "l2", "decoupled"))
   weight_decay_exclude: str = _field(
       "", "Comma-separated regular expressions; variables whose path matches one get no weight decay, "
       "e.g. bias,gamma,beta (biases and BatchNorm).")
@@ -146,7 +150,11 @@ class Config:
   lookahead_decay: float = _field(0.95**5, "Lookahead: the decay d at the end of training.", minimum=0.0,
                                   below=1.0)
   lookahead_decay_power: float = _field(3.0, "Lookahead: d at step t is lookahead_decay·(t/T)^power over T "
-                                        "steps (airbench: 3; 0: constant).", minimum=0.0)
+                                        "steps (airbench: 3; 0: constant, Zhang et al.'s α = 1−d).", minimum=0.0)
+  lookahead_bn_stats: str = _field(
+      "keep", "Lookahead over the trainable weights only, BatchNorm moving statistics kept as training "
+      "leaves them (keep: Lookahead and Ranger), or averaged with them too (average: airbench).",
+      choices=("keep", "average"))
   freeze_variables: str = _field(
       "", "Comma-separated regular expressions; trainable variables whose path matches one are trained "
       "for --freeze_after_epochs, then no longer updated (airbench: whiten/bias after 3 epochs).")
@@ -223,8 +231,9 @@ class Config:
   jit_compile: bool = _field(False, "Compile the train and eval steps with XLA.")
   peak_tflops: float = _field(0.0, "One device's peak TFLOP/s at --precision, for MFU = achieved TFLOP/s / "
                               "(this × replicas on all workers) (0: unknown, no MFU).", minimum=0.0)
-  target_accuracy: float = _field(0.0, "Report the wall seconds and steps at which eval accuracy first "
-                                  "reaches this (0: off).", minimum=0.0, maximum=1.0)
+  target_accuracy: float = _field(0.0, "Report the training seconds (evaluation left out, counted across "
+                                  "resumes) and steps at which eval accuracy first reaches this (0: off).",
+                                  minimum=0.0, maximum=1.0)
 
   # Evaluation: when, on what, which metrics, which checkpoints are the best (cnn/controller.py,
   # cnn/evaluator.py, cnn/actions.py). None changes what is trained.

@@ -172,8 +172,7 @@ class Controller:
                  train_results["accuracy"], "  ".join(_describe(eval_pass) for eval_pass in passes))
     reported = next(eval_pass for eval_pass in passes if eval_pass.reported)  # --eval_split's.
     event = actions_lib.EvalEvent(step, epoch, self.eval_results, reported.outputs,
-                                  time.perf_counter() - self.loop_start, passes, metrics,
-                                  train_seconds=start - self.loop_start - self.eval_seconds)
+                                  time.perf_counter() - self.loop_start, passes, metrics)
     for action in self.eval_actions:
       action(event)
     self.eval_seconds += time.perf_counter() - start

@@ -37,6 +37,8 @@ cli.define_flag(flags.DEFINE_float, "watch_timeout_seconds", 3600.0,
                 "--watch: stop after this long without a new checkpoint (0: never).", lower_bound=0.0)
 cli.define_flag(flags.DEFINE_float, "watch_poll_seconds", 5.0, "--watch: seconds between looks for checkpoints.",
                 lower_bound=0.0)
+cli.define_flag(flags.DEFINE_boolean, "skip_bad_images", False, "A folder dataset: leave out (and count, in the "
+                "log) the split's images that do not decode, as the run's own --skip_bad_images would.")
 
 _MAX_MATRIX_CLASSES = 20  # A larger confusion matrix is only written to the JSON file.
 
@@ -78,7 +80,7 @@ class SplitEvaluation:
 
 
 def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "", data_dir: str = "",
-                        dataset: str = "", top_k: int = 0) -> dict[str, Any]:
+                        dataset: str = "", top_k: int = 0, skip_bad_images: bool = False) -> dict[str, Any]:
   """Loss, accuracy, top-k accuracy, per-class accuracy and confusion matrix of a run's checkpoint on a split.
 
   The model and its inputs are the run's evaluations' (`SplitEvaluation`), so the run's eval split
@@ -91,12 +93,15 @@ def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "
     data_dir: the dataset's location on this machine, if not the run's --data_dir.
     dataset: for a run on `folder:PATH`, the folder on this machine (`folder:OTHER_PATH`).
     top_k: also report top-k accuracy (0: as the run, --eval_top_k; 1: none).
+    skip_bad_images: leave out the folder split's files that do not decode (else the run's setting).
 
   Returns:
     The contents of `<run_dir>/eval_<split>.json`; `confusion_matrix[i][j]` counts examples of
     class i predicted as class j.
   """
   trained = inference.load_trained_model(run_dir, checkpoint, data_dir, dataset)
+  if skip_bad_images:
+    trained.source = dataclasses.replace(trained.source, skip_bad_images=True)
   evaluation = SplitEvaluation.open(trained, split, top_k)
   split, examples = evaluation.split, evaluation.examples
   eval_results, outputs = evaluation.evaluate()
@@ -150,7 +155,7 @@ def main(argv: Sequence[str]) -> None:
                 timeout_seconds=FLAGS.watch_timeout_seconds, poll_seconds=FLAGS.watch_poll_seconds)
     return
   results = evaluate_checkpoint(cli.required("run_dir"), FLAGS.checkpoint, FLAGS.split, *cli.data_location(),
-                                top_k=FLAGS.eval_top_k)
+                                top_k=FLAGS.eval_top_k, skip_bad_images=FLAGS.skip_bad_images)
   print(format_table(results))
   print(f"\nwritten to {results['path']}")
 

@@ -2,7 +2,7 @@
 
 Rows are kept in step order and keyed by step: writing a step drops the rows of that step and after
 (a resumed run evaluates again what a killed one had evaluated past its last checkpoint), and
-`truncate` drops the rows after a resumed run's step. Columns are the union of every row's, in the
+`truncate` drops the rows after a resumed run's step; `merge` adds columns to a step's row. Columns are the union of every row's, in the
 order they first appeared. The file is rewritten atomically: a reader never sees half of it.
 """
 
@@ -36,6 +36,13 @@ class MetricsCsv:
     rows.append({"step": step, "epoch": round(epoch, 4), **metrics})
     self._write_rows(rows)
 
+  def merge(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
+    """Adds `metrics` to the row of `step` (made if there is none), keeping every other row: the side-car
+    evaluator's table, where each split it is run on adds its own columns."""
+    rows = {int(row["step"]): row for row in self.rows()}
+    rows.setdefault(step, {"step": step, "epoch": round(epoch, 4)}).update(metrics)
+    self._write_rows([rows[s] for s in sorted(rows)])
+
   def truncate(self, step: int) -> None:
     """Drops the rows after `step` (a resumed run's restored step)."""
     rows = self.rows()
@@ -49,6 +56,7 @@ class MetricsCsv:
     writer = csv.DictWriter(text, columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
+    os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
     with open(self.path + ".tmp", "w", newline="") as f:
       f.write(text.getvalue())
     os.replace(self.path + ".tmp", self.path)

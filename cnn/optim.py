@@ -19,6 +19,15 @@ finite): `optimizer.iterations` counts every step, skipped ones too, and drives 
 schedule, so the schedule follows the loop's step (as the weight hooks and logs do; PyTorch's
 schedulers with GradScaler alike). The inner optimizer's `iterations` counts applied updates only:
 it drives Adam's bias correction and the EMA's first step.
+
+Conventions that differ from PyTorch's (tests/parity_test.py shows each, step for step):
+  * SGD momentum: Keras folds the rate into the velocity (u ← μ·u − lr_t·g, w ← w + u), PyTorch
+    applies the current rate to its buffer (b ← μ·b + g, w ← w − lr_t·b). The same updates at a
+    constant rate; when the rate changes, Keras's velocity still carries the earlier rates. We keep
+    Keras's (it is the optimizer's own arithmetic).
+  * Adam/AdamW: Keras adds ε to √v_t and rescales (ε of Kingma and Ba's "epsilon hat"), PyTorch's
+    Adam/AdamW add it to √v̂_t: ε_torch = ε_keras/√(1−β2^t), negligible when ε ≪ √v̂. RAdam follows
+    PyTorch's RAdam, which places ε as Keras does.
 """
 
 import contextlib
@@ -30,7 +39,8 @@ from cnn import schedules
 from cnn.config import Config, variable_patterns
 from cnn.errors import UserError
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "nesterov")
+OPTIMIZERS = ("adam", "adamw", "sgd", "nesterov", "radam")
+DECOUPLED_BY_DEFAULT = ("adamw", "radam")  # --weight_decay_type=auto: decoupled for these, coupled L2 otherwise.
 
 
 class _StatisticsAverage:
@@ -69,6 +79,46 @@ class Adam(_StatisticsAverage, tf.keras.optimizers.Adam):
 
 class AdamW(_StatisticsAverage, tf.keras.optimizers.AdamW):
   """Keras's AdamW, whose EMA also averages BatchNorm statistics."""
+
+
+class RAdam(_StatisticsAverage, tf.keras.optimizers.Adam):
+  """Rectified Adam (Liu et al. 2019, "On the Variance of the Adaptive Learning Rate and Beyond").
+
+  Adam whose adaptive step is switched on only once the variance of its second-moment estimate is
+  tractable, and then scaled by the rectification r_t. At step t (from 1), gradient g:
+
+      m_t = β1·m_{t−1} + (1−β1)·g          v_t = β2·v_{t−1} + (1−β2)·g²          m̂_t = m_t / (1−β1^t)
+      ρ∞ = 2/(1−β2) − 1                     ρ_t = ρ∞ − 2t·β2^t / (1−β2^t)
+      if ρ_t > 5:  r_t = √((ρ_t−4)(ρ_t−2)ρ∞ / ((ρ∞−4)(ρ∞−2)ρ_t)),   l_t = √(1−β2^t) / (√v_t + ε)
+                   w ← w − lr·r_t·l_t·m̂_t
+      else:        w ← w − lr·m̂_t          (momentum SGD for the first steps: 5 with β2 = 0.999)
+
+  The paper's algorithm 2 switches at ρ_t > 4; the threshold 5 and ε added to √v_t (Keras Adam's
+  "epsilon hat") are those of the authors' code and `torch.optim.RAdam`, which tests/parity_test.py
+  matches step for step. Weight decay is Keras's (`weight_decay`, decoupled as AdamW: w −= lr·λ·w
+  before the update), or coupled L2 in the gradient chain.
+  """
+
+  def update_step(self, gradient, variable, learning_rate):
+    dtype = variable.dtype
+    lr, gradient = tf.cast(learning_rate, dtype), tf.cast(gradient, dtype)
+    m = self._momentums[self._get_variable_index(variable)]
+    v = self._velocities[self._get_variable_index(variable)]
+    self.assign(m, self.beta_1 * m + (1 - self.beta_1) * gradient)
+    self.assign(v, self.beta_2 * v + (1 - self.beta_2) * tf.square(gradient))
+    # The step's scalars in float64: ρ_t is a difference of numbers near ρ∞ (1999 for β2 = 0.999),
+    # which float32 would get wrong by a few parts in 1000 of r_t in the first rectified steps.
+    t = tf.cast(self.iterations + 1, tf.float64)
+    beta_1, beta_2 = tf.constant(self.beta_1, tf.float64), tf.constant(self.beta_2, tf.float64)
+    rho_inf = 2 / (1 - beta_2) - 1
+    rho_t = rho_inf - 2 * t * beta_2**t / (1 - beta_2**t)
+    rectified = rho_t > 5
+    rho_t = tf.where(rectified, rho_t, 5.0)  # r_t is not real for ρ_t ≤ 4; unused there anyway.
+    r_t = tf.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+    m_hat = m / tf.cast(1 - beta_1**t, dtype)
+    l_t = tf.cast(tf.sqrt(1 - beta_2**t), dtype) / (tf.sqrt(v) + tf.cast(self.epsilon, dtype))
+    step = tf.where(rectified, tf.cast(r_t, dtype) * l_t, 1.0)
+    self.assign_sub(variable, lr * m_hat * step)
 
 
 class _LossScaleOptimizer(tf.keras.optimizers.LossScaleOptimizer):
@@ -118,7 +168,7 @@ def decayed(variables: Sequence[tf.Variable], exclude: str) -> list[tf.Variable]
 
 
 def weight_decay_type(config: Config) -> str:
-  """"l2" (coupled) or "decoupled": --weight_decay_type with "auto" resolved (decoupled for adamw).
+  """"l2" (coupled) or "decoupled": --weight_decay_type with "auto" resolved (decoupled for adamw, radam).
 
   Raises:
     UserError: for an unknown optimizer, or coupled L2 asked of adamw.
@@ -127,7 +177,7 @@ def weight_decay_type(config: Config) -> str:
     raise UserError(f"unknown --optimizer={config.optimizer}; choose one of: {', '.join(OPTIMIZERS)}")
   kind = config.weight_decay_type
   if kind == "auto":
-    kind = "decoupled" if config.optimizer == "adamw" else "l2"
+    kind = "decoupled" if config.optimizer in DECOUPLED_BY_DEFAULT else "l2"
   if config.optimizer == "adamw" and kind == "l2" and config.weight_decay:
     raise UserError("--optimizer=adamw decays weights decoupled; use --weight_decay_type=decoupled, or "
                     "--optimizer=adam for coupled L2")
@@ -160,8 +210,8 @@ def build_optimizer(config: Config, variables: Sequence[tf.Variable] = (), steps
                 ema_momentum=config.ema_decay or 0.99)
   if kind == "decoupled" and config.weight_decay:
     common["weight_decay"] = config.weight_decay
-  if config.optimizer in ("adam", "adamw"):
-    cls = AdamW if config.optimizer == "adamw" else Adam
+  if config.optimizer in ("adam", "adamw", "radam"):
+    cls = {"adam": Adam, "adamw": AdamW, "radam": RAdam}[config.optimizer]
     extra = dict(beta_1=config.momentum, beta_2=config.adam_beta2, epsilon=config.adam_epsilon)
     if config.optimizer == "adamw":
       extra["weight_decay"] = common.pop("weight_decay", 0.0)

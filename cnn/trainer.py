@@ -87,17 +87,15 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
     throughput = measure_flops(config, training, source.info, strategy)
     writers = start_run_dir(config, run_dir, chief, strategy, source.info, model, model_table, data)
     write_dir = distribute.worker_dir(strategy, run_dir)  # A temporary directory on non-chief workers.
+    time_to_accuracy = actions.TimeToAccuracy(config.target_accuracy)  # Its clock is in the checkpoint.
     checkpointer = checkpoints.Checkpointer(
         run_dir, model, training.optimizer, training.train_metrics.variables(), config.keep_checkpoints, write_dir,
-        training.weight_hooks.variables() if training.weight_hooks else (), config.keep_best, best_metric)
+        training.weight_hooks.variables() if training.weight_hooks else (), config.keep_best, best_metric,
+        time_to_accuracy.variables())
     train_loop = start_train_loop(config, run_dir, resuming, checkpointer, training, data, writers)
 
     # ---------------------------------------------------------------- Loop
-    evaluators = [evaluator_lib.Evaluator(name, split, data.eval_dataset(split), training.eval_step,
-                                          training.eval_metrics, model, training.optimizer)
-                  for name, split in data.eval_sets]  # --eval_split, --eval_splits, then --test_split.
-    cadence = evaluators[:len(evaluators) - (data.test_split is not None)]
-    time_to_accuracy = actions.TimeToAccuracy(config.target_accuracy)
+    cadence, final_sets = build_evaluators(data, training)
     eval_summaries = actions.EvalSummaries(writers, run_dir if strategy.extended.should_save_summary else None,
                                            source.info.class_names, config)
     write_csv = ([actions.WriteMetricsCsv(metrics_table(run_dir, train_loop.step), data.steps_per_epoch)]
@@ -107,23 +105,24 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
         summaries.Profiler(os.path.join(run_dir, "train"), config.profile_steps if chief else (0, 0),
                            data.total_steps),
         controller_lib.Progress(train_loop, throughput, writers, model, training.optimizer, data.total_steps),
-        step_actions=[actions.NanGuard(checkpointer, training.optimizer)],
-        eval_actions=[eval_summaries, actions.SaveCheckpoints(checkpointer, best_metric),
-                      *write_csv, time_to_accuracy],
+        step_actions=[actions.NanGuard(checkpointer, training.optimizer), time_to_accuracy.after_step],
+        eval_actions=[eval_summaries, time_to_accuracy,  # Before the save: the target's step is saved.
+                      actions.SaveCheckpoints(checkpointer, best_metric), *write_csv],
         steps_per_epoch=data.steps_per_epoch, total_steps=data.total_steps,
         eval_every=controller_lib.eval_every_steps(config, data.steps_per_epoch))
     first_step = train_loop.step
+    time_to_accuracy.start()
     with (controller.preemption, contextlib.closing(writers), contextlib.closing(eval_summaries),
           _removed(write_dir, not chief)):
       step = controller.run()
-      final = final_evaluations(controller, evaluators[len(cadence):])
+      final = final_evaluations(controller, final_sets)
 
       # -------------------------------------------------------------- Results
       results = {**final, "train_accuracy": train_loop.metrics.result()["accuracy"],
                  "train_loss": train_loop.metrics.result()["loss"], "train_seconds": controller.train_seconds,
                  "wall_seconds": time.perf_counter() - controller.loop_start,  # Training and evaluation.
                  "steps": step, "epochs": step / data.steps_per_epoch, "num_parameters": model.count_params(),
-                 **speed_results(throughput, step - first_step, controller, evaluators),
+                 **speed_results(throughput, step - first_step, controller, cadence),
                  **time_to_accuracy.results()}
       writers.scalars(writers.run, {k: v for k, v in results.items() if not isinstance(v, str)}, step)
   if chief:
@@ -344,6 +343,16 @@ def start_train_loop(config: Config, run_dir: str, resuming: bool, checkpointer:
 
 
 # ------------------------------------------------------------------ Results.
+
+def build_evaluators(data: RunData, training: Training) -> tuple[list[evaluator_lib.Evaluator],
+                                                                  list[evaluator_lib.Evaluator]]:
+  """The evaluators of every evaluation (--eval_split's, then --eval_splits'), and of the final one (--test_split)."""
+  evaluators = [evaluator_lib.Evaluator(name, split, data.eval_dataset(split), training.eval_step,
+                                        training.eval_metrics, training.model, training.optimizer)
+                for name, split in data.eval_sets]
+  every = len(evaluators) - (data.test_split is not None)
+  return evaluators[:every], evaluators[every:]
+
 
 def final_evaluations(controller: controller_lib.Controller,
                       test_evaluators: list[evaluator_lib.Evaluator]) -> dict[str, Any]:

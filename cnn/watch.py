@@ -9,7 +9,7 @@ exists) and every checkpoint listed then is evaluated, or after `timeout_seconds
 It never gets in the trainer's way: it only reads the run (flags.txt, the `checkpoint` file the
 trainer replaces atomically after each save, the checkpoints it lists) and writes only under
 `watch/`. A checkpoint deleted under it (--keep_checkpoints rotation) or not readable is skipped
-with a line; a watcher started again skips the steps its metrics.csv has.
+with a line; a watcher started again skips the steps its metrics.csv has for its split.
 """
 
 import dataclasses
@@ -54,7 +54,16 @@ class Watcher:
 
   def __post_init__(self):
     self.table = metrics_csv.MetricsCsv(os.path.join(self.run_dir, WATCH_DIR, metrics_csv.FILE))
-    self.done = self.table.steps()
+    self.done: set[int] = set()
+
+  def start(self) -> bool:
+    """Once the run has its flags.txt: its metrics' prefix, and the steps watch/metrics.csv has for it."""
+    if not self.prefix and os.path.isfile(os.path.join(self.run_dir, run_dir_lib.FLAGS_FILE)):
+      config = run_dir_lib.read_config(self.run_dir)
+      name = eval_sets.split_name(self.split) if self.split else eval_sets.PRIMARY
+      self.prefix = eval_sets.reported_prefix(name, bool(config.ema_decay))  # restore_model gives the averages.
+      self.done = {int(row["step"]) for row in self.table.rows() if row.get(f"{self.prefix}/accuracy")}
+    return bool(self.prefix)
 
   def restore(self, path: str) -> Optional[int]:
     """Loads checkpoint `path` into the model (opening model and split at the first); returns its epoch,
@@ -77,9 +86,6 @@ class Watcher:
 
   def open(self, evaluation: evaluate.SplitEvaluation) -> None:
     self.evaluation = evaluation
-    config = evaluation.trained.config
-    name = eval_sets.split_name(self.split) if self.split else eval_sets.PRIMARY
-    self.prefix = eval_sets.reported_prefix(name, bool(config.ema_decay))  # restore_model gives the averages.
     self.writer = tf.summary.create_file_writer(os.path.join(self.run_dir, WATCH_DIR, self.prefix))
 
   def evaluate(self, path: str, epoch: int) -> None:
@@ -90,7 +96,7 @@ class Watcher:
       for name, value in results.items():
         tf.summary.scalar(name, value)
     self.writer.flush()
-    self.table.write(step, epoch, {f"{self.prefix}/{name}": value for name, value in results.items()})
+    self.table.merge(step, epoch, {f"{self.prefix}/{name}": value for name, value in results.items()})
     self.done.add(step)
     print(f"step {step}: {self.evaluation.split} " + "  ".join(f"{k} {v:.4f}" for k, v in results.items()),
           flush=True)
@@ -114,10 +120,10 @@ def watch(run_dir: str, split: str = "", data_dir: str = "", dataset: str = "", 
   if not os.path.isdir(run_dir):
     raise UserError(f"--run_dir={run_dir} does not exist")
   watcher, evaluated, last_new = Watcher(run_dir, split, data_dir, dataset, top_k), 0, time.monotonic()
-  print(f"watching {run_dir} for checkpoints (evaluated before: {len(watcher.done)})", flush=True)
+  print(f"watching {run_dir} for checkpoints", flush=True)
   while True:
     ended = os.path.isfile(os.path.join(run_dir, run_dir_lib.RESULTS_FILE))  # Before listing: then all are listed.
-    for path in sorted(listed_checkpoints(run_dir), key=checkpoints.checkpoint_step):
+    for path in sorted(listed_checkpoints(run_dir) if watcher.start() else [], key=checkpoints.checkpoint_step):
       if checkpoints.checkpoint_step(path) in watcher.done:
         continue
       last_new = time.monotonic()

@@ -7,9 +7,14 @@ Two, both from airbench94's recipe and useful beyond it:
     before each update is put back after it, so the compiled step is not traced again.
   * lookahead averaging (`--lookahead_every=k`, Zhang et al. 2019, with airbench's schedule): every k
     steps the slow weights move toward the model's, slow = d·slow + (1−d)·weights, and the model takes
-    them; d = lookahead_decay·(t/T)^power at step t of T. After the last step the model holds the slow
-    weights. It averages every float variable of the model, BatchNorm statistics included, as
-    airbench averages its whole state dict (a frozen variable too: airbench's lookahead moves it).
+    them; d = lookahead_decay·(t/T)^power at step t of T (power 0: Zhang et al.'s constant α = 1−d). After
+    the last step the model holds the slow weights. Which variables (`--lookahead_bn_stats`):
+      - keep (default): the trainable ones, as Zhang et al.'s Lookahead and Ranger (RAdam + Lookahead,
+        k=6, α=0.5), which wrap an optimizer and see only its parameters; BatchNorm's moving
+        statistics stay as training leaves them.
+      - average: every float variable, BatchNorm statistics included, as airbench averages its whole
+        state dict.
+    A frozen variable is averaged too (airbench's lookahead moves it).
 
 The gradient chain (cnn/gradients.py, steps 5 and 6) calls `hold()` before each update, then
 `freeze(step, held)` and `lookahead(step)` after it, in cross-replica context, inside the train step's
@@ -38,17 +43,20 @@ class WeightHooks:
     lookahead_decay: d at the end of training.
     lookahead_decay_power: the exponent of d's ramp (0: constant d).
     total_steps: the run's length T.
+    lookahead_bn_stats: "keep" (lookahead over the trainable variables) or "average" (every float
+      variable, BatchNorm statistics too).
   """
 
   def __init__(self, model: tf.keras.Model, frozen: Sequence[tf.Variable] = (), freeze_step: int = 0,
                lookahead_every: int = 0, lookahead_decay: float = 0.0, lookahead_decay_power: float = 0.0,
-               total_steps: int = 1):
+               total_steps: int = 1, lookahead_bn_stats: str = "keep"):
     self.frozen, self.freeze_step = list(frozen), freeze_step
     self.lookahead_every, self.total_steps = lookahead_every, total_steps
     self.lookahead_decay, self.lookahead_decay_power = lookahead_decay, lookahead_decay_power
     self.averaged, self.slow = [], []
     if lookahead_every:
-      self.averaged = [v for v in model.variables if tf.as_dtype(v.dtype).is_floating]
+      every = model.variables if lookahead_bn_stats == "average" else model.trainable_variables
+      self.averaged = [v for v in every if tf.as_dtype(v.dtype).is_floating]
       self.slow = [tf.Variable(tf.convert_to_tensor(v), trainable=False, name="slow")
                    for v in self.averaged]
 
@@ -103,4 +111,4 @@ def build_weight_hooks(config: Config, model: tf.keras.Model, steps_per_epoch: i
     return None
   return WeightHooks(model, frozen, round(config.freeze_after_epochs * steps_per_epoch),
                      config.lookahead_every, config.lookahead_decay, config.lookahead_decay_power,
-                     total_steps)
+                     total_steps, config.lookahead_bn_stats)

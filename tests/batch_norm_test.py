@@ -107,6 +107,7 @@ def test_what_the_fused_kernel_does_not_do_is_left_to_keras(settings, shape):
     np.testing.assert_array_equal(g.numpy(), e.numpy())
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["resnet18", "resnet20", "airbench94"])
 def test_checkpoints_of_keras_layers_restore_into_fused_layers(name, tmp_path):
   info = SMALL
@@ -139,6 +140,7 @@ def train(config, strategy, steps=2):
   return {"model": model.variables, "ema": averages, "lookahead": training.weight_hooks.slow}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("strategy_name", ["default", "mirrored"])
 def test_training_steps_with_ema_and_lookahead_match_keras_layers(strategy_name):
   config = Config(model="resnet20", batch_size=8, optimizer="sgd", learning_rate=0.1, ema_decay=0.5,

@@ -53,6 +53,7 @@ def csv_rows(path):
 
 # ------------------------------------------------------------------ Top-k accuracy.
 
+@pytest.mark.e2e
 def test_top5_accuracy_is_reported_where_there_are_more_than_10_classes(mock_tfds, tmp_path):
   run_dir = tmp_path / "run"
   code, stderr = run_cli(train.main, ["--dataset=cifar100", "--train_split=train[:64]", "--eval_split=test[:64]",
@@ -96,6 +97,7 @@ def ema_run(tiny_data_dir, tmp_path_factory):
   return run_dir, results
 
 
+@pytest.mark.e2e
 def test_ema_runs_report_raw_and_averaged_weights_side_by_side(ema_run):
   run_dir, results = ema_run
   for prefix in ("eval", "eval_ema", "val", "val_ema", "test_10", "test_10_ema"):
@@ -109,6 +111,7 @@ def test_ema_runs_report_raw_and_averaged_weights_side_by_side(ema_run):
   assert results["val/accuracy"] >= 0 and "test_10_ema/top2_accuracy" in results
 
 
+@pytest.mark.e2e
 def test_evaluations_follow_their_own_cadence_and_metrics_csv_has_a_row_each(ema_run):
   run_dir, _ = ema_run
   rows = csv_rows(run_dir / "metrics.csv")
@@ -119,6 +122,7 @@ def test_evaluations_follow_their_own_cadence_and_metrics_csv_has_a_row_each(ema
   assert float(rows[-1]["eval_ema/loss"]) == pytest.approx(scalar_tags(run_dir / "eval_ema")["loss"][-1][1])
 
 
+@pytest.mark.e2e
 def test_the_n_best_checkpoints_by_the_named_metric_are_kept(ema_run):
   run_dir, _ = ema_run
   losses = {int(r["step"]): float(r["eval/loss"]) for r in csv_rows(run_dir / "metrics.csv")}
@@ -163,6 +167,7 @@ def test_metrics_csv_keeps_one_row_per_step_across_a_resume(tmp_path):
       ("5", "0.1", ""), ("10", "0.2", ""), ("15", "0.36", "0.4")]
 
 
+@pytest.mark.e2e
 def test_a_resumed_run_appends_to_metrics_csv_without_duplicates(tiny_data_dir, tmp_path):
   run_dir = tmp_path / "run"
   tiny_run(tiny_data_dir, run_dir, "--train_steps=12", "--eval_every_steps=6")
@@ -201,6 +206,7 @@ def subprocess_env():
   return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
 
 
+@pytest.mark.e2e
 def test_the_watcher_evaluates_each_checkpoint_of_a_live_run_and_exits_when_it_ends(tiny_data_dir, tmp_path):
   """The watcher, then a trainer in a subprocess beside it (slowed to 0.1 s a step) saving every 4 steps and
   keeping 2."""
@@ -237,6 +243,7 @@ def test_the_watcher_evaluates_each_checkpoint_of_a_live_run_and_exits_when_it_e
   assert again.returncode == 0 and "0 checkpoint(s) evaluated" in again.stdout, again.stderr
 
 
+@pytest.mark.e2e
 def test_the_watcher_skips_a_checkpoint_deleted_under_it(tiny_data_dir, tmp_path, monkeypatch):
   from cnn import watch  # pylint: disable=import-outside-toplevel
   run_dir = tmp_path / "run"
@@ -249,6 +256,10 @@ def test_the_watcher_skips_a_checkpoint_deleted_under_it(tiny_data_dir, tmp_path
   monkeypatch.setattr(watch, "listed_checkpoints", lambda _: listed)
   assert watch.watch(str(run_dir), timeout_seconds=1, poll_seconds=0) == 3
   assert [int(r["step"]) for r in csv_rows(run_dir / "watch" / "metrics.csv")] == [6, 18, 24]
+  assert watch.watch(str(run_dir), timeout_seconds=1, poll_seconds=0) == 0  # Done already.
+  assert watch.watch(str(run_dir), split="train[:12]", timeout_seconds=1, poll_seconds=0) == 3  # Another split.
+  rows = csv_rows(run_dir / "watch" / "metrics.csv")
+  assert [r["train_12/accuracy"] != "" for r in rows] == [True] * 3 and list(rows[0])[2] == "eval/loss"
 
 
 def test_the_watcher_of_a_run_without_checkpoints_stops_at_its_timeout(tiny_data_dir, tmp_path):

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from cnn import data
 from cnn.config import Config
+from cnn.data import bad_images
 from cnn.data import folder
 from cnn.data import stream
 from cnn.data import tfds_stream
@@ -63,6 +64,7 @@ def test_in_memory_splits_are_in_file_order(images_dir):
     assert_in_file_order(source.builder, name, held.images, held.labels)
 
 
+@pytest.mark.e2e
 def test_streamed_splits_pair_each_image_with_its_label_in_file_order(images_dir):
   # Before: labels read through as_dataset (interleaved shards) beside images read by offset.
   source = _source(sharded.IMAGES_NAME, images_dir)
@@ -79,6 +81,7 @@ def test_streamed_splits_pair_each_image_with_its_label_in_file_order(images_dir
     np.testing.assert_array_equal(labels, held_labels)
 
 
+@pytest.mark.e2e
 def test_images_of_varying_size_held_as_centre_crops_keep_their_labels(tmp_path):
   # Before: the hold path decoded the streamed images beside the streamed (wrong) labels.
   builder = sharded.prepare(sharded.PHOTOS_NAME, str(tmp_path))
@@ -110,8 +113,8 @@ def test_the_tfrecord_reader_reads_record_i_its_table_is_cached_and_a_damaged_re
   shard.write_bytes(content)
   with pytest.raises(tf.errors.OpError) as error:
     tfds_stream.open_split(damaged_source.builder, "test", damaged_source.preprocessing, None)
-  message = stream.bad_image_message(error.value)
-  assert str(shard) in message and "damaged" in message and "\n" not in message, message
+  message = bad_images.pipeline_error_message(error.value)
+  assert message == f"{shard} holds a damaged record at byte 0: the dataset is damaged; prepare it again", message
 
 
 def test_array_record_splits_are_in_file_order_streamed_and_held(tmp_path):

@@ -93,6 +93,7 @@ def test_batch_norm_offsets_get_a_scaled_gradient():
   np.testing.assert_allclose(got["net/logits/bias"], 0.9, rtol=1e-6)
 
 
+@pytest.mark.e2e
 def test_eval_uses_the_moving_average_and_training_keeps_the_raw_weights():
   tf.keras.utils.set_random_seed(0)
   model = Net()
@@ -149,6 +150,7 @@ def train_net(config, steps_count=4):
   return model, optimizer, statistics
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16", "mixed_float16"])
 def test_the_moving_average_is_swapped_in_under_every_precision(precision):
   model, optimizer, _ = train_net(Config(optimizer="sgd", learning_rate=0.1, ema_decay=0.5, precision=precision))
@@ -195,9 +197,33 @@ def test_a_skipped_float16_step_advances_the_schedule_and_not_adams_count():
   assert int(optimizer.inner_optimizer.iterations) == 2  # ... and Adam's bias correction counts updates.
 
 
-@pytest.mark.parametrize("name", ["adam", "adamw"])
+@pytest.mark.parametrize("name", ["adam", "adamw", "radam"])
 def test_adams_moment_decays_and_epsilon_are_the_flags(name):
   optimizer = optim.build_optimizer(Config(optimizer=name, momentum=0.95, adam_beta2=0.99, adam_epsilon=1e-6))
   assert (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) == (0.95, 0.99, 1e-6)
   default = optim.build_optimizer(Config(optimizer=name))
   assert (default.beta_1, default.beta_2, default.epsilon) == (0.9, 0.999, 1e-7)  # Keras's defaults.
+
+
+def test_radam_is_momentum_sgd_for_five_steps_then_rectified_adam():
+  # A constant gradient 1 on w = 1: m̂_t = 1, √v̂_t = 1. For t ≤ 5 (ρ_t ≤ 5 with β2 = 0.999) the step is
+  # lr·m̂; from t = 6 it is lr·r_t·m̂/√v̂ (ε aside), r_t the rectification (0.0258 at t = 6, 0.0327 at t = 7).
+  optimizer = optim.build_optimizer(Config(optimizer="radam", learning_rate=0.1, adam_epsilon=1e-12))
+  assert isinstance(optimizer, optim.RAdam) and optimizer.beta_2 == 0.999
+  variable = tf.Variable([1.0])
+  optimizer.build([variable])
+  moves = []
+  for _ in range(7):
+    before = float(variable[0])
+    optimizer.apply_gradients([(tf.ones_like(variable), variable)])
+    moves.append(before - float(variable[0]))
+  np.testing.assert_allclose(moves, [0.1] * 5 + [0.1 * 0.0258211, 0.1 * 0.0327388], rtol=1e-4)
+
+
+def test_radam_decays_decoupled_by_default_and_takes_coupled_l2_when_asked():
+  assert optim.weight_decay_type(Config(optimizer="radam", weight_decay=0.1)) == "decoupled"
+  assert optim.weight_decay_type(Config(optimizer="radam", weight_decay=0.1, weight_decay_type="l2")) == "l2"
+  after = step_with_zero_gradients(Config(optimizer="radam", learning_rate=0.1, weight_decay=0.5,
+                                          weight_decay_exclude="bias,gamma,beta"))
+  np.testing.assert_allclose(after["net/conv/kernel"], 0.95, rtol=1e-6)  # w −= lr·λ·w; the zero gradient moves nothing.
+  np.testing.assert_array_equal(after["net/conv/bias"], 1.0)

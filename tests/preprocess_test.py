@@ -1,6 +1,7 @@
 """ImageNet-style crops on datasets of fixed size: random-resized crops come back at the dataset's size."""
 
 import numpy as np
+import pytest
 
 from cnn import data
 from cnn import train
@@ -29,6 +30,7 @@ def _smoothness(images: np.ndarray) -> float:
   return float(np.abs(np.diff(images, axis=2)).mean())
 
 
+@pytest.mark.e2e
 def test_a_run_with_random_resized_crops_on_a_fixed_size_tfds_dataset_trains(tiny_data_dir, tmp_path):
   code, stderr = run_cli(train.main, [f"--dataset={tiny_tfds.NAME}", f"--data_dir={tiny_data_dir}", "--nodownload",
                                       "--train_crop=random_resized", "--batch_size=16", "--train_steps=2",

@@ -101,6 +101,7 @@ def tiny_model_variables() -> dict[str, tuple[int, ...]]:
 
 # ------------------------------------------------------------------ What a run writes.
 
+@pytest.mark.e2e
 def test_train_scalars_at_every_log_step(runs):
   train_events = Events(runs / "full" / "train")
   assert train_events.tags("scalars") == TRAIN_SCALARS
@@ -118,6 +119,7 @@ def test_train_scalars_at_every_log_step(runs):
   assert eval_events.steps("accuracy") == [6, 12]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
 def test_the_learning_rate_logged_at_a_step_is_the_rate_that_step_applied(tiny_data_dir, tmp_path, precision):
   # Linear decay from 0.4 over 4 steps: step s (counted from 1) applies 0.4 · (1 - (s - 1) / 4).
@@ -132,6 +134,7 @@ def test_the_learning_rate_logged_at_a_step_is_the_rate_that_step_applied(tiny_d
   assert Events(run_dir / "train").scalars("learning_rate") == pytest.approx({2: 0.3, 4: 0.1})
 
 
+@pytest.mark.e2e
 def test_histograms_of_every_layer_count_every_parameter(runs):
   events = Events(runs / "full" / "train")
   variables = tiny_model_variables()
@@ -143,6 +146,7 @@ def test_histograms_of_every_layer_count_every_parameter(runs):
       assert histogram[:, 2].sum() == np.prod(variables[tag.split("/", 1)[1]]), tag
 
 
+@pytest.mark.e2e
 def test_input_grid_is_the_first_training_batch_with_class_names(runs, tiny_data_dir):
   events = Events(runs / "full" / "train")
   assert events.tags("images") == {"inputs"}
@@ -153,6 +157,7 @@ def test_input_grid_is_the_first_training_batch_with_class_names(runs, tiny_data
   np.testing.assert_array_equal(events.images("inputs")[0], expected)
 
 
+@pytest.mark.e2e
 def test_each_eval_writes_a_confusion_matrix_and_the_misclassified_images(runs):
   events = Events(runs / "full" / "eval")
   accuracy = events.scalars("accuracy")
@@ -176,6 +181,7 @@ def test_each_eval_writes_a_confusion_matrix_and_the_misclassified_images(runs):
   assert grid.ndim == 3 and grid.shape[2] == 3
 
 
+@pytest.mark.e2e
 def test_run_text_hparams_and_final_results(runs):
   run = runs / "full"
   events = Events(run)
@@ -205,6 +211,7 @@ def test_run_text_hparams_and_final_results(runs):
   assert final == {key: {12: pytest.approx(value)} for key, value in results.items() if not isinstance(value, str)}
 
 
+@pytest.mark.e2e
 def test_graph_and_profile_trace(runs):
   events = Events(runs / "full" / "train")
   assert events.accumulator.Tags()["graph"]
@@ -216,6 +223,7 @@ def test_graph_and_profile_trace(runs):
   assert (runs / "full" / traces[0]).stat().st_size > 1000
 
 
+@pytest.mark.e2e
 def test_off_switches_leave_only_scalars_text_and_hparams(runs):
   run = runs / "off"
   train_events, eval_events = Events(run / "train"), Events(run / "eval")
@@ -236,6 +244,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.e2e
 def test_tensorboard_serves_the_runs_scalars_images_and_hparams(runs, tmp_path):
   port = _free_port()
   base = f"http://127.0.0.1:{port}"
@@ -352,6 +361,7 @@ def _range(histogram: np.ndarray) -> tuple[float, float]:
   return histogram[0, 0], histogram[-1, 1]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("strategy_name, precision", [
     ("default", "float32"), ("mirrored", "float32"), ("default", "mixed_float16")])
 def test_gradient_histograms_are_the_applied_gradients_summed_over_replicas_and_unscaled(
@@ -447,6 +457,7 @@ def test_good_profile_steps_validate_and_are_written_to_flags_txt():
 
 # ------------------------------------------------------------------ Streamed splits.
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("dataset", ["tfds", "folder"])
 def test_a_streamed_run_with_default_summaries_writes_its_eval_images(dataset, tiny_data_dir, tmp_path):
   # Train and eval splits both stream (budget 0): the eval images are read from disk by index. The

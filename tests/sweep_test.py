@@ -56,6 +56,7 @@ def reference_sweep(tiny_data_dir, tmp_path_factory):
   return sweep_dir, sweep_subprocess(tiny_args(tiny_data_dir, sweep_dir, GRID, "--parallel=2"))
 
 
+@pytest.mark.e2e
 def test_a_2x2_grid_two_at_a_time_finishes_and_writes_the_table(reference_sweep):
   sweep_dir, result = reference_sweep
   assert result.returncode == 0, result.stderr[-2000:]
@@ -88,6 +89,7 @@ def test_a_2x2_grid_two_at_a_time_finishes_and_writes_the_table(reference_sweep)
   assert "Results by eval_accuracy" in result.stdout and "learning_rate  train_steps" in result.stdout
 
 
+@pytest.mark.e2e
 def test_a_killed_sweep_resumes_to_the_checkpoints_of_an_uninterrupted_one(reference_sweep, tiny_data_dir,
                                                                             tmp_path):
   reference_dir, reference = reference_sweep

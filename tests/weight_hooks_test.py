@@ -1,6 +1,7 @@
 """Freezing and lookahead (cnn/weight_hooks.py): the values they give, inside the real train step."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from cnn import steps
@@ -30,7 +31,7 @@ def test_lookahead_moves_slow_weights_on_its_steps_and_the_model_takes_them():
   model = built_net()
   start = values(model.variables)
   hooks = weight_hooks.WeightHooks(model, lookahead_every=2, lookahead_decay=0.5, lookahead_decay_power=1.0,
-                                   total_steps=5)
+                                   total_steps=5, lookahead_bn_stats="average")
   assert len(hooks.variables()) == len(model.variables) == 8  # BatchNorm's moving mean and variance too.
 
   shift(model, 1.0)
@@ -52,6 +53,22 @@ def test_lookahead_moves_slow_weights_on_its_steps_and_the_model_takes_them():
     np.testing.assert_allclose(got, initial + 2.2, rtol=1e-6)
 
 
+def test_lookahead_keeps_batch_norm_statistics_by_default_as_ranger():
+  # Ranger's Lookahead wraps the optimizer: it sees the trainable weights, not BatchNorm's buffers.
+  model = built_net()
+  start = values(model.variables)
+  hooks = weight_hooks.build_weight_hooks(Config(lookahead_every=2, lookahead_decay=0.5, lookahead_decay_power=0),
+                                          model, steps_per_epoch=4, total_steps=8)
+  assert [v.path for v in hooks.averaged] == [v.path for v in model.trainable_variables]
+  shift(model, 1.0)
+  shift(model, 1.0)
+  hooks.lookahead(tf.constant(2))  # α = 0.5: slow = start + 0.5·2 for the weights; statistics untouched.
+  for variable, initial in zip(model.variables, start):
+    expected = initial + (1.0 if variable.trainable else 2.0)
+    np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6, err_msg=variable.path)
+  assert len(hooks.variables()) == len(model.trainable_variables) == 6
+
+
 def train_tiny(config, num_steps, steps_per_loop=1):
   """Weights of Net after `num_steps` SGD steps on random data, with the config's weight hooks."""
   model = built_net()
@@ -70,6 +87,7 @@ def train_tiny(config, num_steps, steps_per_loop=1):
   return {v.path: v.numpy() for v in model.variables}
 
 
+@pytest.mark.e2e
 def test_frozen_variables_keep_their_value_from_the_freeze_step_on():
   config = Config(freeze_variables="logits/bias", freeze_after_epochs=0.5)  # 2 steps of 4 an epoch.
   at_freeze, later, unfrozen = (train_tiny(config, 2), train_tiny(config, 9),
@@ -80,8 +98,10 @@ def test_frozen_variables_keep_their_value_from_the_freeze_step_on():
   assert not np.allclose(later["net/logits/kernel"], at_freeze["net/logits/kernel"])
 
 
-def test_weight_hooks_give_the_same_run_whatever_the_steps_per_loop():
-  config = Config(lookahead_every=3, freeze_variables="conv/bias", freeze_after_epochs=1.0)
+@pytest.mark.e2e
+@pytest.mark.parametrize("bn_stats", ["keep", "average"])
+def test_weight_hooks_give_the_same_run_whatever_the_steps_per_loop(bn_stats):
+  config = Config(lookahead_every=3, lookahead_bn_stats=bn_stats, freeze_variables="conv/bias", freeze_after_epochs=1.0)
   one_at_a_time, in_loops = train_tiny(config, 11), train_tiny(config, 11, steps_per_loop=4)
   without = train_tiny(Config(), 11)
   for path, value in one_at_a_time.items():

@@ -1,15 +1,18 @@
 """Image files that are cut short, corrupt or gone, met while streaming: each reported in one line naming it.
 
-Decoders fail without naming the file they were given, and catching a failure per example inside
-tf.data (a nested dataset with `ignore_errors` per example) costs about 30 times the decode. So:
+Decoders fail without naming the file they were given. Catching a failure per example inside tf.data
+(a nested dataset with `ignore_errors` per example) costs about 30 times the decode, and checking every
+format's structure in the graph 55-65 µs of CPU an image, against 170 µs to decode a 160 px JPEG
+(benchmarks/bad_image_check.py). So:
 
-* `check_encoded` runs cheap structural checks on every encoded image in the pipeline and fails with
-  `BAD_IMAGE`, the file and the reason: empty, a JPEG without its end marker, a PNG without its IEND
-  chunk, a GIF without its trailer, a BMP or WebP shorter than its header says. That is every format
-  cut short (an interrupted download or copy), named at no cost.
-* A file the checks pass but the decoder refuses (a PNG with a bad chunk, a JPEG with garbage inside)
-  fails the pipeline with the decoder's error alone; `pipeline_error_message` then finds the file by
-  decoding the files of the folder splits that stream (`watch`), in order, up to the first that fails.
+* `check_encoded` checks what a decoder may not catch, for about 25 µs an image (the JPEG check before
+  it: 10-20): an empty file, a JPEG without its end marker (decoded by a crop window, a cut-short JPEG
+  can give grey pixels without an error), a PNG without its IEND chunk; it fails with `BAD_IMAGE` and
+  the key. `describe` then says what is wrong, reading the file in Python, only then.
+* Any other file a decoder refuses (a GIF, BMP or WebP cut short, a PNG with a bad chunk, a JPEG with
+  garbage inside) fails the pipeline with the decoder's error alone; `pipeline_error_message` then
+  finds the file by decoding the files of the folder splits that stream (`watch`), in order, up to
+  the first that fails (at most `_SEARCH_SECONDS`).
 * A file gone since the folder was listed (deleted mid-run): read_file's NotFoundError names it.
 
 `decodable` decodes every file once (--skip_bad_images) with the same checks.
@@ -23,8 +26,11 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-BAD_IMAGE = "cnn-bad-image:"  # Marks the pipeline's error for a corrupt image; the path follows.
+from cnn.data import folder
+
+BAD_IMAGE = "cnn-bad-image:"  # Marks the pipeline's error for a corrupt image; the key follows.
 SKIP_HINT = "remove or replace it, or pass --skip_bad_images"
+_TAIL = 64  # Bytes at the end searched for an end marker (some cameras append bytes after a JPEG's).
 _SEARCH_SECONDS = 120  # How long a decoder error's file is looked for before giving up.
 _WATCHED_SPLITS = 4  # The folder splits streamed last, searched newest first.
 _watched: list[np.ndarray] = []
@@ -35,58 +41,52 @@ _GONE = "; No such file or directory"
 _PREFIXES = re.compile(r"^(.*\}\}\s*)?(Error in user-defined function passed to .*? with iterator: \S+: )?")
 
 
-def _little_endian(head: tf.Tensor, offset: int) -> tf.Tensor:
-  """The uint32 stored little-endian at `offset` of `head` (`_head`), as int64."""
-  raw = tf.cast(tf.io.decode_raw(tf.strings.substr(head, offset, 4), tf.uint8), tf.int64)
-  return tf.reduce_sum(raw * tf.constant([1, 1 << 8, 1 << 16, 1 << 24], tf.int64))
-
-
-def _head(encoded: tf.Tensor) -> tf.Tensor:
-  """The first 12 bytes of `encoded`, zero-padded: what the format checks read."""
-  return tf.strings.substr(tf.strings.join([encoded, b"\0" * 12]), 0, 12)
-
-
-def _tail_has(encoded: tf.Tensor, marker: bytes, tail: int) -> tf.Tensor:
-  """Whether `marker` occurs in the last `tail` bytes of `encoded`."""
-  size = tf.strings.length(encoded)
-  window = tf.io.decode_raw(tf.strings.substr(encoded, size - tf.minimum(size, tail), tail), tf.uint8)
-  starts = tf.maximum(tf.shape(window)[0] - len(marker) + 1, 0)
-  hits = tf.ones([starts], tf.bool)
-  for i, byte in enumerate(marker):
-    hits = tf.logical_and(hits, tf.equal(window[i:i + starts], byte))
-  return tf.reduce_any(hits)
-
-
-def _problems(encoded: tf.Tensor) -> list[tuple[tf.Tensor, str]]:
-  """(is this wrong, what) for each structural check of an encoded image."""
-  size = tf.cast(tf.strings.length(encoded), tf.int64)
-  head = _head(encoded)
-  png = tf.equal(tf.strings.substr(head, 0, 4), b"\x89PNG")
-  gif, bmp = tf.equal(tf.strings.substr(head, 0, 3), b"GIF"), tf.equal(tf.strings.substr(head, 0, 2), b"BM")
-  webp = tf.logical_and(tf.equal(tf.strings.substr(head, 0, 4), b"RIFF"), tf.equal(tf.strings.substr(head, 8, 4), b"WEBP"))
-  bmp_size = _little_endian(head, 2)  # The file's size (0 allowed for uncompressed bitmaps).
-  return [
-      (tf.equal(size, 0), "is empty (0 bytes)"),
-      # Some cameras append bytes after a JPEG's end marker: it is looked for in the last 64.
-      (tf.logical_and(tf.io.is_jpeg(encoded), tf.logical_not(_tail_has(encoded, b"\xff\xd9", 64))),
-       "is a truncated JPEG (its end marker is missing)"),
-      (tf.logical_and(png, tf.logical_not(_tail_has(encoded, b"IEND", 64))),
-       "is a truncated PNG (its IEND chunk is missing)"),
-      (tf.logical_and(gif, tf.logical_not(_tail_has(encoded, b";", 1))), "is a truncated GIF (its trailer is missing)"),
-      (tf.logical_and(bmp, size < bmp_size), "is a truncated BMP (shorter than its header says)"),
-      (tf.logical_and(webp, size < _little_endian(head, 4) + 8), "is a truncated WebP (shorter than its header says)"),
-  ]
+def _has(data: tf.Tensor, marker: bytes) -> tf.Tensor:
+  """Whether `marker` occurs in `data` (a scalar string): one split, where a byte-by-byte search takes many ops."""
+  _, _, shape = tf.raw_ops.StringSplitV2(input=tf.reshape(data, [1]), sep=marker)
+  return shape[1] > 1  # The most parts of an element.
 
 
 def check_encoded(key: tf.Tensor, encoded: tf.Tensor) -> tf.Tensor:
-  """`encoded`, after checks that fail the pipeline with `BAD_IMAGE`, `key` and what is wrong (module doc)."""
-  problems = _problems(encoded)
-  reason = tf.constant("")
-  for wrong, what in reversed(problems):  # The first problem found is the one named.
-    reason = tf.where(wrong, what, reason)
-  check = tf.debugging.Assert(tf.equal(reason, ""), [BAD_IMAGE, key, reason, SKIP_HINT])
+  """`encoded`, after checks that fail the pipeline with `BAD_IMAGE` and `key` (module docstring)."""
+  size = tf.strings.length(encoded)
+  tail = tf.strings.substr(encoded, size - tf.minimum(size, _TAIL), _TAIL)
+  png = tf.equal(tf.strings.substr(encoded, 0, 4), b"\x89PNG")
+  whole = tf.logical_and(
+      tf.logical_or(tf.logical_not(tf.io.is_jpeg(encoded)), _has(tail, b"\xff\xd9")),
+      tf.logical_or(tf.logical_not(png), _has(tail, b"IEND")))
+  key = tf.convert_to_tensor(key)
+  key = key if key.dtype == tf.string else tf.strings.as_string(key)  # Other data would put Assert in a cond.
+  check = tf.debugging.Assert(tf.logical_and(size > 0, whole), [BAD_IMAGE, key, SKIP_HINT])
   with tf.control_dependencies([check]):
     return tf.identity(encoded)
+
+
+def describe(data: bytes) -> str:
+  """What is wrong with an image file's contents `data` that do not decode, as the rest of a sentence."""
+  kind = folder.image_format(data[:12])
+  truncated = {
+      "JPEG": b"\xff\xd9" not in data[-_TAIL:],
+      "PNG": b"IEND" not in data[-_TAIL:],
+      "GIF": not data.endswith(b";"),
+      "BMP": len(data) < int.from_bytes(data[2:6], "little"),
+      "WebP": len(data) < int.from_bytes(data[4:8], "little") + 8,
+  }
+  if not data:
+    return "is empty (0 bytes)"
+  if not kind:
+    return f"is not a {folder.FORMATS} image by its contents"
+  if truncated[kind]:
+    return f"is a {kind} file cut short"
+  return f"is a {kind} file that does not decode (corrupt inside)"
+
+
+def _describe_file(key: str) -> str:
+  try:
+    with open(key, "rb") as f:
+      return describe(f.read())
+  except OSError:  # No longer there.
+    return "is empty or cut short"
 
 
 def watch(keys: np.ndarray) -> None:
@@ -144,21 +144,29 @@ def _decoder_failure_message(what: str) -> str:
   for paths in list(_watched):
     found = _first_undecodable(paths, deadline)
     if found is not None:
-      return f"corrupt image {found.decode()} does not decode ({what}): {SKIP_HINT}"
+      return f"corrupt image {found.decode()} {_describe_file(found.decode())} ({what}): {SKIP_HINT}"
     if time.monotonic() > deadline:
       break
-  return (f"an image does not decode ({what}) and the file was not found; pass --skip_bad_images, which decodes "
-          "every file once when the folder is listed and leaves out (and counts) those that fail")
+  if not _watched:  # No folder streamed: a TFDS dataset's image.
+    return f"an image of the dataset does not decode ({what}): the dataset is damaged; prepare it again"
+  return (f"an image does not decode ({what}) and the file was not found in {_SEARCH_SECONDS} s; pass "
+          "--skip_bad_images, which decodes every file once when the folder is listed and leaves out (and "
+          "counts) those that fail")
 
 
 def pipeline_error_message(error: Exception) -> str:
   """The one-line message of an input pipeline's error about an image file, or '' for other errors."""
   text = str(error)
   if BAD_IMAGE in text:
-    # Assert prints its data items in brackets: [marker] [key] [reason] [hint]; a key may hold brackets.
+    # Assert prints its data items in brackets: [marker] [key] [what]; a key may hold brackets. `what` is
+    # SKIP_HINT from `check_encoded`, or what another reader says (tfds_stream: a damaged record).
     items = text.split(BAD_IMAGE, 1)[1].splitlines()[0].strip().removeprefix("] [").rsplit("]", 1)[0]
-    parts = items.rsplit("] [", 2)
-    return f"corrupt image {parts[0]} {parts[1]}: {SKIP_HINT}" if len(parts) == 3 else ""
+    key, what = items.rsplit("] [", 1) if "] [" in items else (items, "")
+    if what != SKIP_HINT:
+      return f"{key} {what}"
+    if key.isdigit():  # A TFDS split's example, by index (cnn/data/tfds_stream.py).
+      return f"example {key} of the dataset is an empty or cut-short image: the dataset is damaged; prepare it again"
+    return f"corrupt image {key} {_describe_file(key)}: {SKIP_HINT}"
   if isinstance(error, tf.errors.NotFoundError) and "{{node ReadFile}}" in text and _GONE in text:
     path = _message_line(text, text.index(_GONE))
     return (f"image file {path} is gone: deleted or moved after the run listed its folder; put it back, or "

@@ -31,10 +31,10 @@ from cnn.data import cache
 from cnn.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8")  # And WebP's RIFF....WEBP (`_is_image`).
-_FORMATS = "JPEG, PNG, BMP, GIF or WebP"
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8")  # And WebP's RIFF....WEBP (`image_format`).
+FORMATS = "JPEG, PNG, BMP, GIF or WebP"
 _CLASSES_SPLIT = "train"  # The split folder whose class folders are the classes.
-_LISTING_VERSION = 2  # Part of a cached listing's key: 2 leaves out hidden files and lists WebP.
+LISTING_VERSION = 2  # Keys cached listings and splits decoded from them; 2: hidden files left out, WebP listed.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +73,12 @@ def _hidden(path: pathlib.Path) -> bool:
   return path.name.startswith(".")  # .DS_Store, .ipynb_checkpoints, macOS's ._photo.jpg
 
 
-def _is_image(head: bytes) -> bool:
-  return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+def image_format(head: bytes) -> str:
+  """The format (JPEG, PNG, BMP, GIF, WebP) a file's first 12 bytes announce; '' for none of them."""
+  for magic, name in zip(_MAGIC, ("JPEG", "PNG", "BMP", "GIF")):
+    if head.startswith(magic):
+      return name
+  return "WebP" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else ""
 
 
 def _header_problem(path: pathlib.Path) -> str:
@@ -92,8 +96,8 @@ def _header_problem(path: pathlib.Path) -> str:
     return f"cannot be read ({e.strerror}): remove it or replace it"
   if not head:
     return "is empty (0 bytes): remove it or replace it"
-  if not _is_image(head):
-    return f"is not a {_FORMATS} image by its contents: remove it or convert it"
+  if not image_format(head):
+    return f"is not a {FORMATS} image by its contents: remove it or convert it"
   return ""
 
 
@@ -154,7 +158,7 @@ def _list_folder(root_path: pathlib.Path, split: str, classes: tuple[str, ...], 
     _refuse_extra_classes(root_path / split, classes)
   folders = [root_path / split, *(root_path / split / name for name in classes)]
   entry = cache_dir and cache.key(listing=str(root_path.resolve()), split=split, classes=classes,
-                                      skip_bad=decodable is not None, version=_LISTING_VERSION,
+                                      skip_bad=decodable is not None, version=LISTING_VERSION,
                                       mtimes=[p.stat().st_mtime_ns if p.is_dir() else 0 for p in folders])
   cached = cache.load(cache_dir, entry) if cache_dir else None
   paths, labels = (np.asarray(cached[0]), cached[1]) if cached else _list(root_path / split, classes, decodable)
@@ -219,9 +223,10 @@ def _list(split_dir: pathlib.Path, classes: tuple[str, ...],
   loose = sum(p.is_file() and not _hidden(p) for p in split_dir.iterdir())
   if ignored or loose:
     kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(ignored.items()))
-    logging.warning("%s: left out %d files that are not images by name or are hidden (%s)%s; images are "
-                    "read from <class>/ folders with suffixes %s", split_dir, sum(ignored.values()), kinds or "none",
-                    f", and {loose} files outside the class folders" if loose else "", ", ".join(IMAGE_SUFFIXES))
+    said = [f"{sum(ignored.values())} files that are not images by name or are hidden ({kinds})"] if ignored else []
+    said += [f"{loose} file{'s' if loose > 1 else ''} outside the class folders"] if loose else []
+    logging.warning("%s: left out %s; images are read from <class>/ folders with suffixes %s", split_dir,
+                    " and ".join(said), ", ".join(IMAGE_SUFFIXES))
   paths, labels = np.array(paths, dtype=np.bytes_), np.array(labels, np.int32)
   if decodable is not None and (labels >= 0).any():
     labels[labels >= 0] = np.where(decodable(paths[labels >= 0]), labels[labels >= 0], -1)

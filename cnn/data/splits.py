@@ -77,7 +77,8 @@ def open_split(source: DataSource, name: str, budget_bytes: int,
   if not _fits(name, decoded_bytes, budget_bytes, explain):
     return streaming, 0
   return _hold(source, streaming, decoded_bytes, dataset=str(source.root.resolve()), split=name,
-               files=[cache.files_fingerprint(source.root / n) for n in folder.split_folders(name)])
+               files=[cache.files_fingerprint(source.root / n) for n in folder.split_folders(name)],
+               listing=(folder.LISTING_VERSION, source.skip_bad_images))  # Which of the files are listed.
 
 
 def _hold(source: DataSource, streaming: stream.StreamSplit, decoded_bytes: int,

@@ -38,6 +38,11 @@ def read_encoded(key: tf.Tensor, read: Optional[Callable[[tf.Tensor], tf.Tensor]
   return bad_images.check_encoded(key, (read or tf.io.read_file)(key))
 
 
+def bad_image_message(error: Exception) -> str:
+  """The one-line message of an input pipeline's error about an image file or record, or '' for others."""
+  return bad_images.pipeline_error_message(error)
+
+
 def _watch(split: StreamSplit) -> None:
   if split.read is None:  # Files: searched if a decoder fails on one (`bad_images.pipeline_error_message`).
     bad_images.watch(split.keys)

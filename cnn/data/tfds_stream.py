@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cnn.data import bad_images
 from cnn.data import cache
 from cnn.data import preprocess
 from cnn.data import stream
@@ -62,7 +63,7 @@ def _scan(files: list[str], instructions) -> np.ndarray:
 def tfrecord_reader(files: list[str], table: np.ndarray) -> Callable[[tf.Tensor], tf.Tensor]:
   """`index -> serialized record` in the graph: record `files[table[i, 0]]` at byte `table[i, 1]`.
 
-  A record whose CRC does not match (or that the file no longer holds) fails with `stream.BAD_IMAGE`,
+  A record whose CRC does not match (or that the file no longer holds) fails with `bad_images.BAD_IMAGE`,
   the file and the offset: one line at the entry points.
   """
   file_names, records = tf.constant(files), tf.constant(table, tf.int64)
@@ -76,7 +77,7 @@ def tfrecord_reader(files: list[str], table: np.ndarray) -> Callable[[tf.Tensor]
     # A bad record is an error the reader follows by ending (its file is given up): found is False.
     found, serialized = (one.take(1).map(lambda record: (True, record)).ignore_errors()
                          .concatenate(tf.data.Dataset.from_tensors((False, ""))).take(1).get_single_element())
-    check = tf.debugging.Assert(found, [stream.BAD_IMAGE, filename, tf.strings.format(
+    check = tf.debugging.Assert(found, [bad_images.BAD_IMAGE, filename, tf.strings.format(
         "holds a damaged record at byte {}: the dataset is damaged; prepare it again", offset)])
     with tf.control_dependencies([check]):
       return tf.identity(serialized)

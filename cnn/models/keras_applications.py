@@ -10,15 +10,12 @@ with --normalization=standardize). Those with built-in preprocessing get it turn
 it off and divide by 255 inside, so they get their input ×255, which gives them back our range.
 """
 
-import collections
-import contextlib
 import difflib
 import inspect
-from typing import Iterator
 
-from keras.src.backend.common import global_state
 import tensorflow as tf
 
+from cnn import keras_internals
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.errors import UserError
@@ -31,23 +28,6 @@ def application_names() -> list[str]:
   """The architectures of `tf.keras.applications` (ResNet50, EfficientNetV2B0, ...), sorted."""
   return sorted(name for name in dir(tf.keras.applications)
                 if name[0].isupper() and callable(getattr(tf.keras.applications, name)))
-
-
-@contextlib.contextmanager
-def _fresh_layer_names() -> Iterator[None]:
-  """Auto-generated layer names (`conv2d_412`) counted from zero, as in a fresh process.
-
-  Checkpoints key variables by their paths, which hold the layer names; applications leave many
-  layers to Keras's process-wide name counter, so without this the paths would depend on what the
-  process built before (a second build, an evaluation after training).
-  """
-  key = "object_name_uids"  # keras.src.utils.naming's counter.
-  saved = global_state.get_global_attribute(key)
-  global_state.set_global_attribute(key, collections.defaultdict(int))
-  try:
-    yield
-  finally:
-    global_state.set_global_attribute(key, saved)
 
 
 class KerasApplication(tf.keras.Model):
@@ -65,7 +45,7 @@ class KerasApplication(tf.keras.Model):
     options = {"include_preprocessing": False} if "include_preprocessing" in inspect.signature(
         constructor).parameters else {}
     try:
-      with _fresh_layer_names():
+      with keras_internals.fresh_layer_names():
         self.backbone = constructor(include_top=False, weights=None, input_shape=tuple(image_shape),
                                     pooling="avg", **options)
     except ValueError as e:  # E.g. "Input size must be at least 75x75".
