@@ -39,7 +39,7 @@ def train(args, run_dir, kill_at=None):
 def final_state(run_dir):
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")))
   state = {k: reader.get_tensor(k).tobytes() for k in reader.get_variable_to_shape_map()
-           if not k.startswith(("iterator/", "save_counter/", "_CHECKPOINTABLE"))}
+           if not k.startswith(("iterator/", "save_counter/", "run_state/", "_CHECKPOINTABLE"))}
   results = json.loads(pathlib.Path(run_dir, "results.json").read_text())
   return state, {k: results[k] for k in METRICS}
 

@@ -17,7 +17,9 @@ Also measured each round: the input pipeline alone (images/s), and C and D fed o
 instead of the pipeline; their ratio says how input-bound the trainer is
 (input-bound fraction = 1 - fed-by-pipeline / fed-cached images/s).
 
-Every Config flag works here too (--dataset, --model, --batch_size, ...).
+Every Config flag works here too (--dataset, --model, --batch_size, ...). The data are opened as a run
+opens them: a TFDS dataset or a folder of images, each split in memory or streaming
+(--data_memory_budget_mb); A reads the examples each measurement needs into arrays first, untimed.
 """
 
 import dataclasses
@@ -43,6 +45,7 @@ from cnn import optim
 from cnn import evaluator
 from cnn import trainer
 from cnn.config import Config
+from cnn.data import stream
 from cnn.errors import UserError
 
 flags.define_config_flags()
@@ -71,9 +74,24 @@ _NETWORK_FIELDS = ("model", "conv_filters", "kernel_size", "strides", "padding",
 
 @dataclasses.dataclass
 class Data:
+  """The dataset's info and splits, each in memory or streaming (as a run opens them)."""
   info: data_lib.DatasetInfo
-  train: data_lib.Split
-  eval: data_lib.Split
+  train: "data_lib.Split | stream.StreamSplit"
+  eval: "data_lib.Split | stream.StreamSplit"
+
+
+def open_data(config: Config, eval_examples: int) -> Data:
+  """The run's dataset (TFDS or folder) and splits, opened as a run opens them (in memory within
+  --data_memory_budget_mb, else streaming), the eval split cut to its first `eval_examples`."""
+  source = data_lib.open_dataset(config)
+  train, evaluation = data_lib.open_splits(source, [config.train_split, config.eval_split],
+                                           config.data_memory_budget_mb)
+  if isinstance(evaluation, stream.StreamSplit):
+    evaluation = dataclasses.replace(evaluation, keys=evaluation.keys[:eval_examples],
+                                     labels=evaluation.labels[:eval_examples])
+  else:
+    evaluation = data_lib.Split(evaluation.images[:eval_examples], evaluation.labels[:eval_examples])
+  return Data(source.info, train, evaluation)
 
 
 class Contender:
@@ -133,7 +151,7 @@ class KerasFit(Contender):
       n = (lead_in + steps) * batch_size
       index = np.random.default_rng([self.config.seed, self.calls]).choice(
           len(self.data.train), n, replace=n > len(self.data.train))
-      self.model.fit(self.data.train.images[index] / 255.0, self.data.train.labels[index],
+      self.model.fit(data_lib.images_at(self.data.train, index) / 255.0, self.data.train.labels[index],
                      batch_size=batch_size, epochs=1, verbose=0, callbacks=[clock])
     else:
       dataset = data_lib.train_dataset(self.data.train, batch_size, self.config.seed + self.calls)
@@ -143,7 +161,8 @@ class KerasFit(Contender):
 
   def accuracy(self) -> float:
     if self.numpy:
-      return self.model.evaluate(self.data.eval.images / 255.0, self.data.eval.labels,
+      images = data_lib.images_at(self.data.eval, np.arange(len(self.data.eval)))
+      return self.model.evaluate(images / 255.0, self.data.eval.labels,
                                  batch_size=self.config.eval_batch_size, verbose=0)[1]
     dataset = data_lib.eval_dataset(self.data.eval, self.config.eval_batch_size)
     return self.model.evaluate(dataset.map(lambda images, labels, index: (images, labels)), verbose=0)[1]
@@ -240,10 +259,7 @@ def _settings(config: Config) -> str:
 def run_benchmark(config: Config, rounds: int, steps: int, lead_in: int, search_rounds: int,
                   search_steps: int, eval_examples: int) -> dict[str, Any]:
   """Loads the data once, chooses D, times the interleaved rounds; returns the report."""
-  builder = data_lib.get_builder(config.dataset, config.data_dir, config.download)
-  eval_split = data_lib.load_split(builder, config.eval_split)
-  data = Data(data_lib.dataset_info(builder), data_lib.load_split(builder, config.train_split),
-              data_lib.Split(eval_split.images[:eval_examples], eval_split.labels[:eval_examples]))
+  data = open_data(config, eval_examples)
   fastest, trials = search_fastest(config, data, search_rounds, search_steps, lead_in)
   logging.info("D: %s", _settings(fastest))
   contenders = {

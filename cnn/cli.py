@@ -122,8 +122,10 @@ def run(main: Callable[[Sequence[str]], None], takes_arguments: bool = False) ->
       print("stopped by SIGINT (Ctrl-C); nothing was saved at this point", file=sys.stderr)
       sys.exit(128 + signal.SIGINT)
     except Exception as e:  # pylint: disable=broad-except
-      from cnn.data import stream  # pylint: disable=import-outside-toplevel  # TensorFlow only when needed.
-      message = stream.bad_image_message(e)  # A corrupt image met in the input pipeline: one line.
+      # pylint: disable-next=import-outside-toplevel  # TensorFlow only when needed.
+      from cnn.data import bad_images, service
+      # A corrupt or vanished image met in the input pipeline; a tf.data service worker far behind.
+      message = bad_images.pipeline_error_message(e) or service.error_message(e)
       if not message:
         raise
       _fail(message)

@@ -50,7 +50,8 @@ class Config:
                                  "listed and leave out (and count) those that fail, instead of stopping.")
   train_crop: str = _field("none", "Training view of each image: none (as evaluation sees it) or random_resized "
                            "(a random crop of --crop_scale of the area and --crop_ratio aspect, resized to "
-                           "--image_size; the split then streams). --augment applies after it.",
+                           "--image_size, else to a fixed-size dataset's own size; the split then streams). "
+                           "--augment applies after it.",
                            choices=("none", "random_resized"))
   crop_scale: tuple[float, ...] = _field((0.08, 1.0), "random_resized: MIN,MAX fraction of the image's area.",
                                          above=0.0, maximum=1.0)
@@ -85,6 +86,9 @@ class Config:
   optimizer: str = _field("adam", "Optimizer: adam, adamw, radam (rectified Adam, Liu et al. 2019), sgd or "
                           "nesterov (sgd with Nesterov momentum).")
   learning_rate: float = _field(1e-3, "Learning rate.", above=0.0)
+  lr_reference_batch: int = _field(0, "The batch size --learning_rate is given for: the run's peak rate is "
+                                   "--learning_rate × --batch_size / this (linear scaling, Goyal et al. 2017), "
+                                   "logged at start; 0: --learning_rate as given.", minimum=0)
   momentum: float = _field(0.9, "SGD momentum; Adam's beta_1.", minimum=0.0, below=1.0)
   adam_beta2: float = _field(0.999, "Adam: decay of the squared-gradient average (fast.ai's short "
                              "recipes: 0.99).", minimum=0.0, below=1.0)
@@ -111,8 +115,8 @@ class Config:
   normalization_mean: tuple[float, ...] = _field((), "Per-channel means in [0, 1] units for "
                                                  "--normalization=standardize (empty: computed).",
                                                  allow_empty=True)
-  normalization_std: tuple[float, ...] = _field((), "Per-channel standard deviations in [0, 1] units "
-                                                "(empty: computed).", allow_empty=True, above=0.0)
+  normalization_std: tuple[float, ...] = _field((), "Per-channel standard deviations in [0, 1] units, with "
+                                                "--normalization_mean (empty: computed).", allow_empty=True, above=0.0)
   lr_schedule: str = _field("constant", "Learning-rate schedule (linear with a warmup is the one-cycle / "
                             "piecewise-linear schedule).", choices=("constant", "piecewise", "cosine", "linear"))
   lr_boundaries: tuple[int, ...] = _field((), "Piecewise schedule: steps (or epochs, see "
@@ -227,8 +231,27 @@ class Config:
   jit_compile: bool = _field(False, "Compile the train and eval steps with XLA.")
   peak_tflops: float = _field(0.0, "One device's peak TFLOP/s at --precision, for MFU = achieved TFLOP/s / "
                               "(this × replicas on all workers) (0: unknown, no MFU).", minimum=0.0)
-  target_accuracy: float = _field(0.0, "Report the wall seconds and steps at which eval accuracy first "
-                                  "reaches this (0: off).", minimum=0.0, maximum=1.0)
+  target_accuracy: float = _field(0.0, "Report the training seconds (evaluation left out, counted across "
+                                  "resumes) and steps at which eval accuracy first reaches this (0: off).",
+                                  minimum=0.0, maximum=1.0)
+
+  # Evaluation: when, on what, which metrics, which checkpoints are the best (cnn/controller.py,
+  # cnn/evaluator.py, cnn/actions.py). None changes what is trained.
+  _section("Evaluation")
+  eval_every_steps: int = _field(0, "Steps between evaluations (0: every --eval_every_epochs); the run's last "
+                                 "step is always evaluated.", minimum=0)
+  eval_every_epochs: float = _field(1.0, "Epochs between evaluations when --eval_every_steps is 0 (fractions "
+                                    "allowed).", above=0.0)
+  eval_at_start: bool = _field(False, "Also evaluate at step 0, before training (not when resuming).")
+  eval_splits: str = _field("", "More eval sets, evaluated with --eval_split at every evaluation: comma-separated "
+                            "[NAME=]SPLIT, e.g. val=train[90%:],test[:5000]; each reported as NAME/accuracy, ... "
+                            "(NAME defaults to the split made a name: test[:5000] → test_5000).")
+  eval_top_k: int = _field(0, "Also report top-k accuracy (topK_accuracy) at every evaluation; 0: 5 when the "
+                           "dataset has more than 10 classes, else none; 1: none.", minimum=0)
+  best_metric: str = _field("", "The metric that picks the best checkpoints, a column of metrics.csv, e.g. "
+                            "eval/accuracy, eval_ema/accuracy, val/loss (names ending in loss: lower is better); "
+                            "empty: eval_ema/accuracy under --ema_decay, else eval/accuracy.")
+  keep_best: int = _field(1, "The best checkpoints kept by --best_metric, in checkpoints/best/.", minimum=1)
 
   def validate(self) -> "Config":
     """Checks numbers and choices; raises UserError naming the flag. Returns self."""
@@ -263,8 +286,14 @@ class Config:
       raise UserError("--freeze_after_epochs needs --freeze_variables (the variables to freeze)")
     for name in ("weight_decay_exclude", "freeze_variables"):
       variable_patterns(getattr(self, name), name)  # Refused up front, whether or not they are used.
+    # Statistics are given together (both used) or not at all (both computed): one alone would be ignored.
+    if self.normalization_std and not self.normalization_mean:
+      raise UserError("--normalization_std needs --normalization_mean (give both, or neither to compute both "
+                      "from the training split)")
     if self.normalization_mean and len(self.normalization_mean) != len(self.normalization_std):
       raise UserError("--normalization_mean and --normalization_std need one value per channel each")
+    if self.normalization_mean and self.normalization != "standardize":
+      raise UserError("--normalization_mean and --normalization_std need --normalization=standardize")
     return self
 
   def to_flagfile(self) -> str:
@@ -289,11 +318,14 @@ OPERATIONAL_FIELDS = frozenset({
     "keep_checkpoints", "histogram_every_steps", "summary_images", "confusion_matrix", "write_graph",
     "profile_steps", "strategy", "cpu_devices", "cluster", "tpu", "startup_timeout_seconds", "data_service",
     "steps_per_loop", "peak_tflops", "target_accuracy", "test_split",
+    "eval_every_steps", "eval_every_epochs", "eval_at_start", "eval_splits", "eval_top_k", "best_metric",
+    "keep_best",
 })
 # The fields a resumed run may change: its length and the operational fields, except those that
 # change the structure of the checkpointed (distributed) data iterator. Every other field must match
 # the run's flags.txt for `--run_dir` to resume.
-RESUMABLE_FIELDS = (OPERATIONAL_FIELDS | {"epochs", "train_steps"}) - {"strategy", "cpu_devices"}
+# --best_metric is not: the checkpoint's best values are of the run's metric.
+RESUMABLE_FIELDS = (OPERATIONAL_FIELDS | {"epochs", "train_steps"}) - {"strategy", "cpu_devices", "best_metric"}
 
 
 def variable_patterns(patterns: str, flag: str) -> list[re.Pattern]:

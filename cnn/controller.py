@@ -4,8 +4,9 @@
 train loop (cnn/train_loop.py) with up to --steps_per_loop steps, cutting a call where something
 is due (`steps_to_next`): a progress line, a checkpoint, a histogram step (a call of one step
 with `histograms=True`), the ends of the profile window. After each call it runs the step actions
-(the NaN guard), the checkpoint cadence, and the preemption check; at each epoch end it
-evaluates (cnn/evaluator.py) and runs the eval actions (cnn/actions.py).
+(the NaN guard), the checkpoint cadence, and the preemption check; every --eval_every_steps (or
+--eval_every_epochs), at the last step and, with --eval_at_start, at step 0 it evaluates every eval
+set (cnn/evaluator.py) and runs the eval actions (cnn/actions.py); it saves at each epoch end.
 """
 
 import dataclasses
@@ -24,6 +25,11 @@ from cnn import summaries
 from cnn import throughput as throughput_lib
 from cnn import train_loop as train_loop_lib
 from cnn.config import Config
+
+
+def eval_every_steps(config: Config, steps_per_epoch: int) -> int:
+  """Steps between evaluations: --eval_every_steps, or --eval_every_epochs of `steps_per_epoch` (at least 1)."""
+  return config.eval_every_steps or max(1, round(config.eval_every_epochs * steps_per_epoch))
 
 
 def steps_to_next(step: int, config: Config) -> list[int]:
@@ -66,6 +72,7 @@ class Progress:
     rates = self.throughput.rates(self.interval_steps, time.perf_counter() - self.interval_start)
     eta = (self.total_steps - step) * rates["step_seconds"]
     scalars = {**rates, "gradient_norm": float(outputs["gradient_norm"]),
+               "learning_rate": float(outputs["learning_rate"]),  # The rate of `step`, not of the next.
                "peak_host_memory_mb": throughput_lib.peak_host_memory_mb(),
                **summaries.train_scalars(self.model, self.optimizer)}
     train_results = self.train_loop.metrics.result()
@@ -82,12 +89,13 @@ class Progress:
 class Controller:
   """Drives a run from `train_loop.step` to `total_steps`; see the module's docstring.
 
-  `train_seconds` (time in train loop calls, evaluation excluded), `loop_start` and `eval_results`
-  (the last epoch-end evaluation's) are read for the run's results.
+  `train_seconds` (time in train loop calls, evaluations excluded), `loop_start`, `eval_results`
+  (the last evaluation's of --eval_split with the reported weights) and `eval_metrics` (the last
+  evaluation's, every set by name) are read for the run's results.
   """
   config: Config
   train_loop: train_loop_lib.TrainLoop
-  evaluator: evaluator_lib.Evaluator
+  evaluators: Sequence[evaluator_lib.Evaluator]  # --eval_split's first, then --eval_splits'.
   checkpointer: checkpoints.Checkpointer
   preemption: preemption_lib.Preemption
   profiler: summaries.Profiler
@@ -96,31 +104,41 @@ class Controller:
   eval_actions: Sequence[actions_lib.EvalAction]
   steps_per_epoch: int
   total_steps: int
+  eval_every: int = 0  # Steps between evaluations (0: one epoch); the last step is always evaluated.
 
   def run(self) -> int:
-    """Trains and evaluates at each epoch end; returns the last step. Raises Interrupted on a signal."""
-    self.train_seconds, self.loop_start, self.eval_results = 0.0, time.perf_counter(), None
+    """Trains and evaluates when due; returns the last step. Raises Interrupted on a signal."""
+    self.train_seconds, self.eval_seconds, self.loop_start = 0.0, 0.0, time.perf_counter()
+    self.eval_results, self.eval_metrics = None, None
+    self.eval_every = self.eval_every or self.steps_per_epoch
     step, num_epochs = self.train_loop.step, math.ceil(self.total_steps / self.steps_per_epoch)
+    if step == 0 and self.config.eval_at_start:
+      self.evaluate(0, 0)
     for epoch in range(step // self.steps_per_epoch + 1, num_epochs + 1):
-      epoch_start = time.perf_counter()
+      epoch_start, eval_seconds = time.perf_counter(), self.eval_seconds
       step = self.train_epoch(epoch)
-      self.train_seconds += time.perf_counter() - epoch_start
+      self.train_seconds += time.perf_counter() - epoch_start - (self.eval_seconds - eval_seconds)
       if step > self.total_steps:
         break  # Resumed past a shortened --train_steps: nothing left to train.
-      self.evaluate(step, epoch, num_epochs)
+      self.checkpointer.save(step, epoch)  # At each epoch end (already saved if it was evaluated).
     self.profiler.stop()
     self.checkpointer.save(step, math.ceil(step / self.steps_per_epoch))
     return step
 
+  def eval_due(self, step: int) -> bool:
+    return step % self.eval_every == 0 or step == self.total_steps
+
   def train_epoch(self, epoch: int) -> int:
-    """Runs the train loop to the end of `epoch` (or of the run), in calls cut where something is due."""
+    """Runs the train loop to the end of `epoch` (or of the run), in calls cut where something is due,
+    evaluating where due."""
     config, step = self.config, self.train_loop.step
     if step % self.steps_per_epoch == 0:  # Not when resuming mid-epoch: the running means were restored.
       self.train_loop.metrics.reset()
     self.progress.start_interval()
     epoch_end = min(epoch * self.steps_per_epoch, self.total_steps)
     while step < epoch_end:
-      num_steps, histograms = next_call(step, epoch_end, config, self.preemption.steps_to_next_signal(step))
+      also_end_in = [*self.preemption.steps_to_next_signal(step), self.eval_every - step % self.eval_every]
+      num_steps, histograms = next_call(step, epoch_end, config, also_end_in)
       with self.profiler.step(step + 1, step + num_steps):
         outputs = self.train_loop.train(num_steps, histograms)
       step = self.train_loop.step
@@ -132,24 +150,43 @@ class Controller:
       self.stop_if_requested(step, epoch)
       if step % config.log_every_steps == 0:
         self.progress.log(step, epoch, outputs)
+      if self.eval_due(step):
+        self.evaluate(step, epoch)
+        self.progress.start_interval()  # The next rates are of training alone.
     return step
 
-  def evaluate(self, step: int, epoch: int, num_epochs: int) -> None:
-    """The epoch-end evaluation, its log line and the eval actions (summaries, checkpoints, ...)."""
+  def evaluation(self) -> tuple[list[evaluator_lib.Pass], dict[str, float]]:
+    """Every eval set's passes, and their metrics by name; the last results kept for the run's results."""
+    passes = [eval_pass for evaluator in self.evaluators for eval_pass in evaluator.evaluate()]
+    self.eval_metrics = {name: value for eval_pass in passes for name, value in eval_pass.metrics().items()}
+    self.eval_results = self.evaluators[0].results
+    return passes, self.eval_metrics
+
+  def evaluate(self, step: int, epoch: int) -> None:
+    """An evaluation, its log line and the eval actions (summaries, checkpoints, metrics.csv, ...)."""
+    start = time.perf_counter()
     train_results = self.train_loop.metrics.result()
-    self.eval_results, outputs = self.evaluator.evaluate()
-    logging.info("epoch %d/%d  step %d  train loss %.4f accuracy %.4f  eval loss %.4f accuracy %.4f",
-                 epoch, num_epochs, step, train_results["loss"], train_results["accuracy"],
-                 self.eval_results["loss"], self.eval_results["accuracy"])
-    event = actions_lib.EvalEvent(step, epoch, self.eval_results, outputs, time.perf_counter() - self.loop_start)
+    passes, metrics = self.evaluation()
+    logging.info("epoch %d/%d  step %d  train loss %.4f accuracy %.4f  %s", epoch,
+                 math.ceil(self.total_steps / self.steps_per_epoch), step, train_results["loss"],
+                 train_results["accuracy"], "  ".join(_describe(eval_pass) for eval_pass in passes))
+    reported = next(eval_pass for eval_pass in passes if eval_pass.reported)  # --eval_split's.
+    event = actions_lib.EvalEvent(step, epoch, self.eval_results, reported.outputs,
+                                  time.perf_counter() - self.loop_start, passes, metrics)
     for action in self.eval_actions:
       action(event)
+    self.eval_seconds += time.perf_counter() - start
     self.stop_if_requested(step, epoch)
 
   def stop_if_requested(self, step: int, epoch: int) -> None:
     """On a signal to any worker: saves after `step` on every worker and raises Interrupted."""
     if self.preemption.requested():
       self.preemption.stop(lambda: self.checkpointer.save(step, epoch), self.checkpointer.directory, step)
+
+
+def _describe(eval_pass: evaluator_lib.Pass) -> str:
+  """`eval_ema loss 0.1234 accuracy 0.9500 top5_accuracy 0.9900`."""
+  return " ".join([eval_pass.prefix] + [f"{name} {value:.4f}" for name, value in eval_pass.results.items()])
 
 
 def _duration(seconds: float) -> str:

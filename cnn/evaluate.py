@@ -1,9 +1,11 @@
 """Evaluates a run's checkpoint: `python -m cnn.evaluate --run_dir=DIR [--checkpoint=best] [--split=test]`.
 
-Prints loss, accuracy, per-class accuracy and the confusion matrix, and writes them to
-`<run_dir>/eval_<split>.json`. The model and data settings come from the run's flags.txt.
+Prints loss, accuracy, top-k accuracy, per-class accuracy and the confusion matrix, and writes them
+to `<run_dir>/eval_<split>.json`. The model and data settings come from the run's flags.txt. With
+`--watch` it evaluates each checkpoint of a running job as it appears (cnn/watch.py).
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -16,6 +18,7 @@ import tensorflow as tf
 from cnn import augment
 from cnn import cli
 from cnn import data as data_lib
+from cnn import eval_sets
 from cnn import evaluator
 from cnn import inference
 from cnn import steps
@@ -25,16 +28,63 @@ cli.define_flag(flags.DEFINE_string, "run_dir", "", "The run directory to evalua
 cli.define_flag(flags.DEFINE_string, "checkpoint", "latest", "Checkpoint: latest, best, or a checkpoint path.")
 cli.define_data_location_flags()
 cli.define_flag(flags.DEFINE_string, "split", "", "TFDS split to evaluate on (empty: the run's --eval_split).")
+cli.define_flag(flags.DEFINE_integer, "eval_top_k", 0, "Also report top-k accuracy (0: as the run; 1: none).",
+                lower_bound=0)
+cli.define_flag(flags.DEFINE_bool, "watch", False,
+                "Side-car evaluator: evaluate each new checkpoint of the run as it appears, into "
+                "<run_dir>/watch/ (summaries and metrics.csv), until the run ends (cnn/watch.py).")
+cli.define_flag(flags.DEFINE_float, "watch_timeout_seconds", 3600.0,
+                "--watch: stop after this long without a new checkpoint (0: never).", lower_bound=0.0)
+cli.define_flag(flags.DEFINE_float, "watch_poll_seconds", 5.0, "--watch: seconds between looks for checkpoints.",
+                lower_bound=0.0)
+cli.define_flag(flags.DEFINE_boolean, "skip_bad_images", False, "A folder dataset: leave out (and count, in the "
+                "log) the split's images that do not decode, as the run's own --skip_bad_images would.")
 
 _MAX_MATRIX_CLASSES = 20  # A larger confusion matrix is only written to the JSON file.
 
 
-def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "", data_dir: str = "",
-                        dataset: str = "") -> dict[str, Any]:
-  """Loss, accuracy, per-class accuracy and confusion matrix of a run's checkpoint on a split.
+@dataclasses.dataclass
+class SplitEvaluation:
+  """A trained run's model and one split, opened once and evaluated as the trainer evaluates.
 
   The model and its inputs are the run's evaluations' (moving averages, precision, TTA,
-  standardisation, XLA), so the run's eval split gives the numbers the run logged for the checkpoint.
+  standardisation, XLA); restoring another checkpoint into `trained.model` (`inference.restore_model`)
+  and calling `evaluate()` again evaluates that one (`python -m cnn.evaluate --watch`).
+  """
+  trained: inference.TrainedModel
+  split: str
+  examples: Any
+  eval_step: steps.EvalStep
+  metrics: steps.Metrics
+  dataset: Any
+
+  @classmethod
+  def open(cls, trained: inference.TrainedModel, split: str = "", top_k: int = 0) -> "SplitEvaluation":
+    """`split` (empty: the run's --eval_split), with top-`top_k` accuracy (0: the run's --eval_top_k)."""
+    config = trained.config
+    split = split or config.eval_split
+    # Opened and read as the trainer's evaluations do: in memory or streaming, the same views.
+    examples, = data_lib.open_splits(trained.source, [split], config.data_memory_budget_mb, train_first=False)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+    top_k = eval_sets.top_k(dataclasses.replace(config, eval_top_k=top_k or config.eval_top_k),
+                            trained.info.num_classes)
+    metrics = steps.Metrics("eval", top_k)
+    eval_step = steps.make_eval_step(augment.with_tta(trained.model, config.tta), loss_fn, metrics,
+                                     tf.distribute.get_strategy(), config.jit_compile)
+    dataset = data_lib.eval_dataset(examples, config.eval_batch_size, mean_std=trained.mean_std)
+    return cls(trained, split, examples, eval_step, metrics, dataset)
+
+  def evaluate(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Loss, accuracy (and top-k accuracy), and each example's prediction in split order."""
+    return evaluator.evaluate_pass(self.eval_step, self.dataset, self.metrics)  # As the trainer evaluates.
+
+
+def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "", data_dir: str = "",
+                        dataset: str = "", top_k: int = 0, skip_bad_images: bool = False) -> dict[str, Any]:
+  """Loss, accuracy, top-k accuracy, per-class accuracy and confusion matrix of a run's checkpoint on a split.
+
+  The model and its inputs are the run's evaluations' (`SplitEvaluation`), so the run's eval split
+  gives the numbers the run logged for the checkpoint.
 
   Args:
     run_dir: the run directory.
@@ -42,21 +92,19 @@ def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "
     split: a TFDS split (slicing allowed) or a folder dataset's split folder; empty for the run's eval split.
     data_dir: the dataset's location on this machine, if not the run's --data_dir.
     dataset: for a run on `folder:PATH`, the folder on this machine (`folder:OTHER_PATH`).
+    top_k: also report top-k accuracy (0: as the run, --eval_top_k; 1: none).
+    skip_bad_images: leave out the folder split's files that do not decode (else the run's setting).
 
   Returns:
     The contents of `<run_dir>/eval_<split>.json`; `confusion_matrix[i][j]` counts examples of
     class i predicted as class j.
   """
   trained = inference.load_trained_model(run_dir, checkpoint, data_dir, dataset)
-  split = split or trained.config.eval_split
-  # Opened and read as the trainer's evaluations do: in memory or streaming, the same views.
-  examples, = data_lib.open_splits(trained.source, [split], trained.config.data_memory_budget_mb, train_first=False)
-  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-  metrics = steps.Metrics("eval")
-  eval_step = steps.make_eval_step(augment.with_tta(trained.model, trained.config.tta), loss_fn, metrics,
-                                   tf.distribute.get_strategy(), trained.config.jit_compile)
-  dataset = data_lib.eval_dataset(examples, trained.config.eval_batch_size, mean_std=trained.mean_std)
-  eval_results, outputs = evaluator.evaluate_pass(eval_step, dataset, metrics)  # As the trainer evaluates.
+  if skip_bad_images:
+    trained.source = dataclasses.replace(trained.source, skip_bad_images=True)
+  evaluation = SplitEvaluation.open(trained, split, top_k)
+  split, examples = evaluation.split, evaluation.examples
+  eval_results, outputs = evaluation.evaluate()
   matrix = tf.math.confusion_matrix(examples.labels, outputs["predictions"],
                                     num_classes=trained.info.num_classes).numpy()
   per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
@@ -82,8 +130,10 @@ def format_table(results: dict[str, Any]) -> str:
   """The results as text: a summary line, per-class accuracy, and the confusion matrix."""
   names, matrix = results["class_names"], np.array(results["confusion_matrix"])
   width = max(len(n) for n in names)
+  top_k = "".join(f", {key.replace('_', ' ')} {value:.4f}" for key, value in results.items()
+                  if re.fullmatch(r"top\d+_accuracy", key))
   lines = [f"{results['split']}: {results['num_examples']} examples, loss {results['loss']:.4f}, "
-           f"accuracy {results['accuracy']:.4f}  ({results['checkpoint']})", "",
+           f"accuracy {results['accuracy']:.4f}{top_k}  ({results['checkpoint']})", "",
            f"{'class':<{width}}  {'examples':>8}  accuracy"]
   for i, name in enumerate(names):
     lines.append(f"{name:<{width}}  {matrix[i].sum():>8}  {results['per_class_accuracy'][name]:.4f}")
@@ -99,7 +149,13 @@ def format_table(results: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str]) -> None:
   del argv  # Unused: cli.run rejects positional arguments.
-  results = evaluate_checkpoint(cli.required("run_dir"), FLAGS.checkpoint, FLAGS.split, *cli.data_location())
+  if FLAGS.watch:
+    from cnn import watch  # pylint: disable=import-outside-toplevel  # It imports this module.
+    watch.watch(cli.required("run_dir"), FLAGS.split, *cli.data_location(), top_k=FLAGS.eval_top_k,
+                timeout_seconds=FLAGS.watch_timeout_seconds, poll_seconds=FLAGS.watch_poll_seconds)
+    return
+  results = evaluate_checkpoint(cli.required("run_dir"), FLAGS.checkpoint, FLAGS.split, *cli.data_location(),
+                                top_k=FLAGS.eval_top_k, skip_bad_images=FLAGS.skip_bad_images)
   print(format_table(results))
   print(f"\nwritten to {results['path']}")
 

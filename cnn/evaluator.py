@@ -1,16 +1,20 @@
 """The evaluator (Orbit's): one pass over an eval dataset, as every evaluation of a run is done.
 
-An `Evaluator` evaluates the weights the run reports (the moving average under --ema_decay), with
-test-time augmentation (--tta) already in its eval step, and gives the mean loss and accuracy
-and each example's prediction in split order. A run has one per eval set: the eval split at each
-epoch end, and the final --test_split; a second eval set is one more `Evaluator`.
+An `Evaluator` evaluates the model's weights and, under --ema_decay, their moving averages (the
+weights the run reports), with test-time augmentation (--tta) already in its eval step; each
+`Pass` gives the mean loss, accuracy and top-k accuracy, and each example's prediction in split
+order. A run has one per eval set (cnn/eval_sets.py): --eval_split and each of --eval_splits at
+every evaluation, and the final --test_split.
 """
 
-from typing import Iterable, Optional
+import contextlib
+import dataclasses
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from cnn import eval_sets
 from cnn import optim
 from cnn import steps
 from cnn import throughput
@@ -31,27 +35,49 @@ def evaluate_pass(eval_step: steps.EvalStep, dataset: Iterable,
   return metrics.result(), {key: values[order] for key, values in outputs.items()}
 
 
+@dataclasses.dataclass
+class Pass:
+  """One pass over an eval set with one set of weights."""
+  prefix: str  # Its metrics' prefix and TensorBoard directory (cnn/eval_sets.py): eval, eval_ema, val, ...
+  results: dict[str, float]  # Mean loss, accuracy (and top-k accuracy).
+  outputs: dict[str, np.ndarray]  # Each example's predictions and confidence, in split order.
+  split: Any  # The eval set's examples, in that order.
+  reported: bool  # The weights the run reports (the averages under --ema_decay): images, results.json.
+
+  def metrics(self) -> dict[str, float]:
+    """The results as `<prefix>/<metric>`."""
+    return {f"{self.prefix}/{key}": value for key, value in self.results.items()}
+
+
 class Evaluator:
-  """One eval set: `evaluate()` is a pass over it with the weights evaluation uses.
+  """One eval set: `evaluate()` passes over it with the model's weights, then (--ema_decay) the averages.
 
   Args:
-    name: the split's name (e.g. "test"), for logs and results.
+    name: the set's name (cnn/eval_sets.py: `eval` for --eval_split), for metrics and logs.
+    split: its examples (for the images of misclassified examples).
     dataset: its distributed batches of (images, labels, indices).
     eval_step: the compiled eval step (TTA included).
     metrics: the eval metrics the step updates.
     model: the model, and `optimizer`, whose moving averages (--ema_decay) are swapped in.
   """
 
-  def __init__(self, name: str, dataset: Iterable, eval_step: steps.EvalStep, metrics: steps.Metrics,
+  def __init__(self, name: str, split: Any, dataset: Iterable, eval_step: steps.EvalStep, metrics: steps.Metrics,
                model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer):
-    self.name, self.dataset, self.eval_step, self.metrics = name, dataset, eval_step, metrics
+    self.name, self.split, self.dataset, self.eval_step, self.metrics = name, split, dataset, eval_step, metrics
     self.model, self.optimizer = model, optimizer
+    self.averaged = bool(optim.moving_averages(model, optimizer))
     self.retraces = throughput.RetraceWatch(f"the eval step ({name})", eval_step)
-    self.results: Optional[dict[str, float]] = None  # Of the last pass.
+    self.results: Optional[dict[str, float]] = None  # Of the last pass with the reported weights.
 
-  def evaluate(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """The mean loss and accuracy, and each example's `predictions` and `confidence` in split order."""
-    with optim.averaged_weights(self.model, self.optimizer):  # The moving average when --ema_decay is set.
-      self.results, outputs = evaluate_pass(self.eval_step, self.dataset, self.metrics)
+  def evaluate(self) -> list[Pass]:
+    """A pass with the model's own weights, and with --ema_decay one with the averages (reported last)."""
+    passes = []
+    for prefix in eval_sets.prefixes(self.name, self.averaged):
+      averages = prefix != self.name
+      with optim.averaged_weights(self.model, self.optimizer) if averages else contextlib.nullcontext():
+        results, outputs = evaluate_pass(self.eval_step, self.dataset, self.metrics)
+      passes.append(Pass(prefix, results, outputs, self.split, reported=False))
+    passes[-1].reported = True
+    self.results = passes[-1].results
     self.retraces.check()
-    return self.results, outputs
+    return passes

@@ -1,7 +1,8 @@
 """`--init_from=PATH`: start a run from another model's weights (fine-tuning, transfer learning).
 
 PATH is a training checkpoint written by cnn (`<run_dir>/checkpoints/ckpt-500`, or a run directory:
-its latest checkpoint; only the model's variables are read, not the optimizer nor the step), or a
+its latest checkpoint; only the model's variables are read, not the optimizer nor the step: under
+--ema_decay their moving averages, the weights its evaluations used), or a
 Keras weights file (`.weights.h5`, from `model.save_weights` of the same model). Every variable must
 exist on both sides with the same shape, except the classifier head when the class count differs:
 the variables whose shapes differ only in their last dimension, which is the class count here (one
@@ -13,8 +14,8 @@ checkpoint over it, so the run's checkpoint wins.
 """
 
 import os
-import shutil
 import tempfile
+import warnings
 
 from absl import logging
 import h5py
@@ -25,7 +26,7 @@ from cnn import inference
 from cnn.errors import UserError
 
 Shapes = dict[str, tuple[int, ...]]
-_PREFIX, _SUFFIX = "model_variables/", "/.ATTRIBUTES/VARIABLE_VALUE"
+_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def initialize(model: tf.keras.Model, path: str, num_classes: int) -> None:
@@ -63,50 +64,61 @@ def head_variables(saved: Shapes, here: Shapes, num_classes: int, path: str) -> 
 
 
 def _load_checkpoint(model: tf.keras.Model, path: str, num_classes: int) -> set[str]:
-  """From a cnn training checkpoint (or a run directory's latest); returns the head's variable names."""
+  """From a cnn training checkpoint (or a run directory's latest); returns the head's variable names.
+
+  Under --ema_decay the checkpoint also holds the moving averages (`averages/`): those are taken, as
+  the run's evaluations, `cnn.evaluate` and `cnn.export` use them (`inference.restore_model`).
+  """
   if os.path.isdir(path):
     path = inference.resolve(path, "latest")
   elif not tf.io.gfile.exists(path + ".index"):
     raise UserError(f"--init_from={path} is neither a checkpoint (no {path}.index), a run directory, nor "
                     "a .weights.h5 file")
   try:
-    saved = {checkpoints._unescape(name[len(_PREFIX):-len(_SUFFIX)]): tuple(shape)  # pylint: disable=protected-access
-             for name, shape in tf.train.list_variables(path)
-             if name.startswith(_PREFIX) and name.endswith(_SUFFIX)}
+    listed = tf.train.list_variables(path)
   except (tf.errors.OpError, IndexError) as e:
     raise UserError(f"--init_from={path} cannot be read: {str(e).strip().splitlines()[0]}") from None
+  saved, averaged = (_saved_under(listed, prefix) for prefix in ("model_variables/", "averages/"))
   variables = checkpoints.model_variables(model)
   head = head_variables(saved, {name: tuple(v.shape) for name, v in variables.items()}, num_classes, path)
   kept = {name: v for name, v in variables.items() if name not in head}
-  tf.train.Checkpoint(model_variables=kept).read(path).expect_partial().assert_existing_objects_matched()
+  groups = {"model_variables": {name: v for name, v in kept.items() if name not in averaged},
+            "averages": {name: v for name, v in kept.items() if name in averaged}}
+  tf.train.Checkpoint(**{group: members for group, members in groups.items() if members}).read(
+      path).expect_partial().assert_existing_objects_matched()
   return head
+
+
+def _saved_under(listed: list[tuple[str, list[int]]], prefix: str) -> Shapes:
+  """The shapes of a checkpoint's variables under `prefix` (e.g. `model_variables/`), keyed by path."""
+  return {checkpoints._unescape(name[len(prefix):-len(_SUFFIX)]): tuple(shape)  # pylint: disable=protected-access
+          for name, shape in listed if name.startswith(prefix) and name.endswith(_SUFFIX)}
 
 
 def _load_weights_file(model: tf.keras.Model, path: str, num_classes: int) -> set[str]:
   """From a Keras `.weights.h5` file; returns the head's entries (the file's dataset paths).
 
   Keras names the file's entries by its own walk of the model (`layers/dense/vars/0`), so the model's
-  own weights, saved to a temporary file, give the entries to compare with; the head's entries of a
-  copy of the file are replaced by the model's fresh ones, and Keras loads the copy (checking it).
+  own weights, saved to a temporary file, give the entries to compare with. Once only the head
+  differs, Keras loads the file skipping the head's layer (`skip_mismatch`), which keeps its fresh
+  initialisation.
   """
   if not os.path.isfile(path):
     raise UserError(f"--init_from={path}: no such file")
   with tempfile.TemporaryDirectory() as tmp:
-    fresh, patched = os.path.join(tmp, "fresh.weights.h5"), os.path.join(tmp, "patched.weights.h5")
+    fresh = os.path.join(tmp, "fresh.weights.h5")
     model.save_weights(fresh)
-    shutil.copyfile(path, patched)
     try:
-      with h5py.File(patched, "r+") as theirs, h5py.File(fresh, "r") as ours:
+      with h5py.File(path, "r") as theirs, h5py.File(fresh, "r") as ours:
         head = head_variables(_dataset_shapes(theirs), _dataset_shapes(ours), num_classes, path)
-        for name in head:
-          del theirs[name]
-          theirs.create_dataset(name, data=ours[name][()])
     except OSError as e:
       raise UserError(f"--init_from={path} cannot be read as a Keras weights file: {e}") from None
-    try:
-      model.load_weights(patched)
-    except ValueError as e:
-      raise UserError(f"--init_from={path} does not fit this model: {str(e).strip().splitlines()[0]}") from None
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # Keras warns of each layer it skips: the head, which `initialize` logs.
+      model.load_weights(path, skip_mismatch=bool(head))
+  except ValueError as e:
+    raise UserError(f"--init_from={path} does not fit this model: {str(e).strip().splitlines()[0]}") from None
   return head
 
 

@@ -1,19 +1,26 @@
 """Classifies image files with an export: `python -m cnn.predict --model=EXPORT_DIR a.png b.jpg ...`.
 
 Prints the top-k classes with their names and probabilities for each image. Images are decoded
-by TensorFlow (PNG, JPEG, GIF, BMP), converted to the model's channel count (grey ↔ RGB, alpha
+by TensorFlow (PNG, JPEG, GIF, BMP, WebP), converted to the model's channel count (grey ↔ RGB, alpha
 dropped) and, for an export of fixed input size, resized to it; an export that takes any size (a
 dataset of varying size) gets each image as it is and takes its evaluation view (centre crop) itself.
+
+A file that cannot be read as an image (missing, a folder, empty, cut short, not an image) is named
+on stderr, one line each, and the others are classified. Exit status: 0 when every image was
+classified; 1 when some could not be read (each named) and the rest were classified; 2 for a usage
+error (no images given, --model not an export), when nothing is classified.
 """
 
 import os
-from typing import Sequence
+import sys
+from typing import Optional, Sequence
 
 from absl import flags
 import numpy as np
 import tensorflow as tf
 
 from cnn import cli
+from cnn.data import bad_images
 from cnn.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -34,14 +41,31 @@ def load_export(export_dir: str) -> tuple[tf.types.experimental.ConcreteFunction
   return serve, shape, names
 
 
+def _unreadable(path: str) -> Optional[str]:
+  """Why `path` cannot be read as an image file before decoding it, or None."""
+  if os.path.isdir(path):
+    return "is a folder, not an image file"
+  if not os.path.exists(path):
+    return "does not exist" + (" (a broken symbolic link)" if os.path.islink(path) else "")
+  if not os.access(path, os.R_OK):
+    return "cannot be read (permission denied)"
+  return "is empty (0 bytes)" if os.path.getsize(path) == 0 else None
+
+
 def read_image(path: str, shape: Sequence[int]) -> tf.Tensor:
   """Decodes an image file into uint8 `shape` (H, W, C): channels converted, size resized as needed
-  (kept where H and W are None)."""
+  (kept where H and W are None). Raises UserError naming the file and what is wrong with it."""
+  reason = _unreadable(path)
+  if reason:
+    raise UserError(f"{path} {reason}")
   try:
-    image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
-  except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError, tf.errors.PermissionDeniedError) as e:
-    reason = "no such file" if isinstance(e, tf.errors.NotFoundError) else "not a PNG, JPEG, GIF or BMP image"
-    raise UserError(f"cannot read image {path}: {reason}") from None
+    encoded = tf.io.read_file(path)
+  except tf.errors.OpError as e:
+    raise UserError(f"{path} cannot be read ({e.message.strip().splitlines()[0]})") from None
+  try:
+    image = tf.io.decode_image(encoded, expand_animations=False)
+  except tf.errors.InvalidArgumentError:
+    raise UserError(f"{path} {bad_images.describe(encoded.numpy())}") from None
   height, width, channels = shape
   have = image.shape[-1]
   if have in (2, 4):  # Drop alpha.
@@ -59,9 +83,17 @@ def read_image(path: str, shape: Sequence[int]) -> tf.Tensor:
 
 
 def predict(export_dir: str, paths: Sequence[str], top_k: int = 3) -> list[list[tuple[str, float]]]:
-  """For each image file, its `top_k` (class name, probability) pairs, most probable first."""
+  """For each image file, its `top_k` (class name, probability) pairs, most probable first. Raises
+  UserError for the first file that cannot be read."""
   serve, shape, names = load_export(export_dir)
-  images = [read_image(p, shape) for p in paths]
+  return _classify(serve, shape, names, [read_image(p, shape) for p in paths], top_k)
+
+
+def _classify(serve, shape: tuple, names: list[str], images: list[tf.Tensor],
+              top_k: int) -> list[list[tuple[str, float]]]:
+  """The `top_k` (class name, probability) pairs of each image decoded by `read_image` for `shape`."""
+  if not images:
+    return []
   if shape[0] is None:  # Any size: one image a call, as it is.
     probabilities = np.concatenate([serve(images=image[None])["probabilities"].numpy() for image in images])
   else:
@@ -74,8 +106,18 @@ def main(argv: Sequence[str]) -> None:
   paths = argv[1:]
   if not paths:
     raise UserError("give image files to classify: python -m cnn.predict --model=EXPORT_DIR a.png b.jpg")
-  for path, top in zip(paths, predict(cli.required("model"), paths, FLAGS.top_k)):
+  serve, shape, names = load_export(cli.required("model"))
+  readable, images = [], []
+  for path in paths:
+    try:
+      images.append(read_image(path, shape))
+      readable.append(path)
+    except UserError as e:  # Named, and the others classified.
+      print(f"error: {e}", file=sys.stderr)
+  for path, top in zip(readable, _classify(serve, shape, names, images, FLAGS.top_k)):
     print(f"{path}: " + ", ".join(f"{name} {p:.4f}" for name, p in top))
+  if len(readable) < len(paths):
+    sys.exit(1)  # Some images named on stderr; the module docstring lists the exit statuses.
 
 
 if __name__ == "__main__":

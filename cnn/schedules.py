@@ -1,6 +1,7 @@
 """Learning-rate schedules by name, built on `keras.optimizers.schedules`.
 
-Every schedule peaks at `--learning_rate`; an optional linear warmup (`--lr_warmup_epochs`) climbs to it
+Every schedule peaks at `--learning_rate` (times `--batch_size / --lr_reference_batch` when that is
+given: `peak_learning_rate`); an optional linear warmup (`--lr_warmup_epochs`) climbs to it
 from `--lr_warmup_start_fraction` of it. After the warmup:
   * constant: stays at the peak;
   * piecewise: multiplied by `--lr_decay_factor` at each of `--lr_boundaries` (steps or epochs,
@@ -13,6 +14,7 @@ The cosine schedule is Keras's `CosineDecay` with its own warmup (`warmup_target
 Keras has no warmup for the others, so `WarmupThen` adds one to them (schedules_test shows both).
 """
 
+from absl import logging
 import tensorflow as tf
 
 from cnn.config import Config
@@ -78,9 +80,19 @@ class WarmupThen(Schedule):
     return {"peak": self.peak, "start": self.start, "warmup_steps": self.warmup_steps, "offset": self.offset}
 
 
+def peak_learning_rate(config: Config) -> float:
+  """The schedule's peak: --learning_rate, scaled by --batch_size / --lr_reference_batch when that is given."""
+  if not config.lr_reference_batch:
+    return config.learning_rate
+  return config.learning_rate * config.batch_size / config.lr_reference_batch
+
+
 def build_schedule(config: Config, steps_per_epoch: int, total_steps: int) -> Schedule:
   """The schedule `config.lr_schedule` names for a run of `total_steps`. Raises UserError."""
-  peak = config.learning_rate
+  peak = peak_learning_rate(config)
+  if config.lr_reference_batch:
+    logging.info("Learning rate %.6g: --learning_rate=%g for a batch of --lr_reference_batch=%d, scaled to "
+                 "--batch_size=%d", peak, config.learning_rate, config.lr_reference_batch, config.batch_size)
   warmup_steps = round(config.lr_warmup_epochs * steps_per_epoch)
   if warmup_steps >= total_steps and config.lr_warmup_epochs:
     raise UserError(f"--lr_warmup_epochs={config.lr_warmup_epochs} ({warmup_steps} steps) is not shorter "

@@ -24,31 +24,47 @@ from cnn.weight_hooks import WeightHooks
 
 
 class Metrics:
-  """Mean loss and accuracy over the examples seen since the last `reset()`.
+  """Mean loss and accuracy (and top-k accuracy, with `top_k` > 1) over the examples seen since the last `reset()`.
 
   Created under the strategy's scope, the metrics aggregate across replicas and workers.
   """
 
-  def __init__(self, prefix: str):
+  def __init__(self, prefix: str, top_k: int = 0):
     self.loss = tf.keras.metrics.Mean(f"{prefix}_loss")
     self.accuracy = tf.keras.metrics.SparseCategoricalAccuracy(f"{prefix}_accuracy")
+    self.top_k = (tf.keras.metrics.SparseTopKCategoricalAccuracy(top_k, name=f"{prefix}_{top_k_name(top_k)}")
+                  if top_k > 1 else None)
 
   def update(self, per_example_loss: tf.Tensor, labels: tf.Tensor, logits: tf.Tensor) -> None:
     if labels.shape.rank == 2:  # Mixed one-hot labels (mixup, cutmix): accuracy against the top class.
       labels = tf.argmax(labels, axis=-1)
     self.loss.update_state(per_example_loss)
     self.accuracy.update_state(labels, logits)
+    if self.top_k is not None:
+      self.top_k.update_state(labels, logits)
 
   def reset(self) -> None:
-    self.loss.reset_state()
-    self.accuracy.reset_state()
+    for metric in self._metrics():
+      metric.reset_state()
 
   def variables(self) -> list[tf.Variable]:
     """The running totals and counts, for checkpoints (a resumed epoch continues its means)."""
-    return [*self.loss.variables, *self.accuracy.variables]
+    return [variable for metric in self._metrics() for variable in metric.variables]
 
   def result(self) -> dict[str, float]:
-    return {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
+    """`loss`, `accuracy` and, with top-k, `top<k>_accuracy`."""
+    results = {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
+    if self.top_k is not None:
+      results[top_k_name(self.top_k.k)] = float(self.top_k.result())
+    return results
+
+  def _metrics(self) -> list[tf.keras.metrics.Metric]:
+    return [self.loss, self.accuracy] + ([self.top_k] if self.top_k is not None else [])
+
+
+def top_k_name(k: int) -> str:
+  """The name of top-k accuracy in results, summaries and metrics.csv: top5_accuracy."""
+  return f"top{k}_accuracy"
 
 
 TrainLoop = Callable[..., dict[str, tf.Tensor]]  # train_loop(iterator, num_steps=1, step=0, histograms=False)
@@ -83,9 +99,9 @@ def make_train_loop(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
       so the other calls run none of it and one trace serves both.
 
   Returns:
-    The loop. Each call returns the last step's `loss` (mean over the global batch) and
+    The loop. Each call returns the last step's `loss` (mean over the global batch),
     `gradient_norm` (global L2 norm of the unscaled gradients), which the NaN guard checks
-    (cnn/guard.py). Like a `tf.function`, it has `experimental_get_tracing_count()`.
+    (cnn/guard.py), and `learning_rate` (the rate that step applied). Like a `tf.function`, it has `experimental_get_tracing_count()`.
   """
   loss_scaling = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
   chain = gradients_lib.Chain(optimizer, transforms, weight_hooks)
@@ -113,15 +129,17 @@ def make_train_loop(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
   @tf.function
   def loop(iterator: Iterator, num_steps: tf.Tensor, first_step: tf.Tensor,
            histograms: tf.Tensor) -> dict[str, tf.Tensor]:
-    loss = gradient_norm = tf.constant(0.0)
+    loss = gradient_norm = learning_rate = tf.constant(0.0)
     for i in tf.range(num_steps):
+      # The rate this step applies: read before its update advances the optimizer's count.
+      learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
       held = chain.hold()  # For freezing, after the update.
       per_replica_loss, per_replica_norm = strategy.run(replica_step, args=(*next(iterator), histograms))
       chain.after_update(first_step + i + 1, held)  # Chain steps 5-6: freeze, lookahead.
       # Each replica's loss is its share of the global mean; every replica has the same norm.
       loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
       gradient_norm = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica_norm, axis=None)
-    return {"loss": loss, "gradient_norm": gradient_norm}
+    return {"loss": loss, "gradient_norm": gradient_norm, "learning_rate": learning_rate}
 
   def train_loop(iterator: Iterator, num_steps: int = 1, step: int = 0,
                  histograms: bool = False) -> dict[str, tf.Tensor]:

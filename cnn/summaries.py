@@ -29,7 +29,9 @@ from cnn import render
 from cnn.config import OPERATIONAL_FIELDS
 from cnn.config import Config
 from cnn.data import DatasetInfo
+from cnn.data import images_at
 from cnn.data import Split
+from cnn.data.stream import StreamSplit
 
 
 class Writers:
@@ -163,11 +165,13 @@ class GradientHistograms:
 
 
 def train_scalars(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer) -> dict[str, float]:
-  """The model's global weight norm, the learning rate, and the loss scale under float16."""
-  # Through convert_to_tensor: float() of a Keras variable fails under tf.distribute.
-  values = {"weight_norm": float(tf.linalg.global_norm(model.trainable_variables)),
-            "learning_rate": float(tf.convert_to_tensor(optimizer.learning_rate))}
+  """The model's global weight norm, and the loss scale under float16.
+
+  Not the learning rate: the optimizer's is the next step's; the train loop returns the last step's.
+  """
+  values = {"weight_norm": float(tf.linalg.global_norm(model.trainable_variables))}
   if isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer):
+    # Through convert_to_tensor: float() of a Keras variable fails under tf.distribute.
     values["loss_scale"] = float(tf.convert_to_tensor(optimizer.dynamic_scale) if optimizer.built
                                  else optimizer.initial_scale)
   return values
@@ -221,14 +225,15 @@ class Profiler:
 
 # ------------------------------------------------------------------ At each eval.
 
-def write_eval(writer: tf.summary.SummaryWriter, step: int, split: Split, predictions: np.ndarray,
+def write_eval(writer: tf.summary.SummaryWriter, step: int, split: Split | StreamSplit, predictions: np.ndarray,
                confidence: np.ndarray, class_names: Sequence[str], config: Config) -> None:
   """The confusion matrix (image and table) and the most confidently misclassified images.
 
   Args:
     writer: the eval writer.
     step: the train step the model was evaluated at.
-    split: the eval split, in the order the predictions were made.
+    split: the eval split (in memory or streaming: the images shown are read from it), in the order the
+      predictions were made.
     predictions: predicted class of each example.
     confidence: the predicted class's softmax probability for each example.
     class_names: the dataset's class names.
@@ -247,7 +252,7 @@ def write_eval(writer: tf.summary.SummaryWriter, step: int, split: Split, predic
       if len(worst):
         captions = [[f"true {class_names[split.labels[i]]}",
                      f"pred {class_names[predictions[i]]} {confidence[i]:.0%}"] for i in worst]
-        tf.summary.image("misclassified", render.image_grid(split.images[worst], captions)[None],
+        tf.summary.image("misclassified", render.image_grid(images_at(split, worst), captions)[None],
                          description=(f"The {len(worst)} most confidently misclassified of {len(wrong)} "
                                       "misclassified eval images: true class, predicted class, its probability."))
 

@@ -26,7 +26,8 @@ cli.define_flag(absl_flags.DEFINE_integer, "random", 0, "Random search: draw thi
 cli.define_flag(absl_flags.DEFINE_integer, "parallel", 1, "Trials run at once, each on its share of the "
                 "machine (clamped to the CPU cores, or the GPUs).")
 cli.define_flag(absl_flags.DEFINE_string, "metric", "eval_accuracy", "results.json entry to sort the table "
-                "by (losses and seconds: lowest first; others highest first).")
+                "by (costs: losses, seconds, memory, retraces, steps to the target: lowest first; others "
+                "highest first).")
 cli.define_flag(absl_flags.DEFINE_boolean, "print_commands", False, "Print each trial's command instead "
                 "of running them.")
 cli.define_flag(absl_flags.DEFINE_string, "slurm_script", "", "Write a Slurm job-array script to this path "

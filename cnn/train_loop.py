@@ -33,7 +33,7 @@ class TrainLoop:
     self.step, self.histograms = step, histograms
 
   def train(self, num_steps: int, histograms: bool = False) -> dict[str, tf.Tensor]:
-    """Runs steps step+1 … step+num_steps; returns the last one's `loss` and `gradient_norm`."""
+    """Runs steps step+1 … step+num_steps; returns the last one's `loss`, `gradient_norm`, `learning_rate`."""
     histograms = histograms and self.histograms is not None
     outputs = self.loop(self.iterator, num_steps, self.step, histograms)
     self.step += num_steps

@@ -25,11 +25,13 @@ from cnn import checkpoints
 from cnn import controller as controller_lib
 from cnn import data as data_lib
 from cnn import distribute
+from cnn import eval_sets
 from cnn import evaluator as evaluator_lib
 from cnn import flops
 from cnn import gradients
 from cnn import init_from
 from cnn import losses
+from cnn import metrics_csv
 from cnn import models
 from cnn import optim
 from cnn import plugins
@@ -47,9 +49,9 @@ from cnn.models.layer_table import layer_table
 
 
 def train_and_evaluate(config: Config) -> dict[str, Any]:
-  """Trains `config.model` on `config.dataset`, evaluating at every epoch end.
+  """Trains `config.model` on `config.dataset`, evaluating when due (cnn/controller.py).
 
-  Writes flags.txt, results.json, checkpoints and TensorBoard event files into the run directory.
+  Writes flags.txt, results.json, metrics.csv, checkpoints and TensorBoard event files into the run directory.
   A run directory that holds a run with the same settings resumes it from its latest checkpoint;
   one that holds it finished is left as it is (its results are returned).
 
@@ -73,6 +75,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
     # Built before the splits are read, so that a bad name or shape fails in a second.
     source = data_lib.open_dataset(config)
     model, model_table = build_model_in_scope(config, source.info, strategy)
+    best_metric = eval_sets.best_metric(config, source.info.num_classes)  # Checks --eval_splits, --eval_top_k.
 
     # ---------------------------------------------------------------- Data
     data = open_data(config, source, strategy, resuming, run_dir)
@@ -80,41 +83,47 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
       model.initialize_from_data(data.preprocess(data_lib.head_images(data.train_split, 5000)))
 
     # ---------------------------------------------------------------- Training state
-    training = build_training(config, model, strategy, data.steps_per_epoch, data.total_steps)
+    training = build_training(config, model, strategy, data.steps_per_epoch, data.total_steps, source.info.num_classes)
     throughput = measure_flops(config, training, source.info, strategy)
     writers = start_run_dir(config, run_dir, chief, strategy, source.info, model, model_table, data)
     write_dir = distribute.worker_dir(strategy, run_dir)  # A temporary directory on non-chief workers.
+    time_to_accuracy = actions.TimeToAccuracy(config.target_accuracy)  # Its clock is in the checkpoint.
     checkpointer = checkpoints.Checkpointer(
         run_dir, model, training.optimizer, training.train_metrics.variables(), config.keep_checkpoints, write_dir,
-        training.weight_hooks.variables() if training.weight_hooks else ())
+        training.weight_hooks.variables() if training.weight_hooks else (), config.keep_best, best_metric,
+        time_to_accuracy.variables())
     train_loop = start_train_loop(config, run_dir, resuming, checkpointer, training, data, writers)
 
     # ---------------------------------------------------------------- Loop
-    evaluators = [evaluator_lib.Evaluator(name, data.eval_dataset(split), training.eval_step,
-                                          training.eval_metrics, model, training.optimizer)
-                  for name, split in data.eval_splits(config)]  # The eval split, then --test_split.
-    time_to_accuracy = actions.TimeToAccuracy(config.target_accuracy)
+    cadence, final_sets = build_evaluators(data, training)
+    eval_summaries = actions.EvalSummaries(writers, run_dir if strategy.extended.should_save_summary else None,
+                                           source.info.class_names, config)
+    write_csv = ([actions.WriteMetricsCsv(metrics_table(run_dir, train_loop.step), data.steps_per_epoch)]
+                 if chief else [])
     controller = controller_lib.Controller(
-        config, train_loop, evaluators[0], checkpointer, preemption.Preemption(strategy, run_dir),
+        config, train_loop, cadence, checkpointer, preemption.Preemption(strategy, run_dir),
         summaries.Profiler(os.path.join(run_dir, "train"), config.profile_steps if chief else (0, 0),
                            data.total_steps),
         controller_lib.Progress(train_loop, throughput, writers, model, training.optimizer, data.total_steps),
-        step_actions=[actions.NanGuard(checkpointer, training.optimizer)],
-        eval_actions=[actions.EvalSummaries(writers, data.eval_split, source.info.class_names, config),
-                      actions.SaveCheckpoints(checkpointer), time_to_accuracy],
-        steps_per_epoch=data.steps_per_epoch, total_steps=data.total_steps)
+        step_actions=[actions.NanGuard(checkpointer, training.optimizer), time_to_accuracy.after_step],
+        eval_actions=[eval_summaries, time_to_accuracy,  # Before the save: the target's step is saved.
+                      actions.SaveCheckpoints(checkpointer, best_metric), *write_csv],
+        steps_per_epoch=data.steps_per_epoch, total_steps=data.total_steps,
+        eval_every=controller_lib.eval_every_steps(config, data.steps_per_epoch))
     first_step = train_loop.step
-    with controller.preemption, contextlib.closing(writers), _removed(write_dir, not chief):
+    time_to_accuracy.start()
+    with (controller.preemption, contextlib.closing(writers), contextlib.closing(eval_summaries),
+          _removed(write_dir, not chief)):
       step = controller.run()
-      final, further = final_evaluations(controller, evaluators)
+      final = final_evaluations(controller, final_sets)
 
       # -------------------------------------------------------------- Results
       results = {**final, "train_accuracy": train_loop.metrics.result()["accuracy"],
                  "train_loss": train_loop.metrics.result()["loss"], "train_seconds": controller.train_seconds,
                  "wall_seconds": time.perf_counter() - controller.loop_start,  # Training and evaluation.
                  "steps": step, "epochs": step / data.steps_per_epoch, "num_parameters": model.count_params(),
-                 **speed_results(throughput, step - first_step, controller, evaluators),
-                 **time_to_accuracy.results(), **further}
+                 **speed_results(throughput, step - first_step, controller, cadence),
+                 **time_to_accuracy.results()}
       writers.scalars(writers.run, {k: v for k, v in results.items() if not isinstance(v, str)}, step)
   if chief:
     run_dir_lib.write_results(run_dir, results)
@@ -180,6 +189,7 @@ class RunData:
   config: Config
   strategy: tf.distribute.Strategy
   service_workers: int = 0  # Workers of the --data_service tf.data service (0: none, input made here).
+  named_splits: list[tuple[str, Any]] = dataclasses.field(default_factory=list)  # --eval_splits, by name.
 
   def preprocess(self, images: Any) -> tf.Tensor:
     """uint8 images → the model's float inputs, as the pipeline makes them."""
@@ -201,18 +211,21 @@ class RunData:
 
     return self.strategy.distribute_datasets_from_function(dataset)
 
-  def eval_splits(self, config: Config) -> list[tuple[str, Any]]:
-    """(name, split) of each eval set: the eval split, then --test_split if set."""
-    return [(config.eval_split, self.eval_split)] + (
-        [(config.test_split, self.test_split)] if self.test_split is not None else [])
+  @property
+  def eval_sets(self) -> list[tuple[str, Any]]:
+    """(name, split) of each eval set (cnn/eval_sets.py): --eval_split, --eval_splits, then --test_split if set."""
+    return [(eval_sets.PRIMARY, self.eval_split), *self.named_splits] + (
+        [(eval_sets.split_name(self.config.test_split), self.test_split)] if self.test_split is not None else [])
 
 
 def open_data(config: Config, source: data_lib.DataSource, strategy: tf.distribute.Strategy, resuming: bool,
               run_dir: str) -> RunData:
   """Opens the splits (in memory within --data_memory_budget_mb, else streaming: see data.open_splits)."""
   info = source.info
-  train_split, eval_split, test_split = data_lib.open_splits(
-      source, [config.train_split, config.eval_split, config.test_split], config.data_memory_budget_mb)
+  named = eval_sets.named_splits(config.eval_splits)
+  train_split, eval_split, test_split, *named_splits = data_lib.open_splits(
+      source, [config.train_split, config.eval_split, config.test_split, *(split for _, split in named)],
+      config.data_memory_budget_mb)
   mean_std = data_lib.input_mean_std(config, train_split)
   if mean_std is not None:
     logging.info("Standardising inputs with mean %s, std %s", *(np.round(v, 4).tolist() for v in mean_std))
@@ -231,7 +244,8 @@ def open_data(config: Config, source: data_lib.DataSource, strategy: tf.distribu
                "×".join(map(str, info.image_shape)), info.num_classes)
   return RunData(train_split, eval_split, test_split, mean_std,
                  augment.make_augment_fn(config, info.num_classes, len(train_split)), steps_per_epoch,
-                 total_steps, config, strategy, service_workers)
+                 total_steps, config, strategy, service_workers,
+                 [(name, split) for (name, _), split in zip(named, named_splits)])
 
 
 # ------------------------------------------------------------------ Training state.
@@ -251,17 +265,19 @@ class Training:
 
 
 def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribute.Strategy,
-                   steps_per_epoch: int, total_steps: int) -> Training:
+                   steps_per_epoch: int, total_steps: int, num_classes: int = 0) -> Training:
   """The optimizer (its schedule needs the run's length), loss, metrics and compiled loop and step for `model`.
 
-  With --histogram_every_steps the train loop copies the applied gradients on histogram steps
+  `num_classes` (0: unknown) sets the eval metrics' top-k (cnn/eval_sets.py). With --histogram_every_steps
+  the train loop copies the applied gradients on histogram steps
   (`summaries.GradientHistograms`, behind a `tf.cond`): no summary op in the compiled loop.
   """
   with strategy.scope():
     optimizer = optim.build_optimizer(config, model.trainable_variables, steps_per_epoch, total_steps,
                                       optim.averaged_statistics(model))
     optimizer.build(model.trainable_variables)  # Before the loop is traced (see steps.make_train_loop).
-    train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
+    train_metrics = steps.Metrics("train")
+    eval_metrics = steps.Metrics("eval", eval_sets.top_k(config, num_classes) if num_classes else 0)
     weight_hooks = weight_hooks_lib.build_weight_hooks(config, model, steps_per_epoch, total_steps)
   loss_fn = losses.build_loss(config, augment.needs_soft_labels(config.augment))
   eval_loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")  # Unsmoothed.
@@ -328,19 +344,39 @@ def start_train_loop(config: Config, run_dir: str, resuming: bool, checkpointer:
 
 # ------------------------------------------------------------------ Results.
 
+def build_evaluators(data: RunData, training: Training) -> tuple[list[evaluator_lib.Evaluator],
+                                                                  list[evaluator_lib.Evaluator]]:
+  """The evaluators of every evaluation (--eval_split's, then --eval_splits'), and of the final one (--test_split)."""
+  evaluators = [evaluator_lib.Evaluator(name, split, data.eval_dataset(split), training.eval_step,
+                                        training.eval_metrics, training.model, training.optimizer)
+                for name, split in data.eval_sets]
+  every = len(evaluators) - (data.test_split is not None)
+  return evaluators[:every], evaluators[every:]
+
+
 def final_evaluations(controller: controller_lib.Controller,
-                      evaluators: list[evaluator_lib.Evaluator]) -> tuple[dict[str, Any], dict[str, Any]]:
-  """The eval split's last results (evaluated now if no epoch ended in this process), and each
-  further eval set's (--test_split), as results.json keys."""
-  eval_results = controller.eval_results or evaluators[0].evaluate()[0]
-  further = {}
-  for evaluator in evaluators[1:]:  # One final evaluation, as each eval (EMA, TTA).
-    test_results, _ = evaluator.evaluate()
-    logging.info("%s: loss %.4f accuracy %.4f", evaluator.name, test_results["loss"], test_results["accuracy"])
-    further.update(test_accuracy=test_results["accuracy"], test_loss=test_results["loss"],
-                   test_split=evaluator.name)
-  return {"eval_accuracy": eval_results["accuracy"], "eval_loss": eval_results["loss"],
-          "eval_split": evaluators[0].name}, further
+                      test_evaluators: list[evaluator_lib.Evaluator]) -> dict[str, Any]:
+  """The last evaluation's results (evaluated now if none was in this process) and one of --test_split,
+  as results.json keys: `eval_*` and `test_*` of the reported weights, and every metric by name."""
+  if controller.eval_metrics is None:
+    controller.evaluation()
+  config = controller.config
+  results = {**{f"eval_{key}": value for key, value in controller.eval_results.items()},
+             "eval_split": config.eval_split, **controller.eval_metrics}
+  for evaluator in test_evaluators:  # One final evaluation, as each eval (EMA, TTA).
+    passes = evaluator.evaluate()
+    logging.info("%s: loss %.4f accuracy %.4f", config.test_split, evaluator.results["loss"],
+                 evaluator.results["accuracy"])
+    results.update({f"test_{key}": value for key, value in evaluator.results.items()}, test_split=config.test_split)
+    results.update({name: value for eval_pass in passes for name, value in eval_pass.metrics().items()})
+  return results
+
+
+def metrics_table(run_dir: str, step: int) -> metrics_csv.MetricsCsv:
+  """The run's metrics.csv, without rows after `step` (a killed run's evaluations past its checkpoint)."""
+  table = metrics_csv.MetricsCsv(os.path.join(run_dir, metrics_csv.FILE))
+  table.truncate(step)
+  return table
 
 
 def speed_results(throughput: throughput_lib.Throughput, steps_here: int, controller: controller_lib.Controller,

@@ -109,6 +109,7 @@ def test_unknown_names_list_the_registered_ones():
     augment.parse("crop,rotate")
 
 
+@pytest.mark.e2e
 def test_the_training_pipeline_is_reproducible_and_resumable_with_augmentation():
   images = np.random.default_rng(1).integers(0, 256, (40, 8, 8, 3), np.uint8)
   split = data_lib.Split(images, np.arange(40, dtype=np.int32) % NUM_CLASSES)
@@ -132,6 +133,7 @@ def test_the_training_pipeline_is_reproducible_and_resumable_with_augmentation()
     np.testing.assert_array_equal(labels, expected_labels)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("spec", ["crop,flip,cutout", "crop,alternating_flip,cutmix", "crop,flip,cutout,mixup"])
 def test_augmented_batches_do_not_depend_on_the_replica_and_worker_layout(spec):
   # Each input pipeline's per-replica slices, put back together, are the one-device global batch:
@@ -181,6 +183,7 @@ def test_label_mixing_refuses_pairs_that_would_span_replicas():
     augment.check_pairing("cutmix", per_replica_batch=3, global_batch=6)
 
 
+@pytest.mark.e2e
 def test_mirrored_training_with_augmentation_matches_one_device(tiny_data_dir, tmp_path):
   args = [f"--dataset={tiny_tfds.NAME}", f"--data_dir={tiny_data_dir}", "--train_steps=12", "--batch_size=16",
           "--optimizer=sgd", "--learning_rate=0.1", "--log_every_steps=6", "--augment=crop,flip,cutout,mixup",

@@ -43,10 +43,11 @@ def train_subprocess(args, kill_at=None):
 
 
 def checkpoint_state(path):
-  """Every saved value but the iterator's buffers (their fill depends on timing) and the save count."""
+  """Every saved value but the iterator's buffers (their fill depends on timing), the save count and the
+  run state (the training clock: seconds)."""
   reader = tf.train.load_checkpoint(str(path))
   return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-          if not key.startswith(("iterator/", "save_counter/", "_CHECKPOINTABLE_OBJECT_GRAPH"))}
+          if not key.startswith(("iterator/", "save_counter/", "run_state/", "_CHECKPOINTABLE_OBJECT_GRAPH"))}
 
 
 def assert_bitwise_equal(state, expected):
@@ -55,6 +56,7 @@ def assert_bitwise_equal(state, expected):
     assert state[key].dtype == value.dtype and state[key].tobytes() == value.tobytes(), key
 
 
+@pytest.mark.e2e
 def test_runs_killed_at_any_step_resume_bit_for_bit(tiny_data_dir, tmp_path):
   # 30 steps = 2.5 epochs, dropout and every kind of augmentation on (random crops, flips, cutout,
   # label mixing), Ranger (RAdam, rectified from step 6, with decoupled decay, and lookahead) and a
@@ -94,6 +96,7 @@ def test_runs_killed_at_any_step_resume_bit_for_bit(tiny_data_dir, tmp_path):
   assert len(seed_state) == 1 and seed_state[0][1] > 0
 
 
+@pytest.mark.e2e
 def test_a_float16_run_with_averaged_batch_norm_statistics_resumes_bit_for_bit(tiny_data_dir, tmp_path):
   # --ema_decay on a model with BatchNorm (tests/outside_bn_net.py) under mixed_float16: the averages
   # of the weights and statistics, the loss scale and both step counts are in the checkpoint.
@@ -113,6 +116,7 @@ def test_a_float16_run_with_averaged_batch_norm_statistics_resumes_bit_for_bit(t
           "averages/bn_net.Sconv.Skernel/.ATTRIBUTES/VARIABLE_VALUE"} <= set(expected)
 
 
+@pytest.mark.e2e
 def test_sigterm_finishes_the_step_saves_and_exits_saying_how_to_resume(tiny_data_dir, tmp_path, capsys):
   run = tmp_path / "run"
   args = tiny_args(tiny_data_dir, run, "--train_steps=100000", "--checkpoint_every_steps=0",
@@ -144,6 +148,7 @@ def test_sigterm_finishes_the_step_saves_and_exits_saying_how_to_resume(tiny_dat
   assert json.loads((run / "results.json").read_text())["steps"] == step + 3
 
 
+@pytest.mark.e2e
 def test_a_run_dir_resumes_only_with_flags_that_do_not_change_the_run(tiny_data_dir, tmp_path, capsys):
   run = tmp_path / "run"
   assert run_cli(train.main, tiny_args(tiny_data_dir, run, "--train_steps=4", "--checkpoint_every_steps=2"))[0] == 0
@@ -172,6 +177,7 @@ def test_a_run_dir_resumes_only_with_flags_that_do_not_change_the_run(tiny_data_
   assert sorted(p for p in os.listdir(run / "checkpoints") if p.endswith(".index")) == ["ckpt-2.index"]
 
 
+@pytest.mark.e2e
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(tiny_data_dir, tmp_path, capsys, caplog):
   run = tmp_path / "run"
   args = tiny_args(tiny_data_dir, run, "--checkpoint_every_steps=5")
@@ -187,6 +193,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(tiny_data_dir,
   assert json.loads((run / "results.json").read_text())["steps"] == 11
 
 
+@pytest.mark.e2e
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tiny_data_dir, tmp_path):
   run = tmp_path / "run"
   code, stderr = run_cli(train.main, tiny_args(tiny_data_dir, run, "--train_steps=20", "--optimizer=sgd",

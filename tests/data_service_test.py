@@ -1,4 +1,4 @@
-"""--data_service: the training pipeline through local tf.data services (one worker; three, listed)."""
+"""--data_service: the training pipeline through local tf.data services (one worker; two or three, listed)."""
 
 import socket
 
@@ -15,6 +15,7 @@ from cnn.data import service as data_service
 from cnn.errors import UserError
 from folder_test import write_folder
 import tiny_tfds
+from tiny_tfds import sharded
 
 
 @pytest.fixture(scope="module", name="service")
@@ -67,6 +68,7 @@ def assert_same(a, b):
     np.testing.assert_array_equal(labels_a, labels_b)
 
 
+@pytest.mark.e2e
 def test_in_memory_batches_through_the_service_are_bitwise_the_local_ones_also_from_a_resumed_step(
     service, tiny_data_dir):
   split = data.load_split(data.get_builder(tiny_tfds.NAME, data_dir=tiny_data_dir), "train")
@@ -82,6 +84,7 @@ def test_in_memory_batches_through_the_service_are_bitwise_the_local_ones_also_f
   assert not np.array_equal(other_seed[0][0], expected[0][0])  # The comparison can tell batches apart.
 
 
+@pytest.mark.e2e
 def test_a_streamed_folder_through_the_service_is_bitwise_the_local_one(service, tmp_path):
   root = write_folder(tmp_path / "images")
   split = folder.list_split(str(root), "train", folder.class_names(root))
@@ -89,10 +92,8 @@ def test_a_streamed_folder_through_the_service_is_bitwise_the_local_one(service,
   assert_same(batches(data_service.distribute(local, service), 6), batches(local, 6))
 
 
-def test_a_python_reader_and_an_unreachable_or_malformed_address_are_one_line_errors():
-  with pytest.raises(UserError, match="tf.py_function"):
-    data_service.check_split(data.stream.StreamSplit(np.arange(3), np.zeros(3, np.int32),
-                                                     preprocess.Preprocessing(16), lambda key: key))
+def test_an_unreachable_or_malformed_address_is_a_one_line_error():
+  # A Python reader (an ArrayRecord split streamed) is refused too: tests/multishard_test.py.
   with socket.socket() as unused:  # A port nobody listens on.
     unused.bind(("127.0.0.1", 0))
     port = unused.getsockname()[1]
@@ -103,6 +104,7 @@ def test_a_python_reader_and_an_unreachable_or_malformed_address_are_one_line_er
       data_service.check_reachable(bad)
 
 
+@pytest.mark.e2e
 def test_a_run_through_the_service_ends_in_the_checkpoint_of_a_local_run_and_resumes(
     service, three_workers, tiny_data_dir, tmp_path):
   from cnn import train  # pylint: disable=import-outside-toplevel
@@ -125,6 +127,40 @@ def test_a_run_through_the_service_ends_in_the_checkpoint_of_a_local_run_and_res
   assert code == 2 and stderr.count("\n") == 1 and "no tf.data service dispatcher answers" in stderr, stderr
 
 
+@pytest.mark.e2e
+def test_a_multi_shard_tfds_split_streamed_through_two_workers_trains_to_the_local_weights(tmp_path):
+  # Before: a streamed TFDS split was read through tf.py_function and refused.
+  from cnn import train  # pylint: disable=import-outside-toplevel
+  from checkpoints_test import TINY, assert_bitwise_equal, checkpoint_state  # pylint: disable=import-outside-toplevel
+  from conftest import run_cli  # pylint: disable=import-outside-toplevel
+  sharded.prepare(sharded.IMAGES_NAME, str(tmp_path / "tfds"))
+  source = data.open_dataset(Config(dataset=sharded.IMAGES_NAME, data_dir=str(tmp_path / "tfds"), download=False))
+  (split,) = data.open_splits(source, ["train"], budget_mb=0)
+  assert isinstance(split, data.stream.StreamSplit)
+  address, servers = _service(2, listed=True)
+  try:
+    assert data_service.connect(address) == 2
+    local = data.train_dataset(split, 8, seed=2, start_step=20)  # 22 steps an epoch: crosses into epoch 2.
+    served = batches(data_service.distribute(data.train_dataset(split, 8, seed=2, start_step=20,
+                                                                service_shards=True), address, 2), 4)
+    assert_same(served, batches(local, 4))
+    for images, labels in served:
+      np.testing.assert_array_equal(labels, sharded.label_of(sharded.number_of(images)))
+    args = [f"--dataset={sharded.IMAGES_NAME}", f"--data_dir={tmp_path / 'tfds'}", "--nodownload", *TINY,
+            "--data_memory_budget_mb=0", "--augment=flip,crop"]
+    assert run_cli(train.main, [*args, f"--run_dir={tmp_path / 'local'}", "--train_steps=6"])[0] == 0
+    served_args = [*args, f"--run_dir={tmp_path / 'served'}", f"--data_service={address}"]
+    assert run_cli(train.main, [*served_args, "--train_steps=3"])[0] == 0
+    code, stderr = run_cli(train.main, [*served_args, "--train_steps=6"])  # Resumed at step 3.
+    assert code == 0, stderr
+  finally:
+    for server in reversed(servers):
+      server.stop()
+  assert_bitwise_equal(checkpoint_state(tf.train.latest_checkpoint(tmp_path / "served" / "checkpoints")),
+                       checkpoint_state(tf.train.latest_checkpoint(tmp_path / "local" / "checkpoints")))
+
+
+@pytest.mark.e2e
 def test_the_service_is_counted_and_several_workers_serve_each_batch_once_in_the_local_order(
     service, three_workers, tiny_data_dir):
   assert data_service.connect(service) == 1 and data_service.connect(three_workers) == 3
@@ -138,6 +174,7 @@ def test_the_service_is_counted_and_several_workers_serve_each_batch_once_in_the
     assert_same(batches(data_service.distribute(sharded, three_workers, 3), 13), batches(local, 13))
 
 
+@pytest.mark.e2e
 def test_two_replicas_of_a_streamed_folder_from_three_workers_are_the_local_batches(three_workers, tmp_path):
   root = write_folder(tmp_path / "images")
   split = folder.list_split(str(root), "train", folder.class_names(root))
@@ -148,6 +185,7 @@ def test_two_replicas_of_a_streamed_folder_from_three_workers_are_the_local_batc
   assert_same(batches(served, 8), batches(made(), 8))
 
 
+@pytest.mark.e2e
 def test_several_workers_the_dispatcher_does_not_list_are_one_line(tmp_path):
   address, servers = _service(2, listed=False)
   try:
@@ -161,6 +199,7 @@ def test_several_workers_the_dispatcher_does_not_list_are_one_line(tmp_path):
       server.stop()
 
 
+@pytest.mark.e2e
 def test_a_dispatcher_without_workers_is_one_line_and_the_process_exits(tmp_path):
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
@@ -175,3 +214,15 @@ def test_a_dispatcher_without_workers_is_one_line_and_the_process_exits(tmp_path
     assert "no tf.data service worker produced data within 3 s" in done.stdout
   finally:
     dispatcher.stop()
+
+
+def test_a_worker_past_the_slots_stops_with_one_line_naming_the_limit():
+  # Batches 1, 2, 3 arrive before 0: with 2 slots the third cannot wait (a worker far behind).
+  served = tf.data.Dataset.from_tensor_slices((np.arange(4) * 10, np.array([1, 2, 3, 0], np.int64)))
+  assert not list(data_service._in_order(served.take(3), 3))  # Waiting, nothing released.
+  assert [int(x) for (x,) in data_service._in_order(served, 4)] == [30, 0, 10, 20]  # By number.
+  with pytest.raises(tf.errors.InvalidArgumentError) as error:
+    list(data_service._in_order(served, 2))
+  message = data_service.error_message(error.value)
+  assert message.startswith("--data_service: a service worker fell more than 2 batches behind")
+  assert "\n" not in message and data_service.error_message(ValueError("other")) == ""

@@ -95,6 +95,7 @@ def test_batch_larger_than_the_split_is_a_user_error():
     data.train_dataset(split, batch_size=8, seed=0)
 
 
+@pytest.mark.e2e
 def test_a_pipeline_started_at_a_step_continues_the_stream_exactly():
   split = data.Split(images=np.zeros((50, 2, 2, 1), np.uint8), labels=np.arange(50, dtype=np.int32))
   stream = [labels.numpy() for _, labels in data.train_dataset(split, batch_size=8, seed=3).take(20)]

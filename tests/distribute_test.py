@@ -42,6 +42,7 @@ def train_weights(strategy, split, num_steps=6, batch_size=16):
   return [v.numpy() for v in model.trainable_variables], metrics.result()
 
 
+@pytest.mark.e2e
 def test_mirrored_replicas_match_one_device_at_the_same_global_batch(tiny_data_dir):
   split = data.load_split(data.get_builder(tiny_tfds.NAME, tiny_data_dir), "train")
   mirrored = distribute.make_strategy(Config(strategy="mirrored", cpu_devices=2))
@@ -61,6 +62,7 @@ def test_mirrored_replicas_match_one_device_at_the_same_global_batch(tiny_data_d
     # would differ from one device; the weight hooks run on every replica's copy.
     ["--weight_decay=0.05", "--weight_decay_type=l2", "--clip_global_norm=0.05", "--lookahead_every=2",
      "--freeze_variables=logits/bias", "--freeze_after_epochs=1", "--steps_per_loop=4"]])
+@pytest.mark.e2e
 def test_mirrored_run_end_to_end_matches_the_default_strategy(tiny_data_dir, tmp_path, features):
   args = ["--dataset=" + tiny_tfds.NAME, f"--data_dir={tiny_data_dir}", "--train_steps=12", "--batch_size=16",
           "--optimizer=sgd", "--learning_rate=0.1", "--log_every_steps=3", "--histogram_every_steps=4",
@@ -75,6 +77,7 @@ def test_mirrored_run_end_to_end_matches_the_default_strategy(tiny_data_dir, tmp
     assert results["mirrored"][key] == pytest.approx(results["default"][key], rel=1e-5), key
 
 
+@pytest.mark.e2e
 def test_mirrored_trains_in_mixed_bfloat16(tiny_data_dir, tmp_path):
   # Not compared with one device: bfloat16 sums in another order over two replicas, and on a run
   # this small that alone changes the trajectory.
@@ -87,6 +90,7 @@ def test_mirrored_trains_in_mixed_bfloat16(tiny_data_dir, tmp_path):
   assert results["train_loss"] < 0.9 < np.log(3)  # Below chance (ln 3) on this learnable data.
 
 
+@pytest.mark.e2e
 def test_mirrored_lookahead_averages_batch_norm_statistics_on_every_replica(tiny_data_dir, tmp_path):
   # BatchNorm normalises each replica's own half-batch, so this is not compared with one device;
   # what must hold is that lookahead and freezing write BatchNorm's mirrored variables.
@@ -169,6 +173,7 @@ def launch_workers(addresses, run_dir, data_dir, extra=(), indices=None, timeout
   return outcomes
 
 
+@pytest.mark.e2e
 def test_two_workers_on_loopback_train_stop_together_on_sigterm_and_resume_bit_for_bit(tiny_data_dir, tmp_path):
   addresses = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
   run_dir = tmp_path / "run"
@@ -219,6 +224,7 @@ def test_two_workers_on_loopback_train_stop_together_on_sigterm_and_resume_bit_f
                        checkpoint_state(run_dir / "checkpoints" / "ckpt-12"))
 
 
+@pytest.mark.e2e
 def test_a_worker_that_never_starts_ends_the_run_with_the_timeout_message(tiny_data_dir, tmp_path):
   addresses = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
   [(code, stderr)] = launch_workers(addresses, tmp_path / "run", tiny_data_dir, indices=[0],

@@ -65,6 +65,7 @@ def test_eval_centre_crop_geometry():
   assert gray.shape == (32, 32, 3)
 
 
+@pytest.mark.e2e
 def test_streaming_batches_have_the_shapes_and_grayscale_and_png_become_rgb(tmp_path):
   split = listing(write_folder(tmp_path / "pets"))
   assert len(split) == 12 and list(np.bincount(split.labels)) == [6, 6]
@@ -102,6 +103,7 @@ def test_streaming_equals_in_memory_when_the_crop_is_the_whole_image(tmp_path):
     np.testing.assert_array_equal(a_labels, b_labels)
 
 
+@pytest.mark.e2e
 def test_streaming_resume_rebuilds_the_same_batches(tmp_path):
   split = listing(write_folder(tmp_path / "pets"))
   settings = preprocess.Preprocessing(SIZE)
@@ -134,7 +136,7 @@ def test_two_input_pipelines_read_disjoint_shares_covering_every_example_each_ep
 @pytest.mark.parametrize("case, message", [
     ("missing_split", "split 'test' not found in {root} (splits there: train, val)"),
     ("no_images", "no images"),
-    ("corrupt", "{root}/train/cat/broken.jpg is not a readable JPEG, PNG, BMP or GIF image"),
+    ("corrupt", "{root}/train/cat/broken.jpg is not a JPEG, PNG, BMP, GIF or WebP image by its contents"),
 ])
 def test_bad_folders_are_one_line_errors_naming_what_is_wrong(tmp_path, case, message):
   root = write_folder(tmp_path / "pets")
@@ -193,6 +195,7 @@ def test_a_bad_split_selection_is_one_line(tmp_path, spec, message):
   assert message.format(root=root) in str(error.value) and len(str(error.value).splitlines()) == 1
 
 
+@pytest.mark.e2e
 def test_a_run_holds_out_a_slice_of_a_folder_split(tmp_path):
   root = _many_files(tmp_path / "pets", per_class=10)
   code, stderr = _train(root, tmp_path / "run", "--train_split=train[:80%]", "--eval_split=train[80%:]")
@@ -210,6 +213,7 @@ def _train(root, run_dir, *extra):
                               "--nowrite_graph", f"--run_dir={run_dir}", *extra])
 
 
+@pytest.mark.e2e
 def test_a_run_streams_a_fastai_layout_folder_with_random_resized_crops_flips_and_standardisation(tmp_path):
   root = write_folder(tmp_path / "pets")  # train/ and val/: the default --eval_split=test evaluates val/.
   code, stderr = _train(root, tmp_path / "run", "--train_crop=random_resized", "--augment=flip",
@@ -258,6 +262,7 @@ def _truncate_a_jpeg(root):
   return path
 
 
+@pytest.mark.e2e
 def test_a_truncated_jpeg_fails_the_run_with_one_line_naming_the_file(tmp_path):
   root = write_folder(tmp_path / "pets")
   path = _truncate_a_jpeg(root)
@@ -266,6 +271,7 @@ def test_a_truncated_jpeg_fails_the_run_with_one_line_naming_the_file(tmp_path):
   assert len(stderr.strip().splitlines()) == 1, stderr[-3000:]
 
 
+@pytest.mark.e2e
 def test_skip_bad_images_leaves_out_and_counts_what_does_not_decode(tmp_path, caplog):
   root = write_folder(tmp_path / "pets")
   path = _truncate_a_jpeg(root)

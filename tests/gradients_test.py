@@ -51,6 +51,7 @@ def read(variable):
   return tf.convert_to_tensor(variable).numpy()
 
 
+@pytest.mark.e2e
 def test_a_float16_step_non_finite_on_one_replica_only_is_skipped_on_all():
   # Keras's LossScaleOptimizer checks the first replica's share for finiteness; the chain checks the sum.
   strategy = distribute.make_strategy(Config(strategy="mirrored", cpu_devices=2))

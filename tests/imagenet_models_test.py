@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from cnn import flags as cnn_flags
 from cnn import models
+from cnn.models import activations
 from cnn import steps
 from cnn.checkpoints import model_variables
 from cnn.config import Config
@@ -47,6 +48,7 @@ def head_parameters(name, num_classes):
 
 
 # Every one is also built by zoo_test.py, with a 10-class head (PUBLISHED less the difference in heads).
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_imagenet_resnets_have_the_published_parameter_counts(name):
   model, logits = build(model=name)
@@ -54,6 +56,7 @@ def test_imagenet_resnets_have_the_published_parameter_counts(name):
   assert logits.shape == (2, 1000) and logits.dtype == tf.float32
 
 
+@pytest.mark.e2e
 def test_resnet_d_has_the_deep_stem_and_average_pooled_shortcuts():
   plain, _ = build(model="resnet50")
   model, _ = build(model="resnet50", resnet_d=True)
@@ -68,6 +71,7 @@ def test_resnet_d_has_the_deep_stem_and_average_pooled_shortcuts():
   assert plain.blocks[3].convs[1].strides == (2, 2) and plain.blocks[3].convs[0].strides == (1, 1)  # v1.5
 
 
+@pytest.mark.e2e
 def test_zero_init_residual_zeroes_only_the_last_batch_norm_gamma_of_each_block():
   model, _ = build(TINY, model="resnet18", zero_init_residual=True)
   for block in model.blocks:
@@ -98,12 +102,14 @@ def train_a_few_steps(model, info, num_steps=3, learning_rate=1e-3):
   return before, float(tf.reduce_mean(loss_fn(labels, model(images, training=True))))
 
 
+@pytest.mark.e2e
 def test_resnet18_learns_a_batch():
   model, _ = build(TINY, model="resnet18", resnet_d=True)
   before, after = train_a_few_steps(model, TINY)
   assert after < before, (before, after)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name, input_scale", [("MobileNetV3Small", 1.0), ("EfficientNetB0", 255.0)])
 def test_keras_applications_build_with_our_head_and_see_our_input_range(name, input_scale):
   model, logits = build(TINY, model=f"keras:{name}")
@@ -114,12 +120,14 @@ def test_keras_applications_build_with_our_head_and_see_our_input_range(name, in
   assert rescaling == ([] if input_scale == 1.0 else [pytest.approx(1 / 255)])
 
 
+@pytest.mark.e2e
 def test_a_keras_application_learns_a_batch():  # EfficientNetB0's train step takes ~35 s to trace: not here.
   model, _ = build(TINY, model="keras:MobileNetV3Small")
   before, after = train_a_few_steps(model, TINY)
   assert after < before, (before, after)
 
 
+@pytest.mark.e2e
 def test_keras_application_variable_paths_do_not_depend_on_what_was_built_before():
   first, _ = build(TINY, model="keras:EfficientNetB0")  # Auto-named layers (normalization) inside.
   second, _ = build(TINY, model="keras:EfficientNetB0")
@@ -137,6 +145,7 @@ def test_unknown_or_unfit_applications_are_one_line_errors():
     build(TINY, model="keras:InceptionV3")
 
 
+@pytest.mark.e2e
 def test_the_imagewoof_recipe_runs_on_a_small_folder_of_photos(tmp_path):
   from PIL import Image  # pylint: disable=import-outside-toplevel
   from cnn import train  # pylint: disable=import-outside-toplevel
@@ -164,6 +173,7 @@ def test_the_20_epoch_recipe_is_the_5_epoch_one_held_for_three_quarters_of_its_l
   assert dataclasses.replace(twenty, epochs=5, lr_hold_epochs=five.lr_hold_epochs) == five
 
 
+@pytest.mark.e2e
 def test_activation_replaces_every_relu_and_keeps_the_parameters():
   images = tf.random.stateless_normal((2, 32, 32, 3), seed=[1, 2])
   tf.keras.utils.set_random_seed(3)
@@ -171,9 +181,19 @@ def test_activation_replaces_every_relu_and_keeps_the_parameters():
   tf.keras.utils.set_random_seed(3)
   mish, _ = build(TINY, model="resnet18", resnet_d=True, activation="mish")
   assert trainable_count(mish) == trainable_count(relu)
-  assert mish.activation is tf.keras.activations.mish and all(b.activation is mish.activation for b in mish.blocks)
+  assert mish.activation is activations.mish and all(b.activation is mish.activation for b in mish.blocks)
   # The same weights, another function: mish(x) = x·tanh(softplus(x)) is not relu anywhere but at 0.
   assert not np.allclose(mish(images, training=True), relu(images, training=True))
   assert "stage4_block2" in layer_table(mish, TINY.image_shape)  # The table a run prints traces it symbolically.
   with pytest.raises(UserError, match="unknown --activation=rectify"):
     build(TINY, model="resnet18", activation="rectify")
+
+
+@pytest.mark.parametrize("settings, flag", [(dict(activation="mish"), "--activation=mish"),
+                                            (dict(resnet_d=True), "--resnet_d"),
+                                            (dict(zero_init_residual=True), "--zero_init_residual")])
+def test_keras_applications_refuse_the_model_flags_they_would_ignore(settings, flag):
+  # They used to build the application unchanged: a run "with Mish" trained with the application's own.
+  with pytest.raises(UserError, match=rf"^--model=keras:MobileNetV3Small takes no {flag}: .* architecture is "
+                                      r"fixed by its name"):
+    build(TINY, model="keras:MobileNetV3Small", **settings)

@@ -1,5 +1,7 @@
 """--init_from: a run starts from another run's checkpoint or a .weights.h5 file; a new head; mismatches."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -35,6 +37,7 @@ def save_checkpoint(model, directory):
   return tf.train.Checkpoint(model_variables=model_variables(model)).write(str(directory / "ckpt-1"))
 
 
+@pytest.mark.e2e
 def test_a_run_starts_from_another_runs_checkpoint(tiny_data_dir, tmp_path):
   source = tmp_path / "source"
   assert run_cli(train.main, tiny_args(tiny_data_dir, source, "--train_steps=3"))[0] == 0
@@ -52,6 +55,7 @@ def test_a_run_starts_from_another_runs_checkpoint(tiny_data_dir, tmp_path):
   assert np.abs(fresh_kernel - source_kernel).max() > 0.01  # Without --init_from: its own initialisation.
 
 
+@pytest.mark.e2e
 def test_a_different_class_count_gets_a_fresh_head_and_everything_else_from_the_checkpoint(tmp_path):
   source, target = built(TEN, seed=1), built(THREE, seed=2)
   fresh = values(target)
@@ -63,6 +67,23 @@ def test_a_different_class_count_gets_a_fresh_head_and_everything_else_from_the_
       np.testing.assert_array_equal(value, values(source)[name])
 
 
+@pytest.mark.e2e
+def test_a_run_trained_with_ema_gives_its_averages_as_evaluation_and_export_do(tmp_path):
+  # A checkpoint laid out as the trainer's under --ema_decay: the raw weights, and their averages under
+  # averages/ (cnn/checkpoints.py). The averages are what its evals, cnn.evaluate and cnn.export used.
+  source, averaged = built(TEN, seed=1), built(TEN, seed=3)
+  averages = {name: v for name, v in model_variables(averaged).items() if "seed_generator" not in name}
+  path = tf.train.Checkpoint(model_variables=model_variables(source), averages=averages).write(
+      str(tmp_path / "ckpt-1"))
+  target = built(THREE, seed=2)
+  fresh = values(target)
+  init_from.initialize(target, path, THREE.num_classes)
+  for name, value in values(target).items():
+    expected = fresh[name] if "/logits/" in name else values(averaged if name in averages else source)[name]
+    np.testing.assert_array_equal(value, expected, err_msg=name)
+
+
+@pytest.mark.e2e
 def test_an_incompatible_checkpoint_is_one_line_naming_the_mismatch(tmp_path, tiny_data_dir):
   source = tmp_path / "source"
   assert run_cli(train.main, tiny_args(tiny_data_dir, source, "--train_steps=1"))[0] == 0
@@ -79,6 +100,7 @@ def test_an_incompatible_checkpoint_is_one_line_naming_the_mismatch(tmp_path, ti
     init_from.initialize(built(TEN, 0), str(tmp_path / "nothing"), 10)
 
 
+@pytest.mark.e2e
 def test_a_keras_weights_file_initialises_the_model_with_a_new_head(tmp_path):
   source = built(TEN, seed=1)
   source.save_weights(str(tmp_path / "source.weights.h5"))
@@ -89,7 +111,9 @@ def test_a_keras_weights_file_initialises_the_model_with_a_new_head(tmp_path):
     np.testing.assert_array_equal(value, expected[name], err_msg=name)
   other = built(THREE, seed=2)
   fresh = values(other)
-  init_from.initialize(other, str(tmp_path / "source.weights.h5"), THREE.num_classes)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", UserWarning)  # The head is skipped without Keras's "could not be loaded" warning.
+    init_from.initialize(other, str(tmp_path / "source.weights.h5"), THREE.num_classes)
   for name, value in values(other).items():
     np.testing.assert_array_equal(value, fresh[name] if "/logits/" in name else expected[name],
                                   err_msg=name)

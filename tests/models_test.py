@@ -8,6 +8,7 @@ from cnn import models
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.errors import UserError
+from cnn.models import activations
 
 CIFAR10 = DatasetInfo("cifar10", (32, 32, 3), 10, tuple(f"c{i}" for i in range(10)))
 MNIST = DatasetInfo("mnist", (28, 28, 1), 10, tuple(str(i) for i in range(10)))
@@ -72,3 +73,49 @@ def test_unknown_names_list_the_valid_ones():
     build(model="resnet9")
   with pytest.raises(UserError, match="unknown --activation=rectify; e.g. relu"):
     build(activation="rectify")
+
+
+def reference_mish(x):
+  return x * tf.math.tanh(tf.math.softplus(x))
+
+
+@pytest.mark.parametrize("dtype, gradient_tolerance", [
+    (tf.float32, 1e-5),
+    # Keras's gradient rounds each of its five ops to bfloat16; ours rounds once: one bfloat16 step apart.
+    (tf.bfloat16, 2 ** -6),
+])
+def test_fast_mish_has_keras_values_and_gradients(dtype, gradient_tolerance):
+  assert activations.get("mish") is activations.mish
+  x = tf.cast(tf.concat([tf.linspace(-90.0, 90.0, 20001), tf.random.stateless_normal([1000], (1, 2))], 0), dtype)
+  results = []
+  for mish in (reference_mish, tf.keras.activations.mish, activations.mish):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = mish(x)
+    gradient = tape.gradient(y, x)
+    assert y.dtype == gradient.dtype == dtype
+    results.append((tf.cast(y, tf.float32).numpy(), tf.cast(gradient, tf.float32).numpy()))
+  (expected_y, expected_gradient), (keras_y, _), (y, gradient) = results
+  np.testing.assert_array_equal(keras_y, expected_y)  # Keras's formula is the reference.
+  np.testing.assert_array_equal(y, expected_y)
+  assert np.isfinite(gradient).all()
+  np.testing.assert_allclose(gradient, expected_gradient, rtol=gradient_tolerance, atol=gradient_tolerance)
+
+
+def test_fast_mish_in_a_compiled_step_and_under_a_mirrored_strategy():
+  x = tf.random.stateless_normal((4, 8, 8, 16), (3, 4))
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+  @tf.function
+  def gradients(x):
+    def replica(x):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(activations.mish(x) * x)
+      return tape.gradient(loss, x)
+    return strategy.gather(strategy.run(replica, args=(x,)), axis=0)
+
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    loss = tf.reduce_sum(reference_mish(x) * x)
+  np.testing.assert_allclose(gradients(x)[:4], tape.gradient(loss, x), rtol=1e-5, atol=1e-6)

@@ -93,6 +93,7 @@ def test_batch_norm_offsets_get_a_scaled_gradient():
   np.testing.assert_allclose(got["net/logits/bias"], 0.9, rtol=1e-6)
 
 
+@pytest.mark.e2e
 def test_eval_uses_the_moving_average_and_training_keeps_the_raw_weights():
   tf.keras.utils.set_random_seed(0)
   model = Net()
@@ -149,6 +150,7 @@ def train_net(config, steps_count=4):
   return model, optimizer, statistics
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16", "mixed_float16"])
 def test_the_moving_average_is_swapped_in_under_every_precision(precision):
   model, optimizer, _ = train_net(Config(optimizer="sgd", learning_rate=0.1, ema_decay=0.5, precision=precision))

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from cnn import data
 from cnn import train
 from conftest import SHARED_TFDS, requires_shared_tfds, run_cli
@@ -14,6 +16,7 @@ def test_real_cifar10_info_has_class_names():
                               "ship", "truck")
 
 
+@pytest.mark.e2e
 @requires_shared_tfds
 def test_tutorial_network_one_epoch_on_real_cifar10_reaches_50_percent(tmp_path):
   run_dir = tmp_path / "run"

@@ -18,6 +18,7 @@ from cnn import throughput
 from cnn import trainer
 from cnn.config import Config
 from conftest import run_cli
+from streaming_run_test import write_jpegs
 
 INFO = data_lib.DatasetInfo("random", (32, 32, 3), 10, tuple(map(str, range(10))))
 
@@ -52,6 +53,7 @@ def weights(training: trainer.Training) -> list[np.ndarray]:
   return [v.numpy() for v in training.model.weights]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("precision, compute_dtype", [
     ("float32", "float32"), ("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")])
 def test_each_precision_trains_and_the_loss_falls(precision, compute_dtype):
@@ -71,6 +73,7 @@ def test_each_precision_trains_and_the_loss_falls(precision, compute_dtype):
   assert loss() < 0.5 * before
 
 
+@pytest.mark.e2e
 def test_float16_loss_scaling_skips_a_non_finite_step_and_lowers_the_scale():
   training = build(precision="mixed_float16")
   optimizer = training.optimizer
@@ -106,6 +109,7 @@ def test_the_loss_scale_is_saved_with_the_optimizer(tmp_path):
   assert float(restored.optimizer.dynamic_scale) == 1024.0
 
 
+@pytest.mark.e2e
 def test_k_steps_per_loop_give_the_same_weights_as_k_single_steps(op_determinism):
   split = random_split(200)
   results = []
@@ -123,6 +127,7 @@ def test_k_steps_per_loop_give_the_same_weights_as_k_single_steps(op_determinism
     assert other_metrics == results[0][1]
 
 
+@pytest.mark.e2e
 def test_xla_on_and_off_agree_and_nothing_retraces():
   split, eval_split = random_split(128), random_split(70, seed=1)  # Eval batches of 32, 32 and 6.
   results = []
@@ -144,6 +149,7 @@ def test_xla_on_and_off_agree_and_nothing_retraces():
   assert xla_eval["accuracy"] == pytest.approx(plain_eval["accuracy"], abs=1 / 70)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
 def test_flops_of_the_tutorial_network_match_a_hand_count(precision):
   training = build(precision=precision)
@@ -203,6 +209,7 @@ def test_precision_and_target_accuracy_are_validated():
     dataclasses.replace(Config(), target_accuracy=1.5).validate()
 
 
+@pytest.mark.e2e
 def test_bench_runs_end_to_end_on_mock_data_and_writes_its_json(mock_tfds, tmp_path):
   from cnn import bench  # pylint: disable=import-outside-toplevel  # Defines its flags on import.
   output = tmp_path / "bench.json"
@@ -225,3 +232,19 @@ def test_bench_runs_end_to_end_on_mock_data_and_writes_its_json(mock_tfds, tmp_p
   assert [t["choosing"] for t in report["search"]] == ["precision"] * 2 + ["steps_per_loop"] * 2 + ["jit_compile"]
   assert report["eval_examples"] == 64 and report["pipeline_images_per_second"] > 0
   assert 0.0 <= report["input_bound_fraction"]["C"] < 1.0
+
+
+@pytest.mark.e2e
+def test_bench_runs_on_a_folder_of_images_whose_splits_stream(tmp_path):
+  from cnn import bench  # pylint: disable=import-outside-toplevel  # Defines its flags on import.
+  root = write_jpegs(tmp_path / "jpegs", 8)  # train/ 24 and val/ 12 JPEGs of 64×48, 3 classes.
+  output = tmp_path / "bench.json"
+  code, stderr = run_cli(bench.main, [
+      f"--dataset=folder:{root}", "--image_size=16", "--data_memory_budget_mb=0", "--batch_size=8",
+      "--bench_steps=2", "--lead_in_steps=1", "--rounds=1", "--search_rounds=1", "--search_steps=1",
+      "--search_precisions=float32", "--search_steps_per_loop=1", "--search_jit_compile=false",
+      "--eval_examples=10", f"--output={output}"])
+  assert code == 0, stderr[-2000:]
+  report = json.loads(output.read_text())
+  assert report["train_examples"] == 24 and report["eval_examples"] == 10
+  assert all(0.0 <= report["runs"][name]["accuracy"] <= 1.0 for name in "ABCD")

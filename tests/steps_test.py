@@ -9,6 +9,7 @@ from cnn import steps
 from cnn.models.simple_cnn import SimpleCNN
 
 
+@pytest.mark.e2e
 def test_train_step_fits_one_fixed_batch():
   tf.keras.utils.set_random_seed(0)
   images = tf.random.uniform((32, 32, 32, 3))

@@ -9,6 +9,7 @@ import os
 import signal
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from checkpoints_test import assert_bitwise_equal, checkpoint_state, train_subprocess
@@ -40,6 +41,7 @@ def folder_args(root, run_dir, *extra):
           "--nowrite_graph", "--histogram_every_steps=0", "--nodownload", f"--run_dir={run_dir}", *extra]
 
 
+@pytest.mark.e2e
 def test_host_memory_does_not_grow_with_a_streamed_dataset(tmp_path):
   # Decoded at 160 px the large folder is 6,000 × 75 KB = 440 MB: held in memory, it would show.
   small, large = write_jpegs(tmp_path / "small", 200), write_jpegs(tmp_path / "large", 200, copies=10)
@@ -54,6 +56,7 @@ def test_host_memory_does_not_grow_with_a_streamed_dataset(tmp_path):
   assert peaks["large"] - peaks["small"] < 300, peaks
 
 
+@pytest.mark.e2e
 def test_streaming_runs_killed_at_any_step_resume_bit_for_bit(tmp_path):
   root = write_jpegs(tmp_path / "jpegs", 16)  # 48 examples, batch 8: 6 steps an epoch.
   args = ["--image_size=24", "--batch_size=8", "--train_steps=14", "--checkpoint_every_steps=4", "--deterministic",
@@ -74,6 +77,7 @@ def test_streaming_runs_killed_at_any_step_resume_bit_for_bit(tmp_path):
   assert_bitwise_equal(checkpoint_state(run / "checkpoints" / "ckpt-14"), checkpoint_state(latest))
 
 
+@pytest.mark.e2e
 def test_a_resumed_pipeline_reads_no_example_before_its_step():
   # An ImageNet-size epoch (1,281,167 examples, batch 1024): the pipeline rebuilt at the epoch's last
   # step reads only that step's examples (and later ones, prefetched). benchmarks/resume_cost.py times it.

@@ -56,6 +56,7 @@ def reference_sweep(tiny_data_dir, tmp_path_factory):
   return sweep_dir, sweep_subprocess(tiny_args(tiny_data_dir, sweep_dir, GRID, "--parallel=2"))
 
 
+@pytest.mark.e2e
 def test_a_2x2_grid_two_at_a_time_finishes_and_writes_the_table(reference_sweep):
   sweep_dir, result = reference_sweep
   assert result.returncode == 0, result.stderr[-2000:]
@@ -88,6 +89,7 @@ def test_a_2x2_grid_two_at_a_time_finishes_and_writes_the_table(reference_sweep)
   assert "Results by eval_accuracy" in result.stdout and "learning_rate  train_steps" in result.stdout
 
 
+@pytest.mark.e2e
 def test_a_killed_sweep_resumes_to_the_checkpoints_of_an_uninterrupted_one(reference_sweep, tiny_data_dir,
                                                                             tmp_path):
   reference_dir, reference = reference_sweep
@@ -146,6 +148,27 @@ def test_a_random_sweep_is_reproducible_from_its_seed(tmp_path):
   code, stderr, more = plan(tmp_path, space, "--random=9", "--seed=3", name="a")
   assert code == 0, stderr
   assert more[:6] == trials and len(more) == 9
+
+
+def test_a_random_search_whose_draws_repeat_still_runs_n_distinct_trials(tmp_path):
+  # 4 distinct trials, and 1e-3 is 0.001: six draws of seed 0 repeat, which used to leave fewer trials.
+  space = "--grid=learning_rate=1e-3,0.001,0.01;kernel_size=randint(2,3)"
+  code, stderr, trials = plan(tmp_path, space, "--random=4", "--seed=0", name="a")
+  assert code == 0, stderr
+  assert sorted((t["flags"]["learning_rate"], t["flags"]["kernel_size"]) for t in trials) == [
+      ("0.001", "2"), ("0.001", "3"), ("0.01", "2"), ("0.01", "3")]
+  # The first trials of a longer search are still the shorter one's.
+  assert plan(tmp_path, space, "--random=3", "--seed=0", name="b")[2] == trials[:3]
+
+
+def test_a_random_search_asking_for_more_trials_than_the_space_holds_says_so(tmp_path):
+  code, stderr, _ = plan(tmp_path, "--grid=optimizer=adam,sgd;kernel_size=randint(2,3)", "--random=5")
+  assert code == 2 and stderr.count("\n") == 1, stderr
+  assert "--random=5: --grid holds 4 distinct trials; ask for at most 4" in stderr
+  code, stderr, _ = plan(tmp_path, "--grid=learning_rate=1e-3,0.001,0.01", "--random=3")
+  assert code == 2 and stderr.count("\n") == 1, stderr
+  assert "--random=3: only 2 distinct trials in " in stderr
+  assert not (tmp_path / "sweep").exists()
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "experiments").glob("*_sweep.cfg")))

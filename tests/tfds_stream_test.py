@@ -20,6 +20,7 @@ def _batches(split, start_step=0, count=14):
   return [(images.numpy(), labels.numpy()) for images, labels in batches.take(count)]
 
 
+@pytest.mark.e2e
 def test_a_streamed_tfds_split_feeds_the_in_memory_batches_and_resumes_at_any_step(tiny_data_dir):
   source = _source(tiny_data_dir)
   streamed, streamed_eval = data.open_splits(source, ["train", "test"], budget_mb=0)
@@ -61,6 +62,7 @@ def test_array_record_splits_stream_through_array_record(tmp_path):
   np.testing.assert_array_equal(streamed.labels, held.labels)
 
 
+@pytest.mark.e2e
 def test_tfds_images_of_varying_size_are_centre_cropped_alike_in_memory_and_streaming(tmp_path):
   tfds.builder(tiny_tfds.PHOTOS_NAME, data_dir=str(tmp_path)).download_and_prepare()
   source = data.open_dataset(Config(dataset=tiny_tfds.PHOTOS_NAME, data_dir=str(tmp_path), download=False, image_size=8,

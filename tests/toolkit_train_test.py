@@ -1,4 +1,4 @@
-"""End to end: a researcher's own model through --extra_modules, own images through ImageFolder,
+"""End to end: a researcher's own model through --extra_modules, own images through folder:PATH,
 the recipes' flagfiles, and one-line errors for the toolkit's bad input."""
 
 import json
@@ -61,6 +61,7 @@ def module_dir(tmp_path, monkeypatch):
       del sys.modules[name]
 
 
+@pytest.mark.e2e
 def test_a_model_and_augmentation_from_an_outside_module_train(mock_tfds, module_dir, tmp_path):
   (module_dir / "my_linear_model.py").write_text(MODULE.format(name="my_linear"))
   flagfile = tmp_path / "exp.cfg"  # A flagfile may name the modules, as flags.txt does.
@@ -94,6 +95,7 @@ def write_image_folder(root, sizes=((20, 24), (30, 18), (16, 16))):
         Image.fromarray(image).save(root / split / name / f"{i}.png")
 
 
+@pytest.mark.e2e
 def test_an_image_folder_of_varied_sizes_trains_end_to_end(tmp_path):
   write_image_folder(tmp_path / "pets")
   run_dir = tmp_path / "run"
@@ -145,6 +147,7 @@ def test_toolkit_bad_input_is_one_line_and_writes_nothing(mock_tfds, tmp_path, a
   assert not run_dir.exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("recipe", ["cifar10_resnet20", "cifar10_resnet56", "cifar10_airbench94"])
 def test_recipe_flagfiles_run(mock_tfds, tmp_path, recipe):
   run_dir = tmp_path / "run"
@@ -156,6 +159,7 @@ def test_recipe_flagfiles_run(mock_tfds, tmp_path, recipe):
   assert f"--model={recipe.split('_')[1]}" in flags_txt and "--weight_decay_type=l2" in flags_txt
 
 
+@pytest.mark.e2e
 def test_a_validation_split_from_train_and_a_final_test_evaluation(mock_tfds, tmp_path):
   run_dir = tmp_path / "run"
   code, stderr = run_cli(train.main, [*TINY, "--train_split=train[:75%]", "--eval_split=train[75%:]",

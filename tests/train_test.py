@@ -32,6 +32,7 @@ def scalar_tags(event_dir):
           for tag in events.Tags()["tensors"] if events.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"}
 
 
+@pytest.mark.e2e
 def test_smoke_run_writes_events_flags_and_results(mock_tfds, tmp_path):
   run_dir = tmp_path / "run"
   code, stderr = run_cli(train.main, [*SMOKE, f"--run_dir={run_dir}"])
@@ -61,6 +62,7 @@ def test_smoke_run_writes_events_flags_and_results(mock_tfds, tmp_path):
   assert eval_scalars["accuracy"][-1][1] == pytest.approx(results["eval_accuracy"])
 
 
+@pytest.mark.e2e
 def test_steps_per_loop_keep_logs_evals_and_summaries_at_their_steps(mock_tfds, tmp_path):
   """7 steps per loop, logs every 10, epochs of 8: every call is cut at the next log or epoch end."""
   run_dir = tmp_path / "run"
@@ -91,6 +93,7 @@ def test_the_model_is_built_at_the_runs_precision_and_the_global_policy_is_left_
   assert tf.keras.mixed_precision.global_policy().name == "float32"
 
 
+@pytest.mark.e2e
 def test_mfu_divides_by_the_peak_of_every_replica(mock_tfds, tmp_path):
   run_dir = tmp_path / "run"
   code, stderr = run_cli(train.main, [*SMOKE, f"--run_dir={run_dir}", "--train_steps=4", "--log_every_steps=2",
@@ -102,6 +105,7 @@ def test_mfu_divides_by_the_peak_of_every_replica(mock_tfds, tmp_path):
     assert mfu == pytest.approx(tflops / 4)
 
 
+@pytest.mark.e2e
 def test_flags_txt_reproduces_the_config(tiny_data_dir, tmp_path):
   run_dir = tmp_path / "run"
   code, stderr = run_cli(train.main, [*SMOKE, f"--run_dir={run_dir}", "--dropout=0.25",
@@ -120,6 +124,7 @@ def test_flags_txt_reproduces_the_config(tiny_data_dir, tmp_path):
   assert config.train_steps == 40 and config.run_dir == str(run_dir)
 
 
+@pytest.mark.e2e
 def test_train_steps_wins_over_epochs(mock_tfds, tmp_path):
   run_dir = tmp_path / "run"
   code, stderr = run_cli(train.main, ["--epochs=3", "--train_steps=5", "--batch_size=16",
@@ -128,6 +133,7 @@ def test_train_steps_wins_over_epochs(mock_tfds, tmp_path):
   assert json.loads((run_dir / "results.json").read_text())["steps"] == 5
 
 
+@pytest.mark.e2e
 def test_epochs_set_the_length_when_no_train_steps(mock_tfds, tmp_path):
   run_dir = tmp_path / "run"
   code, stderr = run_cli(train.main, ["--epochs=2", "--batch_size=64", f"--run_dir={run_dir}",
@@ -154,6 +160,7 @@ def test_every_experiment_flagfile_parses_and_validates():
   assert configs["smoke.cfg"].train_steps == 40
 
 
+@pytest.mark.e2e
 def test_a_run_dir_that_holds_another_run_is_refused_then_replaced_with_overwrite(mock_tfds, tmp_path):
   run_dir = tmp_path / "run"
   args = ["--train_steps=2", "--batch_size=16", f"--run_dir={run_dir}"]
@@ -207,6 +214,7 @@ def test_bad_input_is_one_line_without_a_traceback_and_writes_nothing(mock_tfds,
   assert not run_dir.exists()
 
 
+@pytest.mark.e2e
 def test_command_line_error_exits_non_zero_in_one_line(tmp_path):
   """The real entry point, in a subprocess: one line on stderr, no traceback."""
   result = subprocess.run([sys.executable, "-m", "cnn.train", "--flagfile=experiments/smoke.cfg",
@@ -226,11 +234,12 @@ def _help(module: str) -> str:
   return result.stdout
 
 
+@pytest.mark.e2e
 def test_help_lists_the_config_flags_by_section_with_their_choices_and_ranges():
   text = _help("cnn.train")
   headings = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
   assert headings == ["Data", "Model", "Optimisation", "Research toolkit", "Run", "TensorBoard", "Distribution",
-                      "Checkpoints", "Speed"]
+                      "Checkpoints", "Speed", "Evaluation"]
   optimisation = text[text.index("\nOptimisation:"):text.index("\nResearch toolkit:")]
   assert "--learning_rate: Learning rate.\n    (default: '0.001')\n    (a number > 0.0)" in optimisation
   assert "--strategy: <default|one_device|mirrored|multi_worker_mirrored|tpu>:" in text  # An enum's choices.
@@ -239,6 +248,7 @@ def test_help_lists_the_config_flags_by_section_with_their_choices_and_ranges():
   assert text.count("\n  --") == len(dataclasses.fields(Config))  # Every field, once.
 
 
+@pytest.mark.e2e
 def test_help_of_the_other_entry_points_lists_their_own_flags():
   text = _help("cnn.evaluate")
   assert "--run_dir: The run directory to evaluate (required)." in text and "--checkpoint:" in text
@@ -250,6 +260,7 @@ def file_states(run_dir):
           for path in run_dir_files(run_dir)}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("train_steps", [12, 16])  # 1.5 epochs of 8 steps, and a whole 2.
 def test_a_finished_run_run_again_says_so_and_changes_nothing(mock_tfds, tmp_path, capsys, train_steps):
   run_dir = tmp_path / "run"
@@ -269,6 +280,7 @@ def test_a_finished_run_run_again_says_so_and_changes_nothing(mock_tfds, tmp_pat
     assert file_states(run_dir) == before
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("schedule, dependency", [
     (["--lr_schedule=cosine"], "--lr_schedule=cosine decays over it"),
     (["--lr_schedule=linear", "--lr_warmup_epochs=0.5"], "--lr_schedule=linear decays over it"),
@@ -294,6 +306,7 @@ def test_a_schedule_spread_over_the_run_refuses_a_new_length(mock_tfds, tmp_path
   assert json.loads((run_dir / "results.json").read_text())["steps"] == 6
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("owner, name, error, message", [
     (trainer, "build_training",
      tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[64,32]"),

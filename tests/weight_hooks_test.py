@@ -87,6 +87,7 @@ def train_tiny(config, num_steps, steps_per_loop=1):
   return {v.path: v.numpy() for v in model.variables}
 
 
+@pytest.mark.e2e
 def test_frozen_variables_keep_their_value_from_the_freeze_step_on():
   config = Config(freeze_variables="logits/bias", freeze_after_epochs=0.5)  # 2 steps of 4 an epoch.
   at_freeze, later, unfrozen = (train_tiny(config, 2), train_tiny(config, 9),
@@ -97,6 +98,7 @@ def test_frozen_variables_keep_their_value_from_the_freeze_step_on():
   assert not np.allclose(later["net/logits/kernel"], at_freeze["net/logits/kernel"])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("bn_stats", ["keep", "average"])
 def test_weight_hooks_give_the_same_run_whatever_the_steps_per_loop(bn_stats):
   config = Config(lookahead_every=3, lookahead_bn_stats=bn_stats, freeze_variables="conv/bias", freeze_after_epochs=1.0)

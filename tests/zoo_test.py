@@ -34,6 +34,7 @@ def trainable_count(model):
   return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
 
 
+@pytest.mark.e2e
 def test_every_registered_model_has_a_checked_parameter_count():
   assert set(models.names()) == set(TRAINABLE)
   small = DatasetInfo("cifar10", (16, 16, 3), 10, CIFAR10.class_names)  # Counts do not depend on the size.
@@ -46,6 +47,7 @@ def test_every_registered_model_has_a_checked_parameter_count():
 
 # resnet32 … resnet110 are the resnet20 class with more blocks (their counts are checked above);
 # compiling their train steps costs minutes on 2 cores, so only resnet20 trains here.
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["simple_cnn", "resnet20", "airbench94"])
 def test_each_model_trains_a_few_steps_and_the_loss_falls(name):
   tf.keras.utils.set_random_seed(0)

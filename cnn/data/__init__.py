@@ -13,6 +13,7 @@ The names below are the package's interface (`from cnn import data; data.train_d
 
 from cnn.data.normalization import channel_stats  # noqa: F401
 from cnn.data.normalization import head_images  # noqa: F401
+from cnn.data.normalization import images_at  # noqa: F401
 from cnn.data.normalization import input_mean_std  # noqa: F401
 from cnn.data.normalization import standardizer  # noqa: F401
 from cnn.data.normalization import to_unit_range  # noqa: F401

@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-_FORMAT = 1  # Bump when the layout of the cached arrays changes.
+_FORMAT = 2  # Bump when what is cached changes (2: multi-shard TFDS splits in file order, right labels).
 
 
 def default_dir() -> pathlib.Path:

@@ -1,8 +1,9 @@
 """The pixel values a model sees: uint8 rescaled to [0, 1], then optionally standardised per channel.
 
 The channel statistics come from flags or from the training split (exact integer sums over a fixed
-sample, so both back-ends give the same bits); `head_images` samples a split's first images, e.g. for
-a model's data-based initialisation.
+sample, so both back-ends give the same bits). `images_at` reads given examples' images from a split
+of either kind (the eval summaries' misclassified images, for one); `head_images` samples a split's
+first images, e.g. for a model's data-based initialisation.
 """
 
 from typing import Optional
@@ -46,14 +47,28 @@ def channel_stats(split: "Split | stream.StreamSplit") -> tuple[np.ndarray, np.n
   return mean, np.sqrt(np.maximum(squares / (255.0**2 * count) - mean**2, 0.0))
 
 
+def images_at(split: "Split | stream.StreamSplit", indices: np.ndarray) -> np.ndarray:
+  """uint8 images [len(indices), H, W, C] of examples `indices` of a split, in that order.
+
+  A split in memory gives its arrays' rows; a streaming split reads and decodes those examples
+  (their evaluation views, as the model sees them at evaluation).
+  """
+  indices = np.asarray(indices, np.int64)
+  if not isinstance(split, stream.StreamSplit):
+    return split.images[indices]
+  if not len(indices):
+    return np.zeros((0, *split.preprocessing.shape), np.uint8)
+  return np.concatenate([batch.numpy() for batch in stream.sample_images(split, indices)])
+
+
 def head_images(split: "Split | stream.StreamSplit", count: int) -> np.ndarray:
   """uint8 images of the split's first `count` examples (a streaming split: their evaluation views,
   fewer when they would take more than `_SAMPLE_BYTES`), e.g. for a model's data-based initialisation."""
   if not isinstance(split, stream.StreamSplit):
     return split.images[:count]
-  size = split.preprocessing.image_size
-  count = max(1, min(count, len(split), _SAMPLE_BYTES // (size * size * split.preprocessing.channels)))
-  return np.concatenate([b.numpy() for b in stream.sample_images(split, np.arange(count))])
+  # The view's shape, not --image_size: a fixed-size dataset streams at its own size (image_size 0).
+  count = max(1, min(count, len(split), _SAMPLE_BYTES // int(np.prod(split.preprocessing.shape))))
+  return images_at(split, np.arange(count))
 
 
 def input_mean_std(config: Config,

@@ -77,8 +77,8 @@ def train_dataset(split: Split, batch_size: int, seed: int,
     preprocessing: for a bare `folder.FileSplit`, its preprocessing (a `stream.StreamSplit` has its own).
     service_shards: for a tf.data service of several workers (cnn/data/service.py): each worker reads
       and decodes every N-th batch only (`SHARD_HINT`, before the reading), and elements are
-      (images, labels, number), `number` counting this pipeline's batches from step 0, so that the
-      consumer can restore the order.
+      (images, labels, number), `number` counting this pipeline's batches from `start_step` (0, 1, ...),
+      so that the consumer can restore the order.
   """
   split = _as_stream(split, preprocessing)
   batches_per_epoch = steps_per_epoch(split, batch_size)
@@ -112,7 +112,8 @@ def train_dataset(split: Split, batch_size: int, seed: int,
     if not service_shards:
       return standardize(batch_images), batch_labels
     replica = tf.cast(positions[0] - pipeline * per_pipeline, tf.int64) // per_replica
-    number = (tf.cast(epoch, tf.int64) * batches_per_epoch + tf.cast(step, tf.int64)) * replicas_here + replica
+    number = ((tf.cast(epoch, tf.int64) * batches_per_epoch + tf.cast(step, tf.int64) - start_step) * replicas_here
+              + replica)
     return standardize(batch_images), batch_labels, number
 
   first_epoch, steps_into_epoch = divmod(start_step, batches_per_epoch)

@@ -1,7 +1,8 @@
 """ImageNet-style preprocessing of encoded or decoded images of any size, stateless.
 
 Training: a random-resized crop (a window of `scale` of the image's area and `ratio` aspect ratio,
-drawn by `tf.image.stateless_sample_distorted_bounding_box`), resized to `image_size`. For JPEG only
+drawn by `tf.image.stateless_sample_distorted_bounding_box`), resized to `image_size` (a fixed-size
+dataset without one: to its own size). For JPEG only
 the window is decoded (`tf.io.decode_and_crop_jpeg`). Flips and the rest come after, on batches
 (`--augment`). Evaluation: the centre square of side `crop_fraction` × the shorter side, resized to
 `image_size` — the anchors' "resize the shorter side to image_size / crop_fraction, take the centre
@@ -41,10 +42,11 @@ class Preprocessing:
     return (*((self.image_size,) * 2 if self.image_size else self.fixed_size), self.channels)
 
 
-def _to_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:
-  if not image_size:  # A fixed-size dataset at its own size.
+def _to_uint8(image: tf.Tensor, size: "int | tuple[int, int]") -> tf.Tensor:
+  """`image` resized to `size` (a side, or (height, width)) and rounded to uint8; as it is for size 0."""
+  if not size:  # A fixed-size dataset at its own size.
     return image
-  resized = tf.image.resize(image, (image_size, image_size))  # Bilinear, as load_split's resize.
+  resized = tf.image.resize(image, (size, size) if isinstance(size, int) else size)  # Bilinear, as load_split's.
   return tf.saturate_cast(tf.round(resized), tf.uint8)
 
 
@@ -88,7 +90,7 @@ def train_image(encoded: tf.Tensor, seed: tf.Tensor, settings: Preprocessing) ->
     return eval_encoded(encoded, settings)
   window = _decode_window(encoded, lambda shape: random_window(shape, seed, settings.scale, settings.ratio),
                           settings.channels)
-  return _to_uint8(window, settings.image_size)
+  return _to_uint8(window, settings.shape[:2])  # A fixed-size dataset without --image_size: its own size.
 
 
 def eval_encoded(encoded: tf.Tensor, settings: Preprocessing) -> tf.Tensor:

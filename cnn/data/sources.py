@@ -71,9 +71,10 @@ def open_dataset(config: Config) -> DataSource:
 
 
 def get_builder(name: str, data_dir: str = "", download: bool = True) -> tfds.core.DatasetBuilder:
-  """A prepared TFDS builder for `name`. Raises UserError if it is unknown or cannot be prepared."""
-  if name.startswith("folder:"):
-    return folder_builder(name[len("folder:"):])
+  """A prepared TFDS builder for `name` (a folder of images is opened by `open_dataset`, not here).
+
+  Raises UserError if it is unknown or cannot be prepared.
+  """
   data_dir = data_dir or None
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -98,16 +99,6 @@ def get_builder(name: str, data_dir: str = "", download: bool = True) -> tfds.co
     raise UserError(f"dataset '{name}' is not prepared in {where} and downloading it failed "
                     f"({type(e).__name__}); {how}") from None
   return builder
-
-
-def folder_builder(path: str) -> tfds.core.DatasetBuilder:
-  """TFDS's ImageFolder on `path`: split sub-folders (train/, test/) of class sub-folders of images."""
-  root = pathlib.Path(path).expanduser()
-  if not (root / "train").is_dir():
-    found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    raise UserError(f"--dataset=folder:{path} needs sub-folders train/ and test/, each with one folder "
-                    f"of images per class ({'found: ' + ', '.join(found) if found else 'none found'})")
-  return tfds.folder_dataset.ImageFolder(str(root))
 
 
 def probe_download_hosts(urls: list[str], timeout: float = 4.0, max_hosts: int = 2) -> str:

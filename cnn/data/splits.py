@@ -77,7 +77,8 @@ def open_split(source: DataSource, name: str, budget_bytes: int,
   if not _fits(name, decoded_bytes, budget_bytes, explain):
     return streaming, 0
   return _hold(source, streaming, decoded_bytes, dataset=str(source.root.resolve()), split=name,
-               files=[cache.files_fingerprint(source.root / n) for n in folder.split_folders(name)])
+               files=[cache.files_fingerprint(source.root / n) for n in folder.split_folders(name)],
+               listing=(folder.LISTING_VERSION, source.skip_bad_images))  # Which of the files are listed.
 
 
 def _hold(source: DataSource, streaming: stream.StreamSplit, decoded_bytes: int,
@@ -152,7 +153,9 @@ def load_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int = 
 def _decode_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int) -> Split:
   """A split read from TFDS and decoded into memory (see `load_split`)."""
   try:
-    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    # One file at a time: as_dataset interleaves the shards otherwise, and streaming reads in file order.
+    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False,
+                            read_config=tfds.ReadConfig(interleave_cycle_length=1))
     if image_size:
       ds = ds.map(lambda image, label: (tf.saturate_cast(tf.round(tf.image.resize(
           image, (image_size, image_size))), tf.uint8), label), num_parallel_calls=tf.data.AUTOTUNE)

@@ -2,23 +2,19 @@
 
 A `StreamSplit` holds, per example, a small key (a file path, or an index into a TFDS split's
 records: `cnn/data/tfds_stream.py`) and a label; host memory holds those, not pixels. `read_encoded`
-turns a key into the encoded image inside the pipeline. A JPEG whose
-body is cut short (its header is fine, so the listing accepted it) fails the run with the file's
-name (`BAD_IMAGE`, which the entry points print as one line), not with a decoder traceback.
+turns a key into the encoded image inside the pipeline. An image file cut short, corrupt or gone
+fails the run with the file's name in one line, not with a decoder traceback (`cnn/data/bad_images.py`).
 """
 
 import dataclasses
-import re
 from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from cnn.data import bad_images
 from cnn.data import preprocess
-
-BAD_IMAGE = "cnn-bad-image:"  # Marks the pipeline's error for a corrupt image; the path follows.
-_JPEG_END = (0xFF, 0xD9)  # A JPEG ends with this marker (some cameras append bytes after it).
-_JPEG_TAIL = 64  # Bytes at the end of a JPEG searched for the marker.
+from cnn.data.bad_images import decodable  # noqa: F401  # --skip_bad_images, for splits.py.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,57 +32,32 @@ class StreamSplit:
     return len(self.labels)
 
 
-def _jpeg_is_whole(encoded: tf.Tensor) -> tf.Tensor:
-  """False for a JPEG without its end marker in its last bytes (a truncated body); True otherwise."""
-  size = tf.strings.length(encoded)
-  tail_size = tf.minimum(size, _JPEG_TAIL)
-  tail = tf.io.decode_raw(tf.strings.substr(encoded, size - tail_size, tail_size), tf.uint8)
-  ends = tf.logical_and(tf.equal(tail[:-1], _JPEG_END[0]), tf.equal(tail[1:], _JPEG_END[1]))
-  return tf.logical_or(tf.logical_not(tf.io.is_jpeg(encoded)), tf.reduce_any(ends))
-
-
 def read_encoded(key: tf.Tensor, read: Optional[Callable[[tf.Tensor], tf.Tensor]] = None) -> tf.Tensor:
-  """The encoded image `key` names (`read`, default a file path); fails with `BAD_IMAGE` and the key if
-  it is a cut-short JPEG."""
-  encoded = (read or tf.io.read_file)(key)
-  check = tf.debugging.Assert(_jpeg_is_whole(encoded), [BAD_IMAGE, key, "is a truncated JPEG: remove or "
-                                                        "replace it, or pass --skip_bad_images"])
-  with tf.control_dependencies([check]):
-    return tf.identity(encoded)
+  """The encoded image `key` names (`read`, default a file path); fails naming the key if it is cut short
+  (`bad_images.check_encoded`)."""
+  return bad_images.check_encoded(key, (read or tf.io.read_file)(key))
 
 
 def bad_image_message(error: Exception) -> str:
-  """The one-line message of a pipeline error raised by `read_encoded`, or '' for other errors."""
-  text = str(error)
-  if BAD_IMAGE not in text:
-    return ""
-  # Assert prints each of its data items in brackets: [marker] [key] [hint].
-  return " ".join(["corrupt image", *re.findall(r"\[([^\[\]]*)\]", text.split(BAD_IMAGE, 1)[1].splitlines()[0])])
+  """The one-line message of an input pipeline's error about an image file or record, or '' for others."""
+  return bad_images.pipeline_error_message(error)
 
 
-def decodable(paths: np.ndarray) -> np.ndarray:
-  """Which image files read and decode whole (bool [N]): each is decoded once (--skip_bad_images)."""
-
-  def decode(index, path):
-    image = tf.io.decode_image(read_encoded(path), channels=3, expand_animations=False)
-    return index, tf.shape(image)  # The shape keeps the decode from being pruned.
-
-  decoded = (tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
-             .map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-             .ignore_errors())
-  mask = np.zeros(len(paths), bool)
-  mask[[int(index) for index, _ in decoded.as_numpy_iterator()]] = True
-  return mask
+def _watch(split: StreamSplit) -> None:
+  if split.read is None:  # Files: searched if a decoder fails on one (`bad_images.pipeline_error_message`).
+    bad_images.watch(split.keys)
 
 
 def train_view(split: StreamSplit, key: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """Example `key` of `split` read and decoded for training (see `preprocess.train_image`)."""
+  _watch(split)
   image = preprocess.train_image(read_encoded(key, split.read), seed, split.preprocessing)
   return tf.ensure_shape(image, split.preprocessing.shape)
 
 
 def eval_view(split: StreamSplit, key: tf.Tensor) -> tf.Tensor:
   """Example `key` of `split` read and decoded for evaluation (see `preprocess.eval_encoded`)."""
+  _watch(split)
   return tf.ensure_shape(preprocess.eval_encoded(read_encoded(key, split.read), split.preprocessing),
                          split.preprocessing.shape)
 

@@ -1,26 +1,32 @@
 """Random access to the examples of a prepared TFDS split, for the streaming back-end.
 
-Example `i` of a split is read by index, so the streaming pipeline keeps the in-memory back-end's
-index stream (a permutation of the whole split each epoch) and resumes at any step without reading
-what came before:
-  * ArrayRecord datasets (`tfds build --file_format=array_record`, TFDS's `data_source` files) are
-    read with `array_record`'s `ArrayRecordDataSource` over the split's file instructions.
-  * TFRecord datasets (TFDS's default) have no index. One scan of their record headers (12 bytes read
-    per record, the data skipped) gives each example's file, offset and length; an example is then
-    one `pread`. The table (24 bytes an example: 31 MB for ImageNet) and the labels are cached
-    (`cnn.data.cache`), keyed like decoded splits, so the scan happens once per dataset version.
-Either way the serialized example is parsed in the pipeline with the image left encoded.
+Example `i` is record `i` of the split in file order (the order of its file instructions, slicing
+included), read by index, so the streaming pipeline keeps the in-memory back-end's index stream (a
+permutation of the whole split each epoch) and resumes at any step without reading what came before.
+Labels are parsed once from the records the same reader returns for each index, so a label cannot
+belong to another image; they are cached (`cnn.data.cache`) with the record table below.
+  * TFRecord datasets (TFDS's default) are read in the graph, no Python per example: one scan of the
+    record headers (12 bytes read a record) gives each example's file, header offset and length (24
+    bytes an example: 31 MB for ImageNet, held in the graph as constants); example `i` is then a
+    one-record `TFRecordDatasetV2` started at its offset (it seeks, and checks the CRCs) inside the
+    map. So the split runs on tf.data service workers and from any step. Chosen over a Python read
+    per batch (still Python: no service, the GIL), Grain (another dependency, Python workers) and
+    `global_shuffle` (TF 2.21's TFRecordDataset has no random access).
+  * ArrayRecord datasets have no TensorFlow op: read through TFDS's `as_data_source` in Python
+    (`tf.py_function`), on this host only.
+The serialized example is parsed in the pipeline with the image left encoded.
 """
 
+import dataclasses
 import os
 import struct
-import threading
 from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cnn.data import bad_images
 from cnn.data import cache
 from cnn.data import preprocess
 from cnn.data import stream
@@ -31,7 +37,7 @@ _FOOTER = 4
 
 
 def record_table(filename: str, skip: int, take: int) -> np.ndarray:
-  """(offset, length) [take, 2] of records skip..skip+take of a TFRecord file, from their headers."""
+  """(header offset, data length) [take, 2] of records skip..skip+take of a TFRecord file."""
   table, offset = np.empty((take, 2), np.int64), 0
   with open(filename, "rb") as f:
     for position in range(skip + take):
@@ -42,68 +48,88 @@ def record_table(filename: str, skip: int, take: int) -> np.ndarray:
                         "the dataset is damaged; prepare it again")
       length = struct.unpack("<Q", header[:8])[0]
       if position >= skip:
-        table[position - skip] = (offset + _HEADER, length)
+        table[position - skip] = (offset, length)
       offset += _HEADER + length + _FOOTER
   return table
 
 
-class TFRecordReader:
-  """`reader[i]`: the serialized example `i` of a TFRecord split (`files[table[i, 0]]` at `table[i, 1:]`)."""
-
-  def __init__(self, files: list[str], table: np.ndarray):
-    self._files, self._table = files, table
-    self._descriptors, self._lock = {}, threading.Lock()
-
-  def _descriptor(self, file_index: int) -> int:
-    with self._lock:  # pread on a shared descriptor is thread-safe; opening it once is what is locked.
-      if file_index not in self._descriptors:
-        self._descriptors[file_index] = os.open(self._files[file_index], os.O_RDONLY)
-      return self._descriptors[file_index]
-
-  def __getitem__(self, index: int) -> bytes:
-    file_index, offset, length = (int(v) for v in self._table[index])
-    return os.pread(self._descriptor(file_index), length, offset)
-
-  def __len__(self) -> int:
-    return len(self._table)
-
-
-def _scan(builder: tfds.core.DatasetBuilder, split: str) -> np.ndarray:
-  """(file, offset, length) [N, 3] of every example of a TFRecord split, from the record headers."""
-  instructions = builder.info.splits[split].file_instructions
-  files = sorted({i.filename for i in instructions})
+def _scan(files: list[str], instructions) -> np.ndarray:
+  """(index in `files`, header offset, length) [N, 3] of a TFRecord split's records in file order."""
   return np.concatenate([
       np.column_stack([np.full(i.take, files.index(i.filename)), record_table(i.filename, i.skip, i.take)])
       for i in instructions])
 
 
-def _labels(builder: tfds.core.DatasetBuilder, split: str) -> np.ndarray:
-  """Every example's label, in order, read sequentially with the images left encoded (TFRecord)."""
-  image_key, label_key = builder.info.supervised_keys
-  dataset = builder.as_dataset(split=split, shuffle_files=False, decoders={image_key: tfds.decode.SkipDecoding()})
-  return _concat(dataset.map(lambda example: example[label_key], num_parallel_calls=tf.data.AUTOTUNE))
+def tfrecord_reader(files: list[str], table: np.ndarray) -> Callable[[tf.Tensor], tf.Tensor]:
+  """`index -> serialized record` in the graph: record `files[table[i, 0]]` at byte `table[i, 1]`.
 
-
-def _concat(labels: tf.data.Dataset) -> np.ndarray:
-  return np.concatenate([batch.numpy().astype(np.int32) for batch in labels.batch(4096)])
-
-
-def _serialized(reader) -> Callable[[tf.Tensor], tf.Tensor]:
-  """`index -> serialized example` in the pipeline (`reader[i]` in Python: a file read, no decoding)."""
+  A record whose CRC does not match (or that the file no longer holds) fails with `bad_images.BAD_IMAGE`,
+  the file and the offset: one line at the entry points.
+  """
+  file_names, records = tf.constant(files), tf.constant(table, tf.int64)
 
   def read(index: tf.Tensor) -> tf.Tensor:
-    serialized = tf.py_function(lambda i: reader[int(i)], [index], tf.string)
+    file_index, offset, length = tf.unstack(tf.gather(records, index))
+    filename = tf.gather(file_names, file_index)
+    one = tf.data.experimental.from_variant(tf.raw_ops.TFRecordDatasetV2(
+        filenames=filename[None], compression_type="", buffer_size=length + _HEADER + _FOOTER,
+        byte_offsets=offset[None]), tf.TensorSpec([], tf.string))
+    # A bad record is an error the reader follows by ending (its file is given up): found is False.
+    found, serialized = (one.take(1).map(lambda record: (True, record)).ignore_errors()
+                         .concatenate(tf.data.Dataset.from_tensors((False, ""))).take(1).get_single_element())
+    check = tf.debugging.Assert(found, [bad_images.BAD_IMAGE, filename, tf.strings.format(
+        "holds a damaged record at byte {}: the dataset is damaged; prepare it again", offset)])
+    with tf.control_dependencies([check]):
+      return tf.identity(serialized)
+
+  return read
+
+
+def _array_record_reader(builder: tfds.core.DatasetBuilder, split: str) -> Callable[[tf.Tensor], tf.Tensor]:
+  """`index -> serialized record` of an ArrayRecord split, through TFDS's data source (Python)."""
+  source = builder.as_data_source(split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+
+  def read(index: tf.Tensor) -> tf.Tensor:
+    serialized = tf.py_function(lambda i: source[int(i)], [index], tf.string)
     serialized.set_shape([])
     return serialized
 
   return read
 
 
+@dataclasses.dataclass(frozen=True)
+class RecordRead:
+  """`read(index) -> encoded image` of a TFDS split (a `stream.StreamSplit`'s `read`).
+
+  `runs_python`: it calls Python per example (ArrayRecord), which a tf.data service worker cannot run.
+  """
+  serialized: Callable[[tf.Tensor], tf.Tensor]
+  features: tfds.features.FeaturesDict
+  image_key: str
+  runs_python: bool
+
+  def parse(self, index: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Example `index` parsed, its image left encoded."""
+    return self.features.deserialize_example(self.serialized(index),
+                                             decoders={self.image_key: tfds.decode.SkipDecoding()})
+
+  def __call__(self, index: tf.Tensor) -> tf.Tensor:
+    return self.parse(index)[self.image_key]
+
+
+def _labels(read: RecordRead, label_key: str, num_examples: int) -> np.ndarray:
+  """Every example's label, parsed from the record `read` gives for its index."""
+  labels = tf.data.Dataset.range(num_examples).map(lambda i: read.parse(i)[label_key],
+                                                   num_parallel_calls=tf.data.AUTOTUNE)
+  return np.concatenate([batch.numpy().astype(np.int32) for batch in labels.batch(4096)])
+
+
 def open_split(builder: tfds.core.DatasetBuilder, split: str, preprocessing: preprocess.Preprocessing,
                cache_dir: Optional[os.PathLike]) -> stream.StreamSplit:
-  """Split `split` of a prepared TFDS dataset as a streaming split (keys: example indices).
+  """Split `split` of a prepared TFDS dataset as a streaming split (keys: example indices in file order).
 
-  The labels (and a TFRecord split's record table) are read once and cached in `cache_dir`.
+  The labels (and a TFRecord split's record table) are read once and cached in `cache_dir`. The split's
+  `read` (a `RecordRead`) reads and parses without decoding: time it to rate the reading alone.
   """
   features, (image_key, label_key) = builder.info.features, builder.info.supervised_keys
   instructions = builder.info.splits[split].file_instructions
@@ -113,20 +139,13 @@ def open_split(builder: tfds.core.DatasetBuilder, split: str, preprocessing: pre
   cached = cache.load(cache_dir, entry) if cache_dir else None
   table, labels = (np.asarray(cached[0]), cached[1]) if cached else (None, None)
   if array_record:
-    from array_record.python import array_record_data_source  # pylint: disable=import-outside-toplevel
-    reader = array_record_data_source.ArrayRecordDataSource(instructions)
+    read = RecordRead(_array_record_reader(builder, split), features, image_key, runs_python=True)
   else:
-    table = _scan(builder, split) if table is None else table
-    reader = TFRecordReader(sorted({i.filename for i in instructions}), table)
-  serialized = _serialized(reader)
-
-  def parse(index: tf.Tensor) -> dict[str, tf.Tensor]:
-    return features.deserialize_example(serialized(index), decoders={image_key: tfds.decode.SkipDecoding()})
-
+    files = sorted({i.filename for i in instructions})
+    table = _scan(files, instructions) if table is None else table
+    read = RecordRead(tfrecord_reader(files, table), features, image_key, runs_python=False)
   if labels is None:
-    labels = _labels(builder, split) if not array_record else _concat(tf.data.Dataset.range(len(reader)).map(
-        lambda i: parse(i)[label_key], num_parallel_calls=tf.data.AUTOTUNE))
+    labels = _labels(read, label_key, sum(i.take for i in instructions))
     if cache_dir:  # A read-only cache costs the next run the scan again.
       cache.save(cache_dir, entry, np.zeros((0, 3), np.int64) if table is None else table, labels)
-  return stream.StreamSplit(np.arange(len(labels), dtype=np.int64), labels, preprocessing,
-                            lambda index: parse(index)[image_key])
+  return stream.StreamSplit(np.arange(len(labels), dtype=np.int64), labels, preprocessing, read)

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from cnn.config import Config
 from cnn.data import DatasetInfo
+from cnn.models import batch_norm
 from cnn.models import registry
 
 WHITEN_EPS = 5e-4  # Added to the patch-covariance eigenvalues, as the reference code does.
@@ -44,7 +45,7 @@ def _conv(filters: int, name: str) -> tf.keras.layers.Conv2D:
 
 
 def _batch_norm(name: str) -> tf.keras.layers.BatchNormalization:
-  return tf.keras.layers.BatchNormalization(momentum=0.4, epsilon=1e-12, scale=False, name=name)
+  return batch_norm.batch_norm(name, momentum=0.4, epsilon=1e-12, scale=False)
 
 
 class ConvGroup(tf.keras.layers.Layer):

@@ -26,6 +26,7 @@ import tensorflow as tf
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.models import activations
+from cnn.models import batch_norm
 from cnn.models import registry
 
 # name: (bottleneck?, blocks per stage)
@@ -48,8 +49,7 @@ def _conv(filters: int, kernel_size: int, strides: int, name: str) -> tf.keras.l
 
 
 def _batch_norm(name: str, zero_gamma: bool = False) -> tf.keras.layers.BatchNormalization:
-  return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name,
-                                            gamma_initializer="zeros" if zero_gamma else "ones")
+  return batch_norm.batch_norm(name, momentum=0.9, epsilon=1e-5, gamma_initializer="zeros" if zero_gamma else "ones")
 
 
 class Shortcut(tf.keras.layers.Layer):

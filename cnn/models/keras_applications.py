@@ -10,15 +10,12 @@ with --normalization=standardize). Those with built-in preprocessing get it turn
 it off and divide by 255 inside, so they get their input ×255, which gives them back our range.
 """
 
-import collections
-import contextlib
 import difflib
 import inspect
-from typing import Iterator
 
-from keras.src.backend.common import global_state
 import tensorflow as tf
 
+from cnn import keras_internals
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.errors import UserError
@@ -31,23 +28,6 @@ def application_names() -> list[str]:
   """The architectures of `tf.keras.applications` (ResNet50, EfficientNetV2B0, ...), sorted."""
   return sorted(name for name in dir(tf.keras.applications)
                 if name[0].isupper() and callable(getattr(tf.keras.applications, name)))
-
-
-@contextlib.contextmanager
-def _fresh_layer_names() -> Iterator[None]:
-  """Auto-generated layer names (`conv2d_412`) counted from zero, as in a fresh process.
-
-  Checkpoints key variables by their paths, which hold the layer names; applications leave many
-  layers to Keras's process-wide name counter, so without this the paths would depend on what the
-  process built before (a second build, an evaluation after training).
-  """
-  key = "object_name_uids"  # keras.src.utils.naming's counter.
-  saved = global_state.get_global_attribute(key)
-  global_state.set_global_attribute(key, collections.defaultdict(int))
-  try:
-    yield
-  finally:
-    global_state.set_global_attribute(key, saved)
 
 
 class KerasApplication(tf.keras.Model):
@@ -65,7 +45,7 @@ class KerasApplication(tf.keras.Model):
     options = {"include_preprocessing": False} if "include_preprocessing" in inspect.signature(
         constructor).parameters else {}
     try:
-      with _fresh_layer_names():
+      with keras_internals.fresh_layer_names():
         self.backbone = constructor(include_top=False, weights=None, input_shape=tuple(image_shape),
                                     pooling="avg", **options)
     except ValueError as e:  # E.g. "Input size must be at least 75x75".
@@ -84,8 +64,11 @@ class KerasApplication(tf.keras.Model):
 
 
 def build(application: str, config: Config, info: DatasetInfo) -> KerasApplication:
-  """`--model=keras:NAME`: the application NAME for the dataset. Raises UserError for unknown names."""
-  del config  # The architecture is in the name; applications take no flags.
+  """`--model=keras:NAME`: the application NAME for the dataset.
+
+  Raises:
+    UserError: for an unknown name, or a model flag the application would ignore (`_refuse_model_flags`).
+  """
   names = application_names()
   if application not in names:
     close = difflib.get_close_matches(application, names, n=5, cutoff=0.5)
@@ -93,7 +76,17 @@ def build(application: str, config: Config, info: DatasetInfo) -> KerasApplicati
     raise UserError(f"unknown --model={PREFIX}{application}; "
                     + (f"close matches: {', '.join(PREFIX + n for n in close)}" if close else
                        f"tf.keras.applications has: {', '.join(names)}"))
+  _refuse_model_flags(application, config)
   return KerasApplication(application, info.image_shape, info.num_classes)
+
+
+def _refuse_model_flags(application: str, config: Config) -> None:
+  """The architecture is in the name: the flags that change other families' layers cannot apply."""
+  given = [f"--activation={config.activation}"] if config.activation != Config.activation else []
+  given += [f"--{name}" for name in ("resnet_d", "zero_init_residual") if getattr(config, name)]
+  if given:
+    raise UserError(f"--model={PREFIX}{application} takes no {', '.join(given)}: an application's "
+                    "architecture is fixed by its name (pick another keras: model, or a resnet)")
 
 
 registry.register_family(PREFIX, build)

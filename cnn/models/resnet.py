@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from cnn.config import Config
 from cnn.data import DatasetInfo
+from cnn.models import batch_norm
 from cnn.models import registry
 
 _DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
@@ -24,7 +25,7 @@ def _conv(filters: int, strides: int, name: str) -> tf.keras.layers.Conv2D:
 
 def _batch_norm(name: str) -> tf.keras.layers.BatchNormalization:
   # PyTorch's defaults (momentum 0.1 there is 0.9 here, eps 1e-5), as the reference implementations.
-  return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+  return batch_norm.batch_norm(name, momentum=0.9, epsilon=1e-5)
 
 
 class BasicBlock(tf.keras.layers.Layer):

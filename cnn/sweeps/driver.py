@@ -43,6 +43,12 @@ def plan(base: Config, grid: str, num_random: int, seed: int,
     canonical = space.canonical(config, swept)
     if canonical not in trials_flags:  # E.g. 1e-3 and 0.001.
       trials_flags.append(canonical)
+    if len(trials_flags) == num_random:
+      break
+  if len(trials_flags) < num_random:  # Values equal as flags made the grid smaller than it reads.
+    raise UserError(f"--random={num_random}: only {len(trials_flags)} distinct trials in "
+                    f"{space.draw_budget(num_random)} draws (values equal as flags, such as 1e-3 and 0.001, "
+                    "count once); ask for fewer")
   return base_flags, store.name_trials(sweep_dir, base_flags, trials_flags, swept), swept
 
 

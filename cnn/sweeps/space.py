@@ -12,7 +12,7 @@ import math
 import random
 import re
 import typing
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from absl import flags
 
@@ -85,25 +85,47 @@ def _parse_range(name: str, kind: str, bounds: str) -> Axis:
   return Axis(name, kind=kind, low=low, high=high)
 
 
-def trial_flags(axes: Sequence[Axis], num_random: int, seed: int) -> list[dict[str, str]]:
+def trial_flags(axes: Sequence[Axis], num_random: int, seed: int) -> Iterator[dict[str, str]]:
   """Each trial's swept flags (name → flag text), in order.
 
   A grid (`num_random` 0) is the product of the axes, the last varying fastest. A random search
-  draws `num_random` trials from `random.Random(seed)`, axis by axis, so that the first N trials of a
-  longer search with the same seed are the N trials of the shorter one; repeated draws count once.
+  draws from `random.Random(seed)`, axis by axis, each new combination once, so that the first N
+  trials of a longer search with the same seed are the N trials of the shorter one. It yields until
+  the caller has its `num_random` distinct trials (values equal as flags count once: the caller
+  compares them), or `_draw_budget(num_random)` draws.
+
+  Raises:
+    UserError: a range without --random, or a --random above the number of trials the grid holds.
   """
   if not num_random:
     ranges = [axis.name for axis in axes if axis.kind]
     if ranges:
       raise UserError(f"--grid: {ranges[0]} is a range: give --random=N to draw N trials from it")
-    return [dict(zip((axis.name for axis in axes), values))
-            for values in itertools.product(*(axis.values for axis in axes))]
-  rng, trials = random.Random(seed), []
-  for _ in range(num_random):
+    yield from (dict(zip((axis.name for axis in axes), values))
+                for values in itertools.product(*(axis.values for axis in axes)))
+    return
+  size = distinct_trials(axes)
+  if size is not None and num_random > size:
+    raise UserError(f"--random={num_random}: --grid holds {size} distinct trials; ask for at most {size}"
+                    + ("" if any(axis.kind for axis in axes) else " (--random=0 runs them all)"))
+  rng, drawn = random.Random(seed), []
+  for _ in range(draw_budget(num_random)):
     trial = {axis.name: _draw(axis, rng) for axis in axes}
-    if trial not in trials:
-      trials.append(trial)
-  return trials
+    if trial not in drawn:
+      drawn.append(trial)
+      yield trial
+
+
+def draw_budget(num_random: int) -> int:
+  """How many draws a random search of `num_random` trials may take before it says the grid is too small."""
+  return 1000 + 100 * num_random
+
+
+def distinct_trials(axes: Sequence[Axis]) -> Optional[int]:
+  """How many trials (as flag text) the axes hold; None with a continuous range (uniform, loguniform)."""
+  if any(axis.kind in ("uniform", "loguniform") for axis in axes):
+    return None
+  return math.prod(int(axis.high - axis.low) + 1 if axis.kind else len(set(axis.values)) for axis in axes)
 
 
 def _draw(axis: Axis, rng: random.Random) -> str:

@@ -18,9 +18,14 @@ JSON_FILE = "results.json"
 _PRINTED = ("eval_accuracy", "eval_loss", "train_accuracy", "train_loss", "steps", "wall_seconds")
 
 
+# Costs, minimised: losses, times, memory, retraces, steps to the target accuracy. The rest (accuracies,
+# images/s, MFU) is maximised.
+_LOWER_IS_BETTER_ENDINGS = ("loss", "seconds", "_mb", "retraces", "time_to_accuracy_steps")
+
+
 def lower_is_better(metric: str) -> bool:
-  """Losses and times are minimised, everything else (accuracies) maximised."""
-  return metric.endswith(("loss", "seconds"))
+  """Whether `metric` is a cost (loss, time, memory, retraces: minimised) rather than a score."""
+  return metric.endswith(_LOWER_IS_BETTER_ENDINGS)
 
 
 def rows(sweep_dir: str, trials: Sequence[store.Trial], failures: dict[str, str]) -> list[dict[str, Any]]:

@@ -1,0 +1,203 @@
+"""ImageNet ResNets' train step against a PyTorch twin, side by side in one process.
+
+    pip install torch==2.13.0      # CPU build; a measuring tool here, not a dependency of cnn
+    python benchmarks/resnet_speed.py [--models=resnet50] [--batch_sizes=32,64]
+        [--precisions=float32,mixed_bfloat16] [--image_size=128] [--rounds=3] [--steps=5] [--before]
+    # the Imagewoof recipe's network: --models=resnet26 --resnet_d --zero_init_residual --activation=mish
+    #   --num_classes=10
+    # where the step's time goes: --profile_dir=/tmp/prof (top ops by self time, per precision)
+
+For each model, batch size and precision: our train step (`cnn.trainer.build_training`: forward,
+backward, the gradient chain, SGD with momentum, the train metrics) and the same network in plain
+PyTorch (torchvision does not import beside this torch; channels-last, `torch.autocast` for
+bfloat16, SGD with momentum), each fed one cached batch of random images. `--before` adds our step
+built as before issue 20 (Keras's BatchNormalization and Mish). Rounds alternate the sides; each
+round times `--steps` steps after two of warm-up. Prints images/s per side (range over rounds) and
+the ratio of medians ours/PyTorch. The machine is shared: read the ranges, and `uptime`, printed first.
+"""
+
+import gc
+import os
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from cnn import trainer
+from cnn.config import Config
+from cnn.data import DatasetInfo
+from cnn.models import activations
+from cnn.models import batch_norm
+
+flags.DEFINE_list("models", ["resnet50"], "ImageNet ResNets (resnet18, resnet26, resnet34, resnet50, ...).")
+flags.DEFINE_list("batch_sizes", ["32", "64"], "Batch sizes.")
+flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "float32 and/or mixed_bfloat16.")
+flags.DEFINE_integer("image_size", 128, "Image size.")
+flags.DEFINE_integer("num_classes", 1000, "Classes of the head.")
+flags.DEFINE_bool("resnet_d", False, "The ResNet-D stem and shortcuts, both sides.")
+flags.DEFINE_bool("zero_init_residual", False, "Last BN gamma of each block 0, both sides.")
+flags.DEFINE_string("activation", "relu", "relu or mish, both sides.")
+flags.DEFINE_integer("rounds", 3, "Interleaved rounds.")
+flags.DEFINE_integer("steps", 5, "Timed steps per side per round.")
+flags.DEFINE_bool("before", False, "Also time our step with Keras's BatchNormalization and Mish.")
+flags.DEFINE_string("profile_dir", "", "Trace a few of our steps here and print the top ops by self time.")
+FLAGS = flags.FLAGS
+
+_ARCHITECTURES = {"resnet18": (False, (2, 2, 2, 2)), "resnet26": (True, (2, 2, 2, 2)),
+                  "resnet34": (False, (3, 4, 6, 3)), "resnet50": (True, (3, 4, 6, 3)),
+                  "resnet101": (True, (3, 4, 23, 3))}
+
+
+def our_step(model_name: str, batch_size: int, precision: str, fused: bool):
+  """A callable running one step of our train loop on a cached batch."""
+  batch_norm.FUSED = activations.FUSED_MISH = fused
+  try:
+    config = Config(model=model_name, batch_size=batch_size, precision=precision, optimizer="sgd",
+                    learning_rate=0.01, momentum=0.9, resnet_d=FLAGS.resnet_d,
+                    zero_init_residual=FLAGS.zero_init_residual, activation=FLAGS.activation)
+    shape = (FLAGS.image_size, FLAGS.image_size, 3)
+    info = DatasetInfo("random", shape, FLAGS.num_classes, tuple(map(str, range(FLAGS.num_classes))))
+    strategy = tf.distribute.get_strategy()
+    model, _ = trainer.build_model_in_scope(config, info, strategy)
+    training = trainer.build_training(config, model, strategy, steps_per_epoch=100, total_steps=1000)
+  finally:
+    batch_norm.FUSED = activations.FUSED_MISH = True
+  rng = np.random.default_rng(0)
+  batch = (tf.constant(rng.normal(size=(batch_size, *shape)), tf.float32),
+           tf.constant(rng.integers(0, FLAGS.num_classes, batch_size), tf.int32))
+  iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+  return lambda: float(training.train_loop(iterator, 1)["loss"])
+
+
+def torch_step(model_name: str, batch_size: int, precision: str):
+  """A callable running one PyTorch train step of the same network on a cached batch."""
+  import torch  # pylint: disable=import-outside-toplevel  # A measuring tool, not a dependency.
+
+  model = torch_resnet(*_ARCHITECTURES[model_name]).to(memory_format=torch.channels_last)
+  optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+  images = torch.randn(batch_size, 3, FLAGS.image_size, FLAGS.image_size).to(memory_format=torch.channels_last)
+  labels = torch.randint(0, FLAGS.num_classes, (batch_size,))
+  dtype = torch.bfloat16 if precision == "mixed_bfloat16" else torch.float32
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+      logits = model(images)
+    loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+    loss.backward()
+    optimizer.step()
+    return float(loss)
+
+  return step
+
+
+def torch_resnet(bottleneck: bool, blocks_per_stage):
+  """Our ImageNet ResNet (cnn/models/imagenet_resnet.py) in plain torch, as torchvision builds it."""
+  from torch import nn  # pylint: disable=import-outside-toplevel
+
+  activation = (lambda: nn.Mish(inplace=True)) if FLAGS.activation == "mish" else (lambda: nn.ReLU(inplace=True))
+
+  def conv_bn(cin, cout, kernel, stride):
+    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout)]
+
+  class Block(nn.Module):
+    def __init__(self, cin, width, stride):
+      super().__init__()
+      self.out = width * 4 if bottleneck else width
+      shapes = ([(cin, width, 1, 1), (width, width, 3, stride), (width, self.out, 1, 1)] if bottleneck else
+                [(cin, width, 3, stride), (width, width, 3, 1)])
+      layers = []
+      for i, shape in enumerate(shapes):
+        layers += conv_bn(*shape) + ([activation()] if i < len(shapes) - 1 else [])
+      if FLAGS.zero_init_residual:
+        nn.init.zeros_(layers[-1].weight)
+      self.body, self.shortcut, self.activation = nn.Sequential(*layers), None, activation()
+      if stride > 1 or cin != self.out:
+        pool = FLAGS.resnet_d and stride > 1
+        self.shortcut = nn.Sequential(*([nn.AvgPool2d(stride, ceil_mode=True)] if pool else []),
+                                      *conv_bn(cin, self.out, 1, 1 if pool else stride))
+
+    def forward(self, x):
+      return self.activation(self.body(x) + (x if self.shortcut is None else self.shortcut(x)))
+
+  stem = [(3, 32, 3, 2), (32, 32, 3, 1), (32, 64, 3, 1)] if FLAGS.resnet_d else [(3, 64, 7, 2)]
+  layers = [layer for shape in stem for layer in conv_bn(*shape) + [activation()]]
+  layers.append(nn.MaxPool2d(3, 2, 1))
+  channels = 64
+  for stage, (width, count) in enumerate(zip((64, 128, 256, 512), blocks_per_stage)):
+    for i in range(count):
+      layers.append(Block(channels, width, 2 if stage > 0 and i == 0 else 1))
+      channels = layers[-1].out
+  return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, FLAGS.num_classes))
+
+
+def measure(steps: dict) -> dict[str, list[float]]:
+  """images/s of each callable over interleaved rounds (the batch size is the callable's key's)."""
+  for step in steps.values():
+    for _ in range(2):  # Warm-up: tracing, oneDNN primitive caches.
+      step()
+  rates = {name: [] for name in steps}
+  for _ in range(FLAGS.rounds):
+    for name, step in steps.items():
+      start = time.perf_counter()
+      for _ in range(FLAGS.steps):
+        step()
+      rates[name].append(FLAGS.steps * name[1] / (time.perf_counter() - start))
+  return rates
+
+
+def profile(step, precision: str) -> None:
+  """Traces 3 steps of `step` and prints the 15 TensorFlow ops of most self time."""
+  from xprof.convert import raw_to_tool_data  # pylint: disable=import-outside-toplevel  # pip install xprof
+  import json  # pylint: disable=import-outside-toplevel
+
+  directory = os.path.join(FLAGS.profile_dir, precision)
+  tf.profiler.experimental.start(directory)
+  for _ in range(3):
+    step()
+  tf.profiler.experimental.stop()
+  xplanes = [os.path.join(root, f) for root, _, files in os.walk(directory) for f in files
+             if f.endswith(".xplane.pb")]
+  data, _ = raw_to_tool_data.xspace_to_tool_data(sorted(xplanes)[-1:], "framework_op_stats^", {})
+  table = json.loads(data)[0] if isinstance(data, (str, bytes)) else data
+  columns = [c["id"] for c in table["cols"]]
+  rows = [{k: cell.get("v") if cell else None for k, cell in zip(columns, row["c"])} for row in table["rows"]]
+  rows = [r for r in rows if r.get("host_or_device") == "Host" and r.get("type") != "IDLE"]
+  total = sum(r["total_self_time"] for r in rows)
+  by_type: dict[str, float] = {}
+  for r in rows:
+    by_type[r["type"]] = by_type.get(r["type"], 0.0) + r["total_self_time"]
+  print(f"  {precision}: top op types by self time over 3 steps ({total / 3e3:.0f} ms/step of op time)")
+  for op_type, self_time in sorted(by_type.items(), key=lambda kv: -kv[1])[:15]:
+    print(f"    {op_type:32s} {self_time / total:6.1%}  {self_time / 3e3:7.1f} ms/step")
+
+
+def main(argv):
+  del argv
+  print(os.popen("uptime").read().strip(), flush=True)
+  for model_name in FLAGS.models:
+    for batch_size in map(int, FLAGS.batch_sizes):
+      for precision in FLAGS.precisions:
+        steps = {("ours", batch_size): our_step(model_name, batch_size, precision, fused=True)}
+        if FLAGS.before:
+          steps[("ours_before", batch_size)] = our_step(model_name, batch_size, precision, fused=False)
+        steps[("torch", batch_size)] = torch_step(model_name, batch_size, precision)
+        rates = measure(steps)
+        line = ", ".join(f"{name} {min(r):.1f}-{max(r):.1f}" for (name, _), r in rates.items())
+        median = {name: statistics.median(r) for (name, _), r in rates.items()}
+        ratios = ", ".join(f"{name}/torch {median[name] / median['torch']:.2f}" for name in median if name != "torch")
+        print(f"{model_name} {FLAGS.activation} b{batch_size} {precision}: images/s {line}; {ratios}", flush=True)
+        if FLAGS.profile_dir:
+          for (name, _), step in steps.items():
+            if name != "torch":
+              profile(step, f"{model_name}-b{batch_size}-{precision}-{name}")
+        del steps
+        gc.collect()  # Frees this configuration's models before the next is built.
+  print(os.popen("uptime").read().strip())
+
+
+if __name__ == "__main__":
+  app.run(main)
