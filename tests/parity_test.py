@@ -228,6 +228,7 @@ def twin_of(config: Config) -> torch_twins.Twin:
   return torch_twins.ResNet18(10) if config.model == "resnet18" else torch_twins.TutorialCNN(10, 32)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", list(CASES))
 def test_our_step_is_pytorchs(case):
   settings, steps, recipe = CASES[case]
