@@ -263,17 +263,18 @@ def test_sgd_momentum_folds_the_rate_into_the_velocity():
   torch_sgd = train_twin(twin_of(config), start, TorchRecipe(sgd(lr=0.1), schedule=schedule), images, labels, 16)
   assert_same_run(ours, keras_convention, start)
   measured = gap(ours, torch_sgd)
-  assert measured > 100 * TOLERANCE, measured  # Seen: 2e-2 relative on the worst variable after 8 steps.
+  # Seen: 0.84 on the worst variable after 8 steps at lr 0.1 (the Keras-convention twin: 6e-7).
+  assert measured > 100 * TOLERANCE, measured
 
 
 @pytest.mark.e2e
 def test_adamw_epsilon_is_keras_epsilon_hat():
-  # Keras divides by √v_t + ε and rescales by √(1−β2^t); torch by √v̂_t + ε: the same with ε → 0 (the adamw
-  # case above, ε = 1e-12), apart when ε is near √v̂ (here 1e-3).
+  # Keras divides by √v_t + ε and rescales by √(1−β2^t); torch by √v̂_t + ε: the same with ε → 0 (the
+  # adamw case above, ε = 1e-12), apart when ε is near √v̂ (here 1e-3).
   config = Config(**TUTORIAL, optimizer="adamw", learning_rate=1e-3, adam_beta2=0.99, adam_epsilon=1e-3,
                   weight_decay=0.05, weight_decay_exclude="bias")
   images, labels = data(config.model, 4, config.batch_size)
   start, ours = train_ours(config, images, labels)
   theirs = train_twin(twin_of(config), start, TorchRecipe(adamw(eps=1e-3), 0.05, ("bias",)), images, labels, 16)
   measured = gap(ours, theirs)
-  assert measured > 10 * TOLERANCE, measured
+  assert measured > 10 * TOLERANCE, measured  # Seen: 1.6e-2 after 4 steps.
