@@ -6,6 +6,7 @@
     # the Imagewoof recipe's network: --models=resnet26 --resnet_d --zero_init_residual --activation=mish
     #   --num_classes=10
     # where the step's time goes: --profile_dir=/tmp/prof (top ops by self time, per precision)
+    # other models, before/after only: --models=airbench94 --before --image_size=32 --num_classes=10
 
 For each model, batch size and precision: our train step (`cnn.trainer.build_training`: forward,
 backward, the gradient chain, SGD with momentum, the train metrics) and the same network in plain
@@ -32,7 +33,8 @@ from cnn.data import DatasetInfo
 from cnn.models import activations
 from cnn.models import batch_norm
 
-flags.DEFINE_list("models", ["resnet50"], "ImageNet ResNets (resnet18, resnet26, resnet34, resnet50, ...).")
+flags.DEFINE_list("models", ["resnet50"], "ImageNet ResNets (resnet18, resnet26, resnet34, resnet50, ...) or, "
+                  "without a PyTorch twin (with --before: ours against ours before), any model.")
 flags.DEFINE_list("batch_sizes", ["32", "64"], "Batch sizes.")
 flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "float32 and/or mixed_bfloat16.")
 flags.DEFINE_integer("image_size", 128, "Image size.")
@@ -184,11 +186,13 @@ def main(argv):
         steps = {("ours", batch_size): our_step(model_name, batch_size, precision, fused=True)}
         if FLAGS.before:
           steps[("ours_before", batch_size)] = our_step(model_name, batch_size, precision, fused=False)
-        steps[("torch", batch_size)] = torch_step(model_name, batch_size, precision)
+        if model_name in _ARCHITECTURES:
+          steps[("torch", batch_size)] = torch_step(model_name, batch_size, precision)
         rates = measure(steps)
         line = ", ".join(f"{name} {min(r):.1f}-{max(r):.1f}" for (name, _), r in rates.items())
         median = {name: statistics.median(r) for (name, _), r in rates.items()}
-        ratios = ", ".join(f"{name}/torch {median[name] / median['torch']:.2f}" for name in median if name != "torch")
+        base = "torch" if "torch" in median else "ours_before"
+        ratios = ", ".join(f"{name}/{base} {median[name] / median[base]:.2f}" for name in median if name != base)
         print(f"{model_name} {FLAGS.activation} b{batch_size} {precision}: images/s {line}; {ratios}", flush=True)
         if FLAGS.profile_dir:
           for (name, _), step in steps.items():

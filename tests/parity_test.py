@@ -231,6 +231,7 @@ def twin_of(config: Config) -> torch_twins.Twin:
   return torch_twins.ResNet18(10) if config.model == "resnet18" else torch_twins.TutorialCNN(10, 32)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", list(CASES))
 def test_our_step_is_pytorchs(case, monkeypatch):
   # Keras's own BatchNormalization layer; the fused one: test_the_fused_batch_norm_step_is_pytorchs.
@@ -261,6 +262,7 @@ def gap(ours: Run, theirs: Run) -> float:
   return max(relative_gaps(ours.values, theirs.values).values())
 
 
+@pytest.mark.e2e
 def test_sgd_momentum_folds_the_rate_into_the_velocity():
   # Keras: u ← μ·u − lr_t·g, w ← w + u. PyTorch: b ← μ·b + g, w ← w − lr_t·b. Equal at a constant rate
   # (the sgd_momentum cases above); under warm-up, hold and cosine, Keras's velocity carries the earlier
@@ -280,6 +282,7 @@ def test_sgd_momentum_folds_the_rate_into_the_velocity():
   assert measured > 100 * TOLERANCE, measured
 
 
+@pytest.mark.e2e
 def test_adamw_epsilon_is_keras_epsilon_hat():
   # Keras divides by √v_t + ε and rescales by √(1−β2^t); torch by √v̂_t + ε: the same with ε → 0 (the
   # adamw case above, ε = 1e-12), apart when ε is near √v̂ (here 1e-3).
