@@ -248,6 +248,7 @@ def test_our_step_is_pytorchs(case, monkeypatch):
     assert min(gaps.values()) > TOLERANCE and max(gaps.values()) > 1000 * TOLERANCE, gaps
 
 
+@pytest.mark.e2e
 @pytest.mark.xfail(strict=True, reason="the fused BatchNorm (cnn/models/batch_norm.py) departs from PyTorch: "
                    "losses 1e-3 apart by step 3, weights 1.9e-2 after 4 steps (Keras's layer: 1e-6); seen 2026-12-06")
 def test_the_fused_batch_norm_step_is_pytorchs():
