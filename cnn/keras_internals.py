@@ -13,6 +13,8 @@ were checked on (3.15).
     (which `apply` calls under `use_ema`), to average BatchNorm statistics on the same steps.
   * cnn/optim.py, `_LossScaleOptimizer`: `LossScaleOptimizer._iterations` (the wrapper's own count,
     otherwise unused), to count skipped steps too.
+  * cnn/optim.py, `RAdam`: `Adam._momentums` and `Adam._velocities` (its first and second moments,
+    indexed by `_get_variable_index`), which RAdam's rectified update reads.
 
 A new use goes in this list, with its canary.
 """

@@ -4,6 +4,9 @@ Models are built on small images: parameter counts do not depend on the image si
 """
 
 import dataclasses
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -197,3 +200,26 @@ def test_keras_applications_refuse_the_model_flags_they_would_ignore(settings, f
   with pytest.raises(UserError, match=rf"^--model=keras:MobileNetV3Small takes no {flag}: .* architecture is "
                                       r"fixed by its name"):
     build(TINY, model="keras:MobileNetV3Small", **settings)
+
+
+_FIRST_KERNELS = """
+import sys, numpy as np, tensorflow as tf
+from cnn import models
+from cnn.config import Config
+from cnn.data import DatasetInfo
+tf.keras.utils.set_random_seed(0)
+model = models.build_model(Config(model="resnet18"), DatasetInfo("x", (32, 32, 3), 7, tuple("abcdefg")))
+model(tf.zeros((1, 32, 32, 3)))
+kernels = {v.path: v.numpy() for v in model.variables if v.path.endswith("kernel")}
+names = [n for n in kernels if "stage1_block1/conv" in n or "stage1_block2/conv1" in n]
+print(len(names), len({kernels[n].tobytes() for n in names}), sum(float(kernels[n].sum()) for n in names))
+"""
+
+
+def test_resnet_kernels_are_drawn_each_their_own_and_from_the_seed_alone():
+  # A shared initializer gave same-shaped kernels identical values, drawn at import time (seed ignored).
+  outputs = [subprocess.run([sys.executable, "-c", _FIRST_KERNELS], capture_output=True, text=True, check=True,
+                            cwd=pathlib.Path(__file__).resolve().parents[1]).stdout.split() for _ in range(2)]
+  count, distinct, _ = outputs[0]
+  assert int(count) == 3 and int(distinct) == 3  # Each kernel its own values.
+  assert outputs[0] == outputs[1]  # The same --seed in another process: the same weights.

@@ -66,3 +66,14 @@ def test_the_loss_scale_optimizer_still_has_an_iterations_variable_of_its_own():
   own = getattr(wrapper, "_iterations", None)
   assert own is not None and own is not wrapper.inner_optimizer.iterations, (
       "Keras's LossScaleOptimizer has no _iterations of its own any more: see cnn/keras_internals.py")
+
+
+def test_adam_still_keeps_its_moments_where_radam_reads_them():
+  variable = tf.Variable([1.0, 2.0])
+  optimizer = tf.keras.optimizers.Adam(learning_rate=0.1, beta_1=0.5, beta_2=0.5)
+  optimizer.build([variable])
+  optimizer.apply_gradients([(tf.constant([2.0, 4.0]), variable)])
+  index = optimizer._get_variable_index(variable)  # pylint: disable=protected-access
+  moments = optimizer._momentums[index], optimizer._velocities[index]  # pylint: disable=protected-access
+  np.testing.assert_allclose(moments[0].numpy(), [1.0, 2.0], err_msg="Adam._momentums moved: see cnn/keras_internals.py")
+  np.testing.assert_allclose(moments[1].numpy(), [2.0, 8.0], err_msg="Adam._velocities moved: see cnn/keras_internals.py")

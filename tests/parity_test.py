@@ -20,7 +20,9 @@ Seen while writing these: Keras's unfused BatchNorm (TF backend) loses float32 p
 gradient where torch's does not. ResNet-18 after two steps with weight decay 1.0 (lr 1e-3): Keras's
 gradients of stage3_block1 1% off the float64 ones, torch's float32 ones 4e-6; Keras in float64
 agrees with torch in float64 to 2e-7. The ResNet Ranger case here runs without weight decay for that
-reason (the tutorial cases test it).
+reason (the tutorial cases test it). The ResNet cases build Keras's own BatchNormalization layer; the
+fused one (cnn/models/batch_norm.py, the models' default) departs from PyTorch by far more
+(`test_the_fused_batch_norm_step_is_pytorchs`, expected to fail until that is fixed).
 `pip install -e '.[parity]'` installs torch; without it these tests skip.
 """
 
@@ -38,6 +40,7 @@ from cnn import optim  # pylint: disable=wrong-import-position
 from cnn import trainer  # pylint: disable=wrong-import-position
 from cnn.config import Config  # pylint: disable=wrong-import-position
 from cnn.data import DatasetInfo  # pylint: disable=wrong-import-position
+from cnn.models import batch_norm  # pylint: disable=wrong-import-position
 
 TOLERANCE = 1e-5  # Relative: ‖ours − torch‖ / ‖torch‖ per variable, and per loss.
 
@@ -228,8 +231,11 @@ def twin_of(config: Config) -> torch_twins.Twin:
   return torch_twins.ResNet18(10) if config.model == "resnet18" else torch_twins.TutorialCNN(10, 32)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", list(CASES))
-def test_our_step_is_pytorchs(case):
+def test_our_step_is_pytorchs(case, monkeypatch):
+  # Keras's own BatchNormalization layer; the fused one: test_the_fused_batch_norm_step_is_pytorchs.
+  monkeypatch.setattr(batch_norm, "FUSED", False)
   settings, steps, recipe = CASES[case]
   config = Config(**settings)
   images, labels = data(config.model, steps, config.batch_size)
@@ -242,10 +248,22 @@ def test_our_step_is_pytorchs(case):
     assert min(gaps.values()) > TOLERANCE and max(gaps.values()) > 1000 * TOLERANCE, gaps
 
 
+@pytest.mark.e2e
+@pytest.mark.xfail(strict=True, reason="the fused BatchNorm (cnn/models/batch_norm.py) departs from PyTorch: "
+                   "losses 1e-3 apart by step 3, weights 1.9e-2 after 4 steps (Keras's layer: 1e-6); seen 2026-12-06")
+def test_the_fused_batch_norm_step_is_pytorchs():
+  settings, steps, recipe = CASES["resnet18_nesterov_l2_smoothing"]
+  config = Config(**settings)
+  images, labels = data(config.model, steps, config.batch_size)
+  start, ours = train_ours(config, images, labels)
+  assert_same_run(ours, train_twin(twin_of(config), start, recipe, images, labels, config.batch_size), start)
+
+
 def gap(ours: Run, theirs: Run) -> float:
   return max(relative_gaps(ours.values, theirs.values).values())
 
 
+@pytest.mark.e2e
 def test_sgd_momentum_folds_the_rate_into_the_velocity():
   # Keras: u ← μ·u − lr_t·g, w ← w + u. PyTorch: b ← μ·b + g, w ← w − lr_t·b. Equal at a constant rate
   # (the sgd_momentum cases above); under warm-up, hold and cosine, Keras's velocity carries the earlier
@@ -261,16 +279,18 @@ def test_sgd_momentum_folds_the_rate_into_the_velocity():
   torch_sgd = train_twin(twin_of(config), start, TorchRecipe(sgd(lr=0.1), schedule=schedule), images, labels, 16)
   assert_same_run(ours, keras_convention, start)
   measured = gap(ours, torch_sgd)
-  assert measured > 100 * TOLERANCE, measured  # Seen: 2e-2 relative on the worst variable after 8 steps.
+  # Seen: 0.84 on the worst variable after 8 steps at lr 0.1 (the Keras-convention twin: 6e-7).
+  assert measured > 100 * TOLERANCE, measured
 
 
+@pytest.mark.e2e
 def test_adamw_epsilon_is_keras_epsilon_hat():
-  # Keras divides by √v_t + ε and rescales by √(1−β2^t); torch by √v̂_t + ε: the same with ε → 0 (the adamw
-  # case above, ε = 1e-12), apart when ε is near √v̂ (here 1e-3).
+  # Keras divides by √v_t + ε and rescales by √(1−β2^t); torch by √v̂_t + ε: the same with ε → 0 (the
+  # adamw case above, ε = 1e-12), apart when ε is near √v̂ (here 1e-3).
   config = Config(**TUTORIAL, optimizer="adamw", learning_rate=1e-3, adam_beta2=0.99, adam_epsilon=1e-3,
                   weight_decay=0.05, weight_decay_exclude="bias")
   images, labels = data(config.model, 4, config.batch_size)
   start, ours = train_ours(config, images, labels)
   theirs = train_twin(twin_of(config), start, TorchRecipe(adamw(eps=1e-3), 0.05, ("bias",)), images, labels, 16)
   measured = gap(ours, theirs)
-  assert measured > 10 * TOLERANCE, measured
+  assert measured > 10 * TOLERANCE, measured  # Seen: 1.6e-2 after 4 steps.

@@ -39,13 +39,15 @@ _ARCHITECTURES = {
     "resnet152": (True, (3, 8, 36, 3)),
 }
 _WIDTHS = (64, 128, 256, 512)
-# torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu").
-_HE_FAN_OUT = tf.keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
 
 
 def _conv(filters: int, kernel_size: int, strides: int, name: str) -> tf.keras.layers.Conv2D:
+  # torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu"). A new initializer per layer: a
+  # Keras 3 initializer draws its seed once, when made, so a shared one gave every kernel of a shape
+  # the same values, drawn at import time whatever --seed said.
+  he_fan_out = tf.keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
   return tf.keras.layers.Conv2D(filters, kernel_size, strides, padding="same", use_bias=False,
-                                kernel_initializer=_HE_FAN_OUT, name=name)
+                                kernel_initializer=he_fan_out, name=name)
 
 
 def _batch_norm(name: str, zero_gamma: bool = False) -> tf.keras.layers.BatchNormalization:
