@@ -3,7 +3,7 @@
 The controller (cnn/controller.py) runs `step_actions` after every call of the train loop, before
 any checkpoint is saved, and `eval_actions` after every evaluation (--eval_every_steps), each in
 list order. A new action is a class (or function) with the same call signature, added to the list in
-`cnn/trainer.py`.
+`cnn/run.py`.
 """
 
 import dataclasses

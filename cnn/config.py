@@ -5,7 +5,7 @@ setting is added here, once, with its default and help text, in a `_section` (it
 and never reads flags, so it can be driven from a notebook:
 
     config = Config(dataset="fashion_mnist", epochs=1)
-    results = trainer.train_and_evaluate(config)
+    results = run.train_and_evaluate(config)
 """
 
 import dataclasses
