@@ -14,7 +14,7 @@ from cnn import steps
 from cnn import summaries
 
 
-class TrainLoop:
+class Trainer:
   """The compiled train loop over an iterator, its metrics, and its histograms and their writer.
 
   Args:
