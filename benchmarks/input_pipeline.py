@@ -24,7 +24,7 @@ import tensorflow as tf
 from cnn import augment
 from cnn import data as data_lib
 from cnn import flags as cnn_flags
-from cnn import run
+from cnn import trainer
 from cnn.config import Config
 
 flags.DEFINE_string("root", "../shared/imagewoof2-160", "Folder of images: train/<class>/*.")
@@ -74,8 +74,8 @@ def step_speed(config: Config, info: data_lib.DatasetInfo, split, augment_fn, me
     config = Config(**{**config.__dict__, "model": FLAGS.model, "batch_size": FLAGS.step_batch_size,
                        "optimizer": "sgd"})
   strategy = tf.distribute.get_strategy()
-  model, _ = run.build_model_in_scope(config, info, strategy)
-  training = run.build_training(config, model, strategy, 100, 1000)
+  model, _ = trainer.build_model_in_scope(config, info, strategy)
+  training = trainer.build_training(config, model, strategy, 100, 1000)
   fed = iter(data_lib.train_dataset(split, config.batch_size, 0, augment_fn=augment_fn, mean_std=mean_std))
   cached = iter(tf.data.Dataset.from_tensors(next(fed)).repeat())
   seconds = {"pipeline": [], "cached": []}

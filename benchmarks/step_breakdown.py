@@ -2,7 +2,7 @@
 
 Times, on one cached batch (no input pipeline), interleaved over rounds with medians: an empty
 call of a `tf.function` that reads the iterator (the per-call floor), the forward pass alone,
-the forward and backward passes (gradients, no update), and the full train loop (one step) of `cnn.run.build_training` (forward, backward, Adam, metrics), for
+the forward and backward passes (gradients, no update), and the full train loop (one step) of `cnn.trainer.build_training` (forward, backward, Adam, metrics), for
 each precision. Explains what bf16 speeds up and what it cannot.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnn import data as data_lib
-from cnn import run
+from cnn import trainer
 from cnn.config import Config
 
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
@@ -56,8 +56,8 @@ def main(argv):
   timers = {"empty call": lambda: empty(iterator)}
   for precision in ("float32", "mixed_bfloat16"):
     config, strategy = Config(precision=precision, batch_size=_BATCH.value), tf.distribute.get_strategy()
-    model, _ = run.build_model_in_scope(config, info, strategy)
-    training = run.build_training(config, model, strategy, steps_per_epoch=100, total_steps=1000)
+    model, _ = trainer.build_model_in_scope(config, info, strategy)
+    training = trainer.build_training(config, model, strategy, steps_per_epoch=100, total_steps=1000)
     timers[f"{precision} forward"], timers[f"{precision} forward+backward"] = _passes(training, batch)
     timers[f"{precision} train step"] = lambda loop=training.train_loop: loop(iterator)
   tf.keras.mixed_precision.set_global_policy("float32")

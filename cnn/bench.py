@@ -43,7 +43,7 @@ from cnn import keras_fit
 from cnn import models
 from cnn import optim
 from cnn import evaluator
-from cnn import run
+from cnn import trainer
 from cnn.config import Config
 from cnn.data import stream
 from cnn.errors import UserError
@@ -170,13 +170,13 @@ class KerasFit(Contender):
 
 # ------------------------------------------------------------------ C and D: this project's trainer.
 class Trainer(Contender):
-  """`run.build_training`'s train loop, fed by the pipeline or by one cached batch."""
+  """`trainer.build_training`'s train loop, fed by the pipeline or by one cached batch."""
 
   def __init__(self, config: Config, data: Data, what: str, cached: bool = False):
     self.config, self.data, self.what, self.cached = config, data, what, cached
     tf.keras.utils.set_random_seed(config.seed)
     strategy, steps_per_epoch = tf.distribute.get_strategy(), data_lib.steps_per_epoch(data.train, config.batch_size)
-    self.training = run.build_training(config, run.build_model_in_scope(config, data.info, strategy)[0], strategy,
+    self.training = trainer.build_training(config, trainer.build_model_in_scope(config, data.info, strategy)[0], strategy,
                                            steps_per_epoch, config.epochs * steps_per_epoch)
     dataset = data_lib.train_dataset(data.train, config.batch_size, config.seed)
     if cached:  # The same batch again and again, already in memory: the step with free input.

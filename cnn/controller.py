@@ -1,7 +1,7 @@
-"""The controller (Orbit's): it owns *when*; the train loop, evaluators and actions own *what*.
+"""The controller (Orbit's): it owns *when*; the trainer, evaluators and actions own *what*.
 
 `Controller.run()` trains epoch by epoch up to the run's length. Within an epoch it calls the
-train loop (cnn/train_loop.py) with up to --steps_per_loop steps, cutting a call where something
+trainer (cnn/trainer.py) with up to --steps_per_loop steps, cutting a call where something
 is due (`steps_to_next`): a progress line, a checkpoint, a histogram step (a call of one step
 with `histograms=True`), the ends of the profile window. After each call it runs the step actions
 (the NaN guard), the checkpoint cadence, and the preemption check; every --eval_every_steps (or
@@ -23,7 +23,7 @@ from cnn import evaluator as evaluator_lib
 from cnn import preemption as preemption_lib
 from cnn import summaries
 from cnn import throughput as throughput_lib
-from cnn import train_loop as train_loop_lib
+from cnn import trainer as trainer_lib
 from cnn.config import Config
 
 
@@ -57,12 +57,12 @@ def next_call(step: int, epoch_end: int, config: Config, also_end_in: Sequence[i
 class Progress:
   """The progress line and train scalars at log steps: rates since the last one, ETA, metrics."""
 
-  def __init__(self, train_loop: train_loop_lib.TrainLoop, throughput: throughput_lib.Throughput,
+  def __init__(self, trainer: trainer_lib.Trainer, throughput: throughput_lib.Throughput,
                writers: summaries.Writers, model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
                total_steps: int):
-    self.train_loop, self.throughput, self.writers = train_loop, throughput, writers
+    self.trainer, self.throughput, self.writers = trainer, throughput, writers
     self.model, self.optimizer, self.total_steps = model, optimizer, total_steps
-    self.retraces = throughput_lib.RetraceWatch("the train step", train_loop.loop)
+    self.retraces = throughput_lib.RetraceWatch("the train step", trainer.loop)
     self.start_interval()
 
   def start_interval(self) -> None:
@@ -75,7 +75,7 @@ class Progress:
                "learning_rate": float(outputs["learning_rate"]),  # The rate of `step`, not of the next.
                "peak_host_memory_mb": throughput_lib.peak_host_memory_mb(),
                **summaries.train_scalars(self.model, self.optimizer)}
-    train_results = self.train_loop.metrics.result()
+    train_results = self.trainer.metrics.result()
     loss_scale = f"  loss scale {scalars['loss_scale']:g}" if "loss_scale" in scalars else ""
     logging.info("step %d/%d  epoch %d  loss %.4f  accuracy %.4f  %s%s  ETA %s", step, self.total_steps, epoch,
                  train_results["loss"], train_results["accuracy"], throughput_lib.Throughput.describe(scalars),
@@ -87,14 +87,14 @@ class Progress:
 
 @dataclasses.dataclass
 class Controller:
-  """Drives a run from `train_loop.step` to `total_steps`; see the module's docstring.
+  """Drives a run from `trainer.step` to `total_steps`; see the module's docstring.
 
   `train_seconds` (time in train loop calls, evaluations excluded), `loop_start`, `eval_results`
   (the last evaluation's of --eval_split with the reported weights) and `eval_metrics` (the last
   evaluation's, every set by name) are read for the run's results.
   """
   config: Config
-  train_loop: train_loop_lib.TrainLoop
+  trainer: trainer_lib.Trainer
   evaluators: Sequence[evaluator_lib.Evaluator]  # --eval_split's first, then --eval_splits'.
   checkpointer: checkpoints.Checkpointer
   preemption: preemption_lib.Preemption
@@ -111,7 +111,7 @@ class Controller:
     self.train_seconds, self.eval_seconds, self.loop_start = 0.0, 0.0, time.perf_counter()
     self.eval_results, self.eval_metrics = None, None
     self.eval_every = self.eval_every or self.steps_per_epoch
-    step, num_epochs = self.train_loop.step, math.ceil(self.total_steps / self.steps_per_epoch)
+    step, num_epochs = self.trainer.step, math.ceil(self.total_steps / self.steps_per_epoch)
     if step == 0 and self.config.eval_at_start:
       self.evaluate(0, 0)
     for epoch in range(step // self.steps_per_epoch + 1, num_epochs + 1):
@@ -131,17 +131,17 @@ class Controller:
   def train_epoch(self, epoch: int) -> int:
     """Runs the train loop to the end of `epoch` (or of the run), in calls cut where something is due,
     evaluating where due."""
-    config, step = self.config, self.train_loop.step
+    config, step = self.config, self.trainer.step
     if step % self.steps_per_epoch == 0:  # Not when resuming mid-epoch: the running means were restored.
-      self.train_loop.metrics.reset()
+      self.trainer.metrics.reset()
     self.progress.start_interval()
     epoch_end = min(epoch * self.steps_per_epoch, self.total_steps)
     while step < epoch_end:
       also_end_in = [*self.preemption.steps_to_next_signal(step), self.eval_every - step % self.eval_every]
       num_steps, histograms = next_call(step, epoch_end, config, also_end_in)
       with self.profiler.step(step + 1, step + num_steps):
-        outputs = self.train_loop.train(num_steps, histograms)
-      step = self.train_loop.step
+        outputs = self.trainer.train(num_steps, histograms)
+      step = self.trainer.step
       self.progress.interval_steps += num_steps
       for action in self.step_actions:  # Before any save: the NaN guard.
         action(step, outputs)
@@ -165,7 +165,7 @@ class Controller:
   def evaluate(self, step: int, epoch: int) -> None:
     """An evaluation, its log line and the eval actions (summaries, checkpoints, metrics.csv, ...)."""
     start = time.perf_counter()
-    train_results = self.train_loop.metrics.result()
+    train_results = self.trainer.metrics.result()
     passes, metrics = self.evaluation()
     logging.info("epoch %d/%d  step %d  train loss %.4f accuracy %.4f  %s", epoch,
                  math.ceil(self.total_steps / self.steps_per_epoch), step, train_results["loss"],

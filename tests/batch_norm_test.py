@@ -14,7 +14,7 @@ import tensorflow as tf
 from cnn import distribute
 from cnn import models
 from cnn import optim
-from cnn import run
+from cnn import trainer
 from cnn.checkpoints import model_variables
 from cnn.config import Config
 from cnn.data import DatasetInfo
@@ -128,8 +128,8 @@ def test_checkpoints_of_keras_layers_restore_into_fused_layers(name, tmp_path):
 def train(config, strategy, steps=2):
   """Model variables, EMA averages and lookahead slow weights after `steps` train steps of `config`."""
   tf.keras.utils.set_random_seed(0)
-  model, _ = run.build_model_in_scope(config, SMALL, strategy)
-  training = run.build_training(config, model, strategy, steps_per_epoch=10, total_steps=100)
+  model, _ = trainer.build_model_in_scope(config, SMALL, strategy)
+  training = trainer.build_training(config, model, strategy, steps_per_epoch=10, total_steps=100)
   images = tf.random.stateless_uniform((config.batch_size, *SMALL.image_shape), seed=(7, 8))
   labels = tf.range(config.batch_size) % SMALL.num_classes
   dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()

@@ -219,7 +219,7 @@ def test_the_watcher_evaluates_each_checkpoint_of_a_live_run_and_exits_when_it_e
   trainer = subprocess.run(
       [sys.executable, "-m", "cnn.train", *tiny_args(tiny_data_dir, run_dir, "--train_steps=120",
                                                      "--checkpoint_every_steps=4", "--keep_checkpoints=2",
-                                                     "--steps_per_loop=1", "--extra_modules=slow_train_loop")],
+                                                     "--steps_per_loop=1", "--extra_modules=slow_trainer")],
       cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300, check=False)
   assert trainer.returncode == 0, trainer.stderr
   watcher_output, watcher_errors = watcher.communicate(timeout=300)

@@ -15,7 +15,7 @@ from cnn import actions
 from cnn import evaluator
 from cnn import flops
 from cnn import throughput
-from cnn import run
+from cnn import trainer
 from cnn.config import Config
 from conftest import run_cli
 from streaming_run_test import write_jpegs
@@ -42,14 +42,14 @@ def random_split(n: int, seed: int = 0) -> data_lib.Split:
                         rng.integers(0, INFO.num_classes, n, dtype=np.int32))
 
 
-def build(**settings) -> run.Training:
+def build(**settings) -> trainer.Training:
   tf.keras.utils.set_random_seed(0)
   config, strategy = Config(**settings), tf.distribute.get_strategy()
-  return run.build_training(config, run.build_model_in_scope(config, INFO, strategy)[0], strategy,
+  return trainer.build_training(config, trainer.build_model_in_scope(config, INFO, strategy)[0], strategy,
                                 steps_per_epoch=6, total_steps=9)
 
 
-def weights(training: run.Training) -> list[np.ndarray]:
+def weights(training: trainer.Training) -> list[np.ndarray]:
   return [v.numpy() for v in training.model.weights]
 
 

@@ -17,7 +17,7 @@ from cnn import checkpoints
 from cnn import data
 from cnn import run_dir as run_dir_lib
 from cnn import train
-from cnn import run
+from cnn import trainer
 from cnn.config import Config
 from conftest import REPO, run_cli, run_dir_files
 import tiny_tfds
@@ -87,7 +87,7 @@ def test_the_model_is_built_at_the_runs_precision_and_the_global_policy_is_left_
   # The global policy is process state: a run left at mixed precision would build the next run's or
   # a notebook's later models in it.
   info = data.DatasetInfo("tiny", (8, 8, 3), 3, ("a", "b", "c"))
-  model, _ = run.build_model_in_scope(Config(precision=precision, conv_filters=(4,), dense_units=(8,)),
+  model, _ = trainer.build_model_in_scope(Config(precision=precision, conv_filters=(4,), dense_units=(8,)),
                                           info, tf.distribute.get_strategy())
   assert model.layers[0].compute_dtype == precision.removeprefix("mixed_")
   assert tf.keras.mixed_precision.global_policy().name == "float32"
@@ -308,7 +308,7 @@ def test_a_schedule_spread_over_the_run_refuses_a_new_length(mock_tfds, tmp_path
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("owner, name, error, message", [
-    (run, "build_training",
+    (trainer, "build_training",
      tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[64,32]"),
      "error: out of memory with --batch_size=16, --eval_batch_size=256, the dataset's image size (--image_size): "
      "OOM when allocating tensor with shape[64,32]; try a smaller batch or image size, or "
