@@ -21,7 +21,7 @@ from cnn import data as data_lib
 from cnn import eval_sets
 from cnn import evaluator
 from cnn import inference
-from cnn import steps
+from cnn import metrics as metrics_lib
 
 FLAGS = flags.FLAGS
 cli.define_flag(flags.DEFINE_string, "run_dir", "", "The run directory to evaluate (required).")
@@ -54,8 +54,8 @@ class SplitEvaluation:
   trained: inference.TrainedModel
   split: str
   examples: Any
-  eval_step: steps.EvalStep
-  metrics: steps.Metrics
+  eval_step: evaluator.EvalStep
+  metrics: metrics_lib.Metrics
   dataset: Any
 
   @classmethod
@@ -68,9 +68,9 @@ class SplitEvaluation:
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
     top_k = eval_sets.top_k(dataclasses.replace(config, eval_top_k=top_k or config.eval_top_k),
                             trained.info.num_classes)
-    metrics = steps.Metrics("eval", top_k)
-    eval_step = steps.make_eval_step(augment.with_tta(trained.model, config.tta), loss_fn, metrics,
-                                     tf.distribute.get_strategy(), config.jit_compile)
+    metrics = metrics_lib.Metrics("eval", top_k)
+    eval_step = evaluator.make_eval_step(augment.with_tta(trained.model, config.tta), loss_fn, metrics,
+                                         tf.distribute.get_strategy(), config.jit_compile)
     dataset = data_lib.eval_dataset(examples, config.eval_batch_size, mean_std=trained.mean_std)
     return cls(trained, split, examples, eval_step, metrics, dataset)
 

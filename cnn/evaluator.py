@@ -9,19 +9,49 @@ every evaluation, and the final --test_split.
 
 import contextlib
 import dataclasses
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from cnn import eval_sets
+from cnn import metrics as metrics_lib
 from cnn import optim
-from cnn import steps
 from cnn import throughput
 
+EvalStep = Callable[[Any], dict[str, tf.Tensor]]
 
-def evaluate_pass(eval_step: steps.EvalStep, dataset: Iterable,
-                  metrics: steps.Metrics) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+
+def make_eval_step(model: tf.keras.Model, loss_fn: tf.keras.losses.Loss, metrics: metrics_lib.Metrics,
+                   strategy: tf.distribute.Strategy, jit_compile: bool = False) -> EvalStep:
+  """A compiled forward pass over one (distributed) batch of (images, labels, indices).
+
+  Each call updates the metrics and returns, for every example of the batch on every replica,
+  its index in the split (`index`), predicted class (`predictions`) and that class's softmax
+  probability (`confidence`), for the confusion matrix and the misclassified-image grid. An eval
+  split's last batch is usually smaller: it gets its own trace (two in all), which keeps every
+  metric exact without padding.
+  """
+  forward = tf.function(model, jit_compile=True) if jit_compile else model
+
+  def replica_step(images: tf.Tensor, labels: tf.Tensor, index: tf.Tensor) -> dict[str, tf.Tensor]:
+    logits = forward(images, training=False)
+    metrics.update(loss_fn(labels, logits), labels, logits)
+    return {"index": index, "predictions": tf.argmax(logits, axis=-1, output_type=tf.int32),
+            "confidence": tf.reduce_max(tf.nn.softmax(logits), axis=-1)}
+
+  @tf.function
+  def eval_step(batch: Any) -> dict[str, tf.Tensor]:
+    outputs = strategy.run(replica_step, args=batch)
+    # One gather per tensor: gathering the whole dict at once returns only replica 0's values
+    # under MirroredStrategy (TF 2.21, measured).
+    return {key: strategy.gather(value, axis=0) for key, value in outputs.items()}
+
+  return eval_step
+
+
+def evaluate_pass(eval_step: EvalStep, dataset: Iterable,
+                  metrics: metrics_lib.Metrics) -> tuple[dict[str, float], dict[str, np.ndarray]]:
   """One pass of `eval_step` over `dataset` (distributed batches of images, labels, indices).
 
   Returns:
@@ -61,7 +91,7 @@ class Evaluator:
     model: the model, and `optimizer`, whose moving averages (--ema_decay) are swapped in.
   """
 
-  def __init__(self, name: str, split: Any, dataset: Iterable, eval_step: steps.EvalStep, metrics: steps.Metrics,
+  def __init__(self, name: str, split: Any, dataset: Iterable, eval_step: EvalStep, metrics: metrics_lib.Metrics,
                model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer):
     self.name, self.split, self.dataset, self.eval_step, self.metrics = name, split, dataset, eval_step, metrics
     self.model, self.optimizer = model, optimizer

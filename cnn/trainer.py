@@ -16,13 +16,15 @@ import tensorflow as tf
 from cnn import augment
 from cnn import data as data_lib
 from cnn import eval_sets
+from cnn import evaluator as evaluator_lib
 from cnn import gradients
 from cnn import init_from
 from cnn import losses
+from cnn import metrics as metrics_lib
 from cnn import models
 from cnn import optim
-from cnn import steps
 from cnn import summaries
+from cnn import train_step as train_step_lib
 from cnn import weight_hooks as weight_hooks_lib
 from cnn.config import Config
 from cnn.models.layer_table import layer_table
@@ -53,10 +55,10 @@ class Training:
   model: tf.keras.Model
   optimizer: tf.keras.optimizers.Optimizer
   loss_fn: tf.keras.losses.Loss
-  train_metrics: steps.Metrics
-  eval_metrics: steps.Metrics
-  train_loop: steps.TrainLoop
-  eval_step: steps.EvalStep
+  train_metrics: metrics_lib.Metrics
+  eval_metrics: metrics_lib.Metrics
+  train_loop: train_step_lib.TrainLoopFunction
+  eval_step: evaluator_lib.EvalStep
   weight_hooks: Optional[weight_hooks_lib.WeightHooks]  # Freezing and lookahead, if the config has them.
   histograms: Optional[summaries.GradientHistograms]  # With --histogram_every_steps, if due in the run.
 
@@ -72,22 +74,23 @@ def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribut
   with strategy.scope():
     optimizer = optim.build_optimizer(config, model.trainable_variables, steps_per_epoch, total_steps,
                                       optim.averaged_statistics(model))
-    optimizer.build(model.trainable_variables)  # Before the loop is traced (see steps.make_train_loop).
-    train_metrics = steps.Metrics("train")
-    eval_metrics = steps.Metrics("eval", eval_sets.top_k(config, num_classes) if num_classes else 0)
+    optimizer.build(model.trainable_variables)  # Before the loop is traced (see train_step.make_train_loop).
+    train_metrics = metrics_lib.Metrics("train")
+    eval_metrics = metrics_lib.Metrics("eval", eval_sets.top_k(config, num_classes) if num_classes else 0)
     weight_hooks = weight_hooks_lib.build_weight_hooks(config, model, steps_per_epoch, total_steps)
   loss_fn = losses.build_loss(config, augment.needs_soft_labels(config.augment))
   eval_loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")  # Unsmoothed.
   due = 0 < config.histogram_every_steps <= total_steps  # Else never due: no histogram ops to trace.
   histograms = summaries.GradientHistograms(model, strategy) if due else None
-  train_loop = steps.make_train_loop(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size,
-                                     config.jit_compile, gradients.build_transforms(config, model.trainable_variables),
-                                     weight_hooks, histograms.record if histograms else None)
+  transforms = gradients.build_transforms(config, model.trainable_variables)
+  train_loop = train_step_lib.make_train_loop(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size,
+                                              config.jit_compile, transforms, weight_hooks,
+                                              histograms.record if histograms else None)
   return Training(
       model=model, optimizer=optimizer, loss_fn=loss_fn, train_metrics=train_metrics,
       eval_metrics=eval_metrics, train_loop=train_loop,
-      eval_step=steps.make_eval_step(augment.with_tta(model, config.tta), eval_loss_fn, eval_metrics, strategy,
-                                     config.jit_compile),
+      eval_step=evaluator_lib.make_eval_step(augment.with_tta(model, config.tta), eval_loss_fn, eval_metrics, strategy,
+                                             config.jit_compile),
       weight_hooks=weight_hooks, histograms=histograms)
 
 
@@ -95,7 +98,7 @@ class Trainer:
   """Orbit's trainer: the compiled train loop over its iterator, its metrics, its histograms and their writer.
 
   Args:
-    loop: the compiled loop (`steps.make_train_loop`).
+    loop: the compiled loop (`train_step.make_train_loop`).
     iterator: the distributed training batches, positioned at `step`.
     metrics: the running train metrics the loop updates.
     writer: where the histograms go (a no-op writer on non-chief workers).
@@ -103,7 +106,7 @@ class Trainer:
     histograms: what the loop records on histogram steps (`record` is the loop's gradient summary).
   """
 
-  def __init__(self, loop: steps.TrainLoop, iterator: Iterator, metrics: steps.Metrics,
+  def __init__(self, loop: train_step_lib.TrainLoopFunction, iterator: Iterator, metrics: metrics_lib.Metrics,
                writer: tf.summary.SummaryWriter, step: int = 0,
                histograms: Optional[summaries.GradientHistograms] = None):
     self.loop, self.iterator, self.metrics, self.writer = loop, iterator, metrics, writer

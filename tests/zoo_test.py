@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cnn import metrics as metrics_lib
 from cnn import models
-from cnn import steps
+from cnn import train_step as train_step_lib
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.models.airbench import Airbench94
@@ -60,8 +61,8 @@ def test_each_model_trains_a_few_steps_and_the_loss_falls(name):
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   optimizer = tf.keras.optimizers.Adam(3e-3)
   optimizer.build(model.trainable_variables)
-  train_step = steps.make_train_loop(model, optimizer, loss_fn, steps.Metrics("train"),
-                                     tf.distribute.get_strategy(), global_batch_size=8)
+  train_step = train_step_lib.make_train_loop(model, optimizer, loss_fn, metrics_lib.Metrics("train"),
+                                              tf.distribute.get_strategy(), global_batch_size=8)
   before = float(tf.reduce_mean(loss_fn(labels, model(images, training=False))))
   iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
   for _ in range(10):
