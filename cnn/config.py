@@ -220,7 +220,7 @@ class Config:
             for name in (f.name for f in dataclasses.fields(self))
             if name not in RESUMABLE_FIELDS and getattr(self, name) != getattr(other, name)]
 
-  # Speed (see cnn/throughput.py, cnn/flops.py and `python -m cnn.bench`).
+  # Speed (see cnn/throughput.py, cnn/flops.py and `benchmarks/bench.py`).
   _section("Speed")
   precision: str = _field("float32", "Keras mixed-precision policy; logits and loss stay float32; "
                           "mixed_float16 adds dynamic loss scaling.",
