@@ -4,7 +4,8 @@ An `Evaluator` evaluates the model's weights and, under --ema_decay, their movin
 weights the run reports), with test-time augmentation (--tta) already in its eval step; each
 `Pass` gives the mean loss, accuracy and top-k accuracy, and each example's prediction in split
 order. A run has one per eval set (cnn/eval_sets.py): --eval_split and each of --eval_splits at
-every evaluation, and the final --test_split.
+every evaluation, and the final --test_split. A `SplitEvaluation` evaluates a trained run's
+checkpoint on one split in the same way (`python -m cnn.evaluate`, and its `--watch`).
 """
 
 import contextlib
@@ -14,7 +15,10 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 import tensorflow as tf
 
+from cnn import augment
+from cnn import data as data_lib
 from cnn import eval_sets
+from cnn import inference
 from cnn import metrics as metrics_lib
 from cnn import optim
 from cnn import throughput
@@ -111,3 +115,39 @@ class Evaluator:
     self.results = passes[-1].results
     self.retraces.check()
     return passes
+
+
+@dataclasses.dataclass
+class SplitEvaluation:
+  """A trained run's model and one split, opened once and evaluated as the trainer evaluates.
+
+  The model and its inputs are the run's evaluations' (moving averages, precision, TTA,
+  standardisation, XLA); restoring another checkpoint into `trained.model` (`inference.restore_model`)
+  and calling `evaluate()` again evaluates that one (`python -m cnn.evaluate --watch`).
+  """
+  trained: inference.TrainedModel
+  split: str
+  examples: Any
+  eval_step: EvalStep
+  metrics: metrics_lib.Metrics
+  dataset: Any
+
+  @classmethod
+  def open(cls, trained: inference.TrainedModel, split: str = "", top_k: int = 0) -> "SplitEvaluation":
+    """`split` (empty: the run's --eval_split), with top-`top_k` accuracy (0: the run's --eval_top_k)."""
+    config = trained.config
+    split = split or config.eval_split
+    # Opened and read as the trainer's evaluations do: in memory or streaming, the same views.
+    examples, = data_lib.open_splits(trained.source, [split], config.data_memory_budget_mb, train_first=False)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+    top_k = eval_sets.top_k(dataclasses.replace(config, eval_top_k=top_k or config.eval_top_k),
+                            trained.info.num_classes)
+    metrics = metrics_lib.Metrics("eval", top_k)
+    eval_step = make_eval_step(augment.with_tta(trained.model, config.tta), loss_fn, metrics,
+                               tf.distribute.get_strategy(), config.jit_compile)
+    dataset = data_lib.eval_dataset(examples, config.eval_batch_size, mean_std=trained.mean_std)
+    return cls(trained, split, examples, eval_step, metrics, dataset)
+
+  def evaluate(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Loss, accuracy (and top-k accuracy), and each example's prediction in split order."""
+    return evaluate_pass(self.eval_step, self.dataset, self.metrics)  # As the trainer evaluates.

@@ -75,15 +75,13 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
       model.initialize_from_data(data.preprocess(data_lib.head_images(data.train_split, 5000)))
 
     # ---------------------------------------------------------------- Training state
-    training = trainer_lib.build_training(config, model, strategy, data.steps_per_epoch, data.total_steps, source.info.num_classes)
+    training = trainer_lib.build_training(config, model, strategy, data.steps_per_epoch, data.total_steps,
+                                          source.info.num_classes)
     throughput = measure_flops(config, training, source.info, strategy)
     writers = start_run_dir(config, run_dir, chief, strategy, source.info, model, model_table, data)
     write_dir = distribute.worker_dir(strategy, run_dir)  # A temporary directory on non-chief workers.
     time_to_accuracy = actions.TimeToAccuracy(config.target_accuracy)  # Its clock is in the checkpoint.
-    checkpointer = checkpoints.Checkpointer(
-        run_dir, model, training.optimizer, training.train_metrics.variables(), config.keep_checkpoints, write_dir,
-        training.weight_hooks.variables() if training.weight_hooks else (), config.keep_best, best_metric,
-        time_to_accuracy.variables())
+    checkpointer = build_checkpointer(config, run_dir, write_dir, training, best_metric, time_to_accuracy)
     trainer = start_trainer(config, run_dir, resuming, checkpointer, training, data, writers)
 
     # ---------------------------------------------------------------- Loop
@@ -107,20 +105,14 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
     with (controller.preemption, contextlib.closing(writers), contextlib.closing(eval_summaries),
           _removed(write_dir, not chief)):
       step = controller.run()
-      final = final_evaluations(controller, final_sets)
 
       # -------------------------------------------------------------- Results
-      results = {**final, "train_accuracy": trainer.metrics.result()["accuracy"],
-                 "train_loss": trainer.metrics.result()["loss"], "train_seconds": controller.train_seconds,
-                 "wall_seconds": time.perf_counter() - controller.loop_start,  # Training and evaluation.
-                 "steps": step, "epochs": step / data.steps_per_epoch, "num_parameters": model.count_params(),
-                 **speed_results(throughput, step - first_step, controller, cadence),
+      results = {**final_evaluations(controller, final_sets),
+                 **train_results(controller, step, first_step, data.steps_per_epoch, model, throughput, cadence),
                  **time_to_accuracy.results()}
       writers.scalars(writers.run, {k: v for k, v in results.items() if not isinstance(v, str)}, step)
   if chief:
-    run_dir_lib.write_results(run_dir, results)
-    print(f"{config.eval_split} accuracy: {results['eval_accuracy']:.4f}  (loss {results['eval_loss']:.4f}, "
-          f"{step} steps, {controller.train_seconds:.0f} s of training; results in {run_dir})")
+    _write_results(run_dir, results, config.eval_split, controller.train_seconds)
   return results
 
 
@@ -255,6 +247,15 @@ def start_run_dir(config: Config, run_dir: str, chief: bool, strategy: tf.distri
   return writers
 
 
+def build_checkpointer(config: Config, run_dir: str, write_dir: str, training: trainer_lib.Training,
+                       best_metric: str, time_to_accuracy: actions.TimeToAccuracy) -> checkpoints.Checkpointer:
+  """What a checkpoint holds: model, optimizer, running train metrics, weight hooks' state, the target's clock."""
+  return checkpoints.Checkpointer(
+      run_dir, training.model, training.optimizer, training.train_metrics.variables(), config.keep_checkpoints,
+      write_dir, training.weight_hooks.variables() if training.weight_hooks else (), config.keep_best, best_metric,
+      time_to_accuracy.variables())
+
+
 def start_trainer(config: Config, run_dir: str, resuming: bool, checkpointer: checkpoints.Checkpointer,
                      training: trainer_lib.Training, data: RunData, writers: summaries.Writers) -> trainer_lib.Trainer:
   """Restores the latest checkpoint when resuming, and starts the trainer at its step."""
@@ -304,6 +305,24 @@ def metrics_table(run_dir: str, step: int) -> metrics_csv.MetricsCsv:
   table = metrics_csv.MetricsCsv(os.path.join(run_dir, metrics_csv.FILE))
   table.truncate(step)
   return table
+
+
+def train_results(controller: controller_lib.Controller, step: int, first_step: int, steps_per_epoch: int,
+                  model: tf.keras.Model, throughput: throughput_lib.Throughput,
+                  evaluators: list[evaluator_lib.Evaluator]) -> dict[str, Any]:
+  """The run's train metrics, times, length and speed, as results.json keys (this process began at `first_step`)."""
+  metrics = controller.trainer.metrics.result()
+  return {"train_accuracy": metrics["accuracy"], "train_loss": metrics["loss"],
+          "train_seconds": controller.train_seconds,
+          "wall_seconds": time.perf_counter() - controller.loop_start,  # Training and evaluation.
+          "steps": step, "epochs": step / steps_per_epoch, "num_parameters": model.count_params(),
+          **speed_results(throughput, step - first_step, controller, evaluators)}
+
+
+def _write_results(run_dir: str, results: dict[str, Any], eval_split: str, train_seconds: float) -> None:
+  run_dir_lib.write_results(run_dir, results)
+  print(f"{eval_split} accuracy: {results['eval_accuracy']:.4f}  (loss {results['eval_loss']:.4f}, "
+        f"{results['steps']} steps, {train_seconds:.0f} s of training; results in {run_dir})")
 
 
 def speed_results(throughput: throughput_lib.Throughput, steps_here: int, controller: controller_lib.Controller,

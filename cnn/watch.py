@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from cnn import checkpoints
 from cnn import eval_sets
-from cnn import evaluate
+from cnn import evaluator
 from cnn import inference
 from cnn import metrics_csv
 from cnn import run_dir as run_dir_lib
@@ -48,7 +48,7 @@ class Watcher:
   data_dir: str
   dataset: str
   top_k: int
-  evaluation: Optional[evaluate.SplitEvaluation] = None
+  evaluation: Optional[evaluator.SplitEvaluation] = None
   writer: Optional[tf.summary.SummaryWriter] = None
   prefix: str = ""
 
@@ -71,7 +71,7 @@ class Watcher:
     try:
       if self.evaluation is None:
         trained = inference.load_trained_model(self.run_dir, path, self.data_dir, self.dataset)
-        self.open(evaluate.SplitEvaluation.open(trained, self.split, self.top_k))
+        self.open(evaluator.SplitEvaluation.open(trained, self.split, self.top_k))
       else:
         inference.restore_model(self.evaluation.trained.model, path)
       return int(tf.train.load_variable(path, "epoch/.ATTRIBUTES/VARIABLE_VALUE"))
@@ -84,7 +84,7 @@ class Watcher:
       self.done.add(checkpoints.checkpoint_step(path))  # Not retried.
       return None
 
-  def open(self, evaluation: evaluate.SplitEvaluation) -> None:
+  def open(self, evaluation: evaluator.SplitEvaluation) -> None:
     self.evaluation = evaluation
     self.writer = tf.summary.create_file_writer(os.path.join(self.run_dir, WATCH_DIR, self.prefix))
 

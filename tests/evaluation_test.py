@@ -14,12 +14,12 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
+from cnn import train  # Before the other entry points: they share its flags.
 from cnn import checkpoints
 from cnn import controller
 from cnn import eval_sets
 from cnn import evaluate
 from cnn import metrics_csv
-from cnn import train  # Before the other entry points: they share its flags.
 from cnn.config import Config
 from cnn.errors import UserError
 from conftest import REPO, run_cli
@@ -78,7 +78,7 @@ def test_top_k_is_off_up_to_10_classes_and_available_on_request():
 
 
 def test_top_k_metric_counts_a_label_within_the_k_highest_logits():
-  from cnn import steps  # pylint: disable=import-outside-toplevel
+  from cnn import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
   metrics = metrics_lib.Metrics("eval", top_k=2)
   logits = tf.constant([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
   metrics.update(tf.zeros([3]), tf.constant([0, 1, 2]), logits)
