@@ -1,7 +1,7 @@
 """Actions: small things a run does after a train loop call or after an evaluation.
 
 The controller (cnn/controller.py) runs `step_actions` after every call of the train loop, before
-any checkpoint is saved, and `eval_actions` after every evaluation (--eval_every_steps), each in
+any checkpoint is saved, and `eval_actions` after every evaluation (--eval_every), each in
 list order. A new action is a class (or function) with the same call signature, added to the list in
 `cnn/run.py`.
 """

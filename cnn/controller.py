@@ -4,8 +4,8 @@
 trainer (cnn/trainer.py) with up to --steps_per_loop steps, cutting a call where something
 is due (`steps_to_next`): a progress line, a checkpoint, a histogram step (a call of one step
 with `histograms=True`), the ends of the profile window. After each call it runs the step actions
-(the NaN guard), the checkpoint cadence, and the preemption check; every --eval_every_steps (or
---eval_every_epochs), at the last step and, with --eval_at_start, at step 0 it evaluates every eval
+(the NaN guard), the checkpoint cadence, and the preemption check; every --eval_every (a duration,
+cnn/durations.py, as every cadence here), at the last step and, with --eval_at_start, at step 0 it evaluates every eval
 set (cnn/evaluator.py) and runs the eval actions (cnn/actions.py); it saves at each epoch end.
 """
 
@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from cnn import actions as actions_lib
 from cnn import checkpoints
+from cnn import durations
 from cnn import evaluator as evaluator_lib
 from cnn import preemption as preemption_lib
 from cnn import summaries
@@ -27,31 +28,28 @@ from cnn import trainer as trainer_lib
 from cnn.config import Config
 
 
-def eval_every_steps(config: Config, steps_per_epoch: int) -> int:
-  """Steps between evaluations: --eval_every_steps, or --eval_every_epochs of `steps_per_epoch` (at least 1)."""
-  return config.eval_every_steps or max(1, round(config.eval_every_epochs * steps_per_epoch))
-
-
-def steps_to_next(step: int, config: Config) -> list[int]:
+def steps_to_next(step: int, config: Config, cadence: durations.Cadence) -> list[int]:
   """Steps from `step` to what ends a loop early: the next log step and checkpoint, the step before
   the next histogram step (which runs alone, with histograms) and the profile window's ends
   (the trace starts with a call that begins at START and stops after END)."""
-  every = [config.log_every_steps, config.checkpoint_every_steps]
-  histogram = config.histogram_every_steps
+  every = [cadence.log_every, cadence.checkpoint_every]
+  histogram = cadence.histogram_every
   start, end = config.profile_steps
   window = [start - 1 - step if step < start - 1 else end - step] if start and step < end else []
   before_histogram = [histogram - 1 - step % histogram] if histogram else []  # > 0: not due now.
   return [n - step % n for n in every if n] + before_histogram + window
 
 
-def next_call(step: int, epoch_end: int, config: Config, also_end_in: Sequence[int] = ()) -> tuple[int, bool]:
+def next_call(step: int, epoch_end: int, config: Config, cadence: durations.Cadence,
+              also_end_in: Sequence[int] = ()) -> tuple[int, bool]:
   """The next call of the train loop after `step`: (its number of steps, whether it writes histograms).
 
-  `also_end_in`: more distances (in steps) at which the call must end, e.g. a test's self-signal.
+  `also_end_in`: more distances (in steps) at which the call must end, e.g. the next evaluation or a
+  test's self-signal.
   """
-  if config.histogram_every_steps and (step + 1) % config.histogram_every_steps == 0:
+  if cadence.histogram_every and (step + 1) % cadence.histogram_every == 0:
     return 1, True
-  return min(config.steps_per_loop, epoch_end - step, *steps_to_next(step, config), *also_end_in), False
+  return min(config.steps_per_loop, epoch_end - step, *steps_to_next(step, config, cadence), *also_end_in), False
 
 
 class Progress:
@@ -104,13 +102,12 @@ class Controller:
   eval_actions: Sequence[actions_lib.EvalAction]
   steps_per_epoch: int
   total_steps: int
-  eval_every: int = 0  # Steps between evaluations (0: one epoch); the last step is always evaluated.
+  cadence: durations.Cadence  # Steps between logs, checkpoints, histograms, evaluations (the last step's too).
 
   def run(self) -> int:
     """Trains and evaluates when due; returns the last step. Raises Interrupted on a signal."""
     self.train_seconds, self.eval_seconds, self.loop_start = 0.0, 0.0, time.perf_counter()
     self.eval_results, self.eval_metrics = None, None
-    self.eval_every = self.eval_every or self.steps_per_epoch
     step, num_epochs = self.trainer.step, math.ceil(self.total_steps / self.steps_per_epoch)
     if step == 0 and self.config.eval_at_start:
       self.evaluate(0, 0)
@@ -126,7 +123,7 @@ class Controller:
     return step
 
   def eval_due(self, step: int) -> bool:
-    return step % self.eval_every == 0 or step == self.total_steps
+    return step % self.cadence.eval_every == 0 or step == self.total_steps
 
   def train_epoch(self, epoch: int) -> int:
     """Runs the train loop to the end of `epoch` (or of the run), in calls cut where something is due,
@@ -137,18 +134,19 @@ class Controller:
     self.progress.start_interval()
     epoch_end = min(epoch * self.steps_per_epoch, self.total_steps)
     while step < epoch_end:
-      also_end_in = [*self.preemption.steps_to_next_signal(step), self.eval_every - step % self.eval_every]
-      num_steps, histograms = next_call(step, epoch_end, config, also_end_in)
+      eval_every = self.cadence.eval_every
+      also_end_in = [*self.preemption.steps_to_next_signal(step), eval_every - step % eval_every]
+      num_steps, histograms = next_call(step, epoch_end, config, self.cadence, also_end_in)
       with self.profiler.step(step + 1, step + num_steps):
         outputs = self.trainer.train(num_steps, histograms)
       step = self.trainer.step
       self.progress.interval_steps += num_steps
       for action in self.step_actions:  # Before any save: the NaN guard.
         action(step, outputs)
-      self.checkpointer.after_step(step, epoch, config.checkpoint_every_steps)
+      self.checkpointer.after_step(step, epoch, self.cadence.checkpoint_every)
       self.preemption.after_step(step)
       self.stop_if_requested(step, epoch)
-      if step % config.log_every_steps == 0:
+      if step % self.cadence.log_every == 0:
         self.progress.log(step, epoch, outputs)
       if self.eval_due(step):
         self.evaluate(step, epoch)

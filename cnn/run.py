@@ -25,6 +25,7 @@ from cnn import checkpoints
 from cnn import controller as controller_lib
 from cnn import data as data_lib
 from cnn import distribute
+from cnn import durations
 from cnn import eval_sets
 from cnn import evaluator as evaluator_lib
 from cnn import flops
@@ -99,7 +100,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
         eval_actions=[eval_summaries, time_to_accuracy,  # Before the save: the target's step is saved.
                       actions.SaveCheckpoints(checkpointer, best_metric), *write_csv],
         steps_per_epoch=data.steps_per_epoch, total_steps=data.total_steps,
-        eval_every=controller_lib.eval_every_steps(config, data.steps_per_epoch))
+        cadence=durations.cadence(config, data.steps_per_epoch, data.total_steps))
     first_step = trainer.step
     time_to_accuracy.start()
     with (controller.preemption, contextlib.closing(writers), contextlib.closing(eval_summaries),

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from cnn import augment
 from cnn import data as data_lib
+from cnn import durations
 from cnn import eval_sets
 from cnn import evaluator as evaluator_lib
 from cnn import gradients
@@ -60,14 +61,14 @@ class Training:
   train_loop: train_step_lib.TrainLoopFunction
   eval_step: evaluator_lib.EvalStep
   weight_hooks: Optional[weight_hooks_lib.WeightHooks]  # Freezing and lookahead, if the config has them.
-  histograms: Optional[summaries.GradientHistograms]  # With --histogram_every_steps, if due in the run.
+  histograms: Optional[summaries.GradientHistograms]  # With --histogram_every, if due in the run.
 
 
 def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribute.Strategy,
                    steps_per_epoch: int, total_steps: int, num_classes: int = 0) -> Training:
   """The optimizer (its schedule needs the run's length), loss, metrics and compiled loop and step for `model`.
 
-  `num_classes` (0: unknown) sets the eval metrics' top-k (cnn/eval_sets.py). With --histogram_every_steps
+  `num_classes` (0: unknown) sets the eval metrics' top-k (cnn/eval_sets.py). With --histogram_every
   the train loop copies the applied gradients on histogram steps
   (`summaries.GradientHistograms`, behind a `tf.cond`): no summary op in the compiled loop.
   """
@@ -80,7 +81,8 @@ def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribut
     weight_hooks = weight_hooks_lib.build_weight_hooks(config, model, steps_per_epoch, total_steps)
   loss_fn = losses.build_loss(config, augment.needs_soft_labels(config.augment))
   eval_loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")  # Unsmoothed.
-  due = 0 < config.histogram_every_steps <= total_steps  # Else never due: no histogram ops to trace.
+  histogram_every = durations.cadence(config, steps_per_epoch, total_steps).histogram_every
+  due = 0 < histogram_every <= total_steps  # Else never due: no histogram ops to trace.
   histograms = summaries.GradientHistograms(model, strategy) if due else None
   transforms = gradients.build_transforms(config, model.trainable_variables)
   train_loop = train_step_lib.make_train_loop(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size,

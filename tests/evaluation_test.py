@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from cnn import train  # Before the other entry points: they share its flags.
 from cnn import checkpoints
 from cnn import controller
+from cnn import durations
 from cnn import eval_sets
 from cnn import evaluate
 from cnn import metrics_csv
@@ -181,10 +182,11 @@ def test_a_resumed_run_appends_to_metrics_csv_without_duplicates(tiny_data_dir, 
 def test_evaluations_cut_the_train_loop_calls_at_their_steps():
   config = Config(eval_every_steps=5, steps_per_loop=20, log_every_steps=100, checkpoint_every_steps=0,
                   histogram_every_steps=0)
-  assert controller.eval_every_steps(config, 12) == 5
-  assert controller.eval_every_steps(Config(eval_every_epochs=0.5), 12) == 6
-  assert controller.eval_every_steps(Config(), 12) == 12
-  assert controller.next_call(0, 12, config, [5 - 0 % 5]) == (5, False)
+  cadence = durations.cadence(config, 12, 100)
+  assert cadence.eval_every == 5
+  assert durations.cadence(Config(eval_every_epochs=0.5), 12, 100).eval_every == 6
+  assert durations.cadence(Config(), 12, 100).eval_every == 12
+  assert controller.next_call(0, 12, config, cadence, [5 - 0 % 5]) == (5, False)
 
 
 @pytest.mark.parametrize("flags, message", [
