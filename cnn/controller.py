@@ -12,7 +12,7 @@ set (cnn/evaluator.py) and runs the eval actions (cnn/actions.py); it saves at e
 import dataclasses
 import math
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
@@ -22,6 +22,7 @@ from cnn import checkpoints
 from cnn import durations
 from cnn import evaluator as evaluator_lib
 from cnn import preemption as preemption_lib
+from cnn import schedules
 from cnn import summaries
 from cnn import throughput as throughput_lib
 from cnn import trainer as trainer_lib
@@ -57,9 +58,9 @@ class Progress:
 
   def __init__(self, trainer: trainer_lib.Trainer, throughput: throughput_lib.Throughput,
                writers: summaries.Writers, model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
-               total_steps: int):
+               total_steps: int, schedule: Optional[schedules.Schedule] = None):
     self.trainer, self.throughput, self.writers = trainer, throughput, writers
-    self.model, self.optimizer, self.total_steps = model, optimizer, total_steps
+    self.model, self.optimizer, self.total_steps, self.schedule = model, optimizer, total_steps, schedule
     self.retraces = throughput_lib.RetraceWatch("the train step", trainer.loop)
     self.start_interval()
 
@@ -70,9 +71,8 @@ class Progress:
     rates = self.throughput.rates(self.interval_steps, time.perf_counter() - self.interval_start)
     eta = (self.total_steps - step) * rates["step_seconds"]
     scalars = {**rates, "gradient_norm": float(outputs["gradient_norm"]),
-               "learning_rate": float(outputs["learning_rate"]),  # The rate of `step`, not of the next.
                "peak_host_memory_mb": throughput_lib.peak_host_memory_mb(),
-               **summaries.train_scalars(self.model, self.optimizer)}
+               **summaries.train_scalars(self.model, self.optimizer, self.schedule)}
     train_results = self.trainer.metrics.result()
     loss_scale = f"  loss scale {scalars['loss_scale']:g}" if "loss_scale" in scalars else ""
     logging.info("step %d/%d  epoch %d  loss %.4f  accuracy %.4f  %s%s  ETA %s", step, self.total_steps, epoch,

@@ -95,7 +95,8 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
         config, trainer, cadence, checkpointer, preemption.Preemption(strategy, run_dir),
         summaries.Profiler(os.path.join(run_dir, "train"), config.profile_steps if chief else (0, 0),
                            data.total_steps),
-        controller_lib.Progress(trainer, throughput, writers, model, training.optimizer, data.total_steps),
+        controller_lib.Progress(trainer, throughput, writers, model, training.optimizer, data.total_steps,
+                                training.schedule),
         step_actions=[actions.NanGuard(checkpointer, training.optimizer), time_to_accuracy.after_step],
         eval_actions=[eval_summaries, time_to_accuracy,  # Before the save: the target's step is saved.
                       actions.SaveCheckpoints(checkpointer, best_metric), *write_csv],

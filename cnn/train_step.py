@@ -57,7 +57,8 @@ def make_train_loop(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
   Returns:
     The loop. Each call returns the last step's `loss` (mean over the global batch),
     `gradient_norm` (global L2 norm of the unscaled gradients), which the NaN guard checks
-    (cnn/guard.py), and `learning_rate` (the rate that step applied). Like a `tf.function`, it has `experimental_get_tracing_count()`.
+    (cnn/guard.py). The learning rate is read where it is logged (`summaries.train_scalars`), not
+    at every step. Like a `tf.function`, it has `experimental_get_tracing_count()`.
   """
   loss_scaling = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
   chain = gradients_lib.Chain(optimizer, transforms, weight_hooks)
@@ -85,17 +86,15 @@ def make_train_loop(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
   @tf.function
   def loop(iterator: Iterator, num_steps: tf.Tensor, first_step: tf.Tensor,
            histograms: tf.Tensor) -> dict[str, tf.Tensor]:
-    loss = gradient_norm = learning_rate = tf.constant(0.0)
+    loss = gradient_norm = tf.constant(0.0)
     for i in tf.range(num_steps):
-      # The rate this step applies: read before its update advances the optimizer's count.
-      learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
       held = chain.hold()  # For freezing, after the update.
       per_replica_loss, per_replica_norm = strategy.run(replica_step, args=(*next(iterator), histograms))
       chain.after_update(first_step + i + 1, held)  # Chain steps 5-6: freeze, lookahead.
       # Each replica's loss is its share of the global mean; every replica has the same norm.
       loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
       gradient_norm = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica_norm, axis=None)
-    return {"loss": loss, "gradient_norm": gradient_norm, "learning_rate": learning_rate}
+    return {"loss": loss, "gradient_norm": gradient_norm}
 
   def train_loop(iterator: Iterator, num_steps: int = 1, step: int = 0,
                  histograms: bool = False) -> dict[str, tf.Tensor]:

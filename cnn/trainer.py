@@ -24,6 +24,7 @@ from cnn import losses
 from cnn import metrics as metrics_lib
 from cnn import models
 from cnn import optim
+from cnn import schedules
 from cnn import summaries
 from cnn import train_step as train_step_lib
 from cnn import weight_hooks as weight_hooks_lib
@@ -62,6 +63,7 @@ class Training:
   eval_step: evaluator_lib.EvalStep
   weight_hooks: Optional[weight_hooks_lib.WeightHooks]  # Freezing and lookahead, if the config has them.
   histograms: Optional[summaries.GradientHistograms]  # With --histogram_every, if due in the run.
+  schedule: Optional[schedules.Schedule] = None  # The optimizer's learning rate by step (read where it is logged).
 
 
 def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribute.Strategy,
@@ -73,8 +75,9 @@ def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribut
   (`summaries.GradientHistograms`, behind a `tf.cond`): no summary op in the compiled loop.
   """
   with strategy.scope():
+    schedule = schedules.build_schedule(config, steps_per_epoch, total_steps)
     optimizer = optim.build_optimizer(config, model.trainable_variables, steps_per_epoch, total_steps,
-                                      optim.averaged_statistics(model))
+                                      optim.averaged_statistics(model), schedule)
     optimizer.build(model.trainable_variables)  # Before the loop is traced (see train_step.make_train_loop).
     train_metrics = metrics_lib.Metrics("train")
     eval_metrics = metrics_lib.Metrics("eval", eval_sets.top_k(config, num_classes) if num_classes else 0)
@@ -93,7 +96,7 @@ def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribut
       eval_metrics=eval_metrics, train_loop=train_loop,
       eval_step=evaluator_lib.make_eval_step(augment.with_tta(model, config.tta), eval_loss_fn, eval_metrics, strategy,
                                              config.jit_compile),
-      weight_hooks=weight_hooks, histograms=histograms)
+      weight_hooks=weight_hooks, histograms=histograms, schedule=schedule)
 
 
 class Trainer:
@@ -115,7 +118,7 @@ class Trainer:
     self.step, self.histograms = step, histograms
 
   def train(self, num_steps: int, histograms: bool = False) -> dict[str, tf.Tensor]:
-    """Runs steps step+1 … step+num_steps; returns the last one's `loss`, `gradient_norm`, `learning_rate`."""
+    """Runs steps step+1 … step+num_steps; returns the last one's `loss` and `gradient_norm`."""
     histograms = histograms and self.histograms is not None
     outputs = self.loop(self.iterator, num_steps, self.step, histograms)
     self.step += num_steps
