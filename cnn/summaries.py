@@ -167,16 +167,16 @@ class GradientHistograms:
 def train_scalars(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
                   schedule: Optional[tf.keras.optimizers.schedules.LearningRateSchedule] = None) -> dict[str, float]:
   """The model's global weight norm, the loss scale under float16 and, given the optimizer's schedule,
-  the learning rate of the last step applied.
+  the learning rate of the last step.
 
-  That rate is the schedule at the optimizer's count before that step (`optimizer.learning_rate` is
+  That rate is the schedule at the optimizer's step count before that step (`optimizer.learning_rate` is
   the next step's). Read here, where it is logged, rather than at every step of the train loop.
   """
   values = {"weight_norm": float(tf.linalg.global_norm(model.trainable_variables))}
   if schedule is not None:
     # Through convert_to_tensor: int() of a Keras variable fails under tf.distribute.
-    applied = int(tf.convert_to_tensor(optimizer.iterations))  # Steps applied (a skipped float16 step is not).
-    values["learning_rate"] = float(schedule(max(applied - 1, 0)))
+    taken = int(tf.convert_to_tensor(optimizer.iterations))  # Every step, a skipped float16 one too: the
+    values["learning_rate"] = float(schedule(max(taken - 1, 0)))  # schedule's count (tests/optim_test.py).
   if isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer):
     # Through convert_to_tensor: float() of a Keras variable fails under tf.distribute.
     values["loss_scale"] = float(tf.convert_to_tensor(optimizer.dynamic_scale) if optimizer.built

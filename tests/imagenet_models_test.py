@@ -217,6 +217,7 @@ print(len(names), len({kernels[n].tobytes() for n in names}), sum(float(kernels[
 """
 
 
+@pytest.mark.e2e  # Two Python processes, each building a ResNet-18.
 def test_resnet_kernels_are_drawn_each_their_own_and_from_the_seed_alone():
   # A shared initializer gave same-shaped kernels identical values, drawn at import time (seed ignored).
   outputs = [subprocess.run([sys.executable, "-c", _FIRST_KERNELS], capture_output=True, text=True, check=True,
