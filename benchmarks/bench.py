@@ -38,14 +38,14 @@ import tensorflow as tf
 
 from cnn import cli
 from cnn import data as data_lib
-from cnn import evaluator
 from cnn import flags
 from cnn import models
 from cnn import optim
-from cnn import trainer
 from cnn.config import Config
 from cnn.data import stream
 from cnn.errors import UserError
+from cnn.training import evaluator
+from cnn.training import trainer
 import keras_fit  # benchmarks/keras_fit.py, beside this script.
 
 flags.define_config_flags()

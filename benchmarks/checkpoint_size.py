@@ -20,11 +20,11 @@ from absl import flags
 
 from cnn import checkpoints
 from cnn import data as data_lib
-from cnn import metrics as metrics_lib
 from cnn import models
 from cnn import optim
-from cnn import train_step as train_step_lib
 from cnn.config import Config
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 
 flags.DEFINE_string("data_dir", "../shared/tfds", "TFDS data directory holding cifar10.")
 flags.DEFINE_integer("batch_size", 32, "Training batch size.")

@@ -27,10 +27,10 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
-from cnn import metrics as metrics_lib
 from cnn import summaries
-from cnn import train_step as train_step_lib
 from cnn.models.simple_cnn import SimpleCNN
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 
 _ROUNDS = flags.DEFINE_integer("rounds", 20, "Rounds; each times every variant once.")
 _STEPS = flags.DEFINE_integer("steps", 50, "Train steps per variant per round.")

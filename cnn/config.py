@@ -257,8 +257,8 @@ class Config:
                                   "resumes) and steps at which eval accuracy first reaches this (0: off).",
                                   minimum=0.0, maximum=1.0)
 
-  # Evaluation: when, on what, which metrics, which checkpoints are the best (cnn/controller.py,
-  # cnn/evaluator.py, cnn/actions.py). None changes what is trained.
+  # Evaluation: when, on what, which metrics, which checkpoints are the best (cnn/training/controller.py,
+  # cnn/training/evaluator.py, cnn/training/actions.py). None changes what is trained.
   _section("Evaluation")
   eval_every: str = _field("", "An evaluation every this long, a duration: 500 (steps), 2ep / 0.5ep (epochs) or "
                           "0.25run (a fraction of the run); the run's last step is always evaluated; empty: "

@@ -16,9 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 from cnn import cli
-from cnn import evaluator
 from cnn import inference
 from cnn import watch
+from cnn.training import evaluator
 
 FLAGS = flags.FLAGS
 cli.define_flag(flags.DEFINE_string, "run_dir", "", "The run directory to evaluate (required).")

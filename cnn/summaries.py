@@ -8,7 +8,7 @@ Three writers, so that TensorBoard shows a run as three runs it can plot togethe
                     the train step's graph, and profiler traces (plugins/profile/)
   <run_dir>/eval/   scalars, confusion matrix and misclassified-image grid at each eval
 
-Everything is written from Python at the moments `cnn/controller.py` chooses. Gradients exist only
+Everything is written from Python at the moments `cnn/training/controller.py` chooses. Gradients exist only
 inside the train loop: on histogram steps the loop copies them into `GradientHistograms`'
 variables, and the histograms are written from Python after that call.
 """
@@ -26,8 +26,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from cnn import render
-from cnn.config import OPERATIONAL_FIELDS
 from cnn.config import Config
+from cnn.config import OPERATIONAL_FIELDS
 from cnn.data import DatasetInfo
 from cnn.data import images_at
 from cnn.data import Split

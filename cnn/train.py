@@ -1,14 +1,14 @@
 """Trains a classifier: `python -m cnn.train --flagfile=experiments/cifar10_tutorial.cfg`.
 
 The entry point only defines flags and calls the library; the training logic is in
-`cnn/run.py`, and every flag is a field of `cnn.config.Config`.
+`cnn/training/run.py`, and every flag is a field of `cnn.config.Config`.
 """
 
 from typing import Sequence
 
 from cnn import cli
 from cnn import flags
-from cnn import run
+from cnn.training import run
 
 flags.define_config_flags()
 

@@ -2,7 +2,7 @@
 
 It evaluates each checkpoint of a running (or finished) run as it appears in `R/checkpoints/`, in
 step order, and writes what it finds into `R/watch/`: TensorBoard scalars in `watch/<prefix>/`
-(`eval`, or `eval_ema` for a run with --ema_decay, whose averages it evaluates; cnn/eval_sets.py)
+(`eval`, or `eval_ema` for a run with --ema_decay, whose averages it evaluates; cnn/training/eval_sets.py)
 and a row per checkpoint in `watch/metrics.csv`. It stops when the run has ended (its results.json
 exists) and every checkpoint listed then is evaluated, or after `timeout_seconds` without a new one.
 
@@ -21,12 +21,12 @@ from absl import logging
 import tensorflow as tf
 
 from cnn import checkpoints
-from cnn import eval_sets
-from cnn import evaluator
 from cnn import inference
-from cnn import metrics_csv
 from cnn import run_dir as run_dir_lib
 from cnn.errors import UserError
+from cnn.training import eval_sets
+from cnn.training import evaluator
+from cnn.training import metrics_csv
 
 WATCH_DIR = "watch"
 

@@ -1,8 +1,8 @@
 """The controller's cadence: where a call of the train loop is cut, and which calls write histograms."""
 
-from cnn import controller
 from cnn import durations
 from cnn.config import Config
+from cnn.training import controller
 
 
 def calls(config: Config, total: int, epoch_end: int) -> list[tuple[int, int, bool]]:

@@ -13,11 +13,11 @@ import tensorflow as tf
 
 from cnn import data
 from cnn import distribute
-from cnn import metrics as metrics_lib
 from cnn import train
-from cnn import train_step as train_step_lib
 from cnn.config import Config
 from cnn.models.simple_cnn import SimpleCNN
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 from checkpoints_test import assert_bitwise_equal, checkpoint_state
 from conftest import REPO, run_cli, run_dir_files
 import tiny_tfds

@@ -16,13 +16,13 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from cnn import train  # Before the other entry points: they share its flags.
 from cnn import checkpoints
-from cnn import controller
 from cnn import durations
-from cnn import eval_sets
 from cnn import evaluate
-from cnn import metrics_csv
 from cnn.config import Config
 from cnn.errors import UserError
+from cnn.training import controller
+from cnn.training import eval_sets
+from cnn.training import metrics_csv
 from conftest import REPO, run_cli
 from train_test import scalar_tags
 import tiny_tfds
@@ -79,7 +79,7 @@ def test_top_k_is_off_up_to_10_classes_and_available_on_request():
 
 
 def test_top_k_metric_counts_a_label_within_the_k_highest_logits():
-  from cnn import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
+  from cnn.training import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
   metrics = metrics_lib.Metrics("eval", top_k=2)
   logits = tf.constant([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
   metrics.update(tf.zeros([3]), tf.constant([0, 1, 2]), logits)

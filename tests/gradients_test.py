@@ -6,11 +6,11 @@ import tensorflow as tf
 
 from cnn import distribute
 from cnn import gradients
-from cnn import metrics as metrics_lib
 from cnn import optim
-from cnn import train_step as train_step_lib
 from cnn.config import Config
 from cnn.models.simple_cnn import SimpleCNN
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 from optim_test import built_net
 
 

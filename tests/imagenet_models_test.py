@@ -13,15 +13,15 @@ import pytest
 import tensorflow as tf
 
 from cnn import flags as cnn_flags
-from cnn import metrics as metrics_lib
 from cnn import models
-from cnn import train_step as train_step_lib
 from cnn.checkpoints import model_variables
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.errors import UserError
 from cnn.models import activations
 from cnn.models.layer_table import layer_table
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 
 IMAGENET_SMALL = DatasetInfo("imagenet2012", (32, 32, 3), 1000, tuple(f"c{i}" for i in range(1000)))
 TINY = DatasetInfo("tiny", (32, 32, 3), 7, tuple(f"c{i}" for i in range(7)))

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cnn import evaluator as evaluator_lib
 from cnn import gradients
-from cnn import metrics as metrics_lib
 from cnn import optim
-from cnn import train_step as train_step_lib
 from cnn.config import Config
 from cnn.errors import UserError
+from cnn.training import evaluator as evaluator_lib
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 
 
 class Net(tf.keras.Model):

@@ -37,7 +37,7 @@ torch = pytest.importorskip("torch", reason="PyTorch measures these tests: pip i
 import torch_twins  # pylint: disable=wrong-import-position
 
 from cnn import optim  # pylint: disable=wrong-import-position
-from cnn import trainer  # pylint: disable=wrong-import-position
+from cnn.training import trainer  # pylint: disable=wrong-import-position
 from cnn.config import Config  # pylint: disable=wrong-import-position
 from cnn.data import DatasetInfo  # pylint: disable=wrong-import-position
 from cnn.models import batch_norm  # pylint: disable=wrong-import-position

@@ -3,7 +3,7 @@ test's training process runs long enough for a side-car evaluator to watch it (t
 
 import time
 
-from cnn import trainer
+from cnn.training import trainer
 
 _train = trainer.Trainer.train
 

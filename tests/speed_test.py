@@ -12,12 +12,12 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
 
 from cnn import data as data_lib
-from cnn import actions
-from cnn import evaluator
 from cnn import flops
 from cnn import throughput
-from cnn import trainer
 from cnn.config import Config
+from cnn.training import actions
+from cnn.training import evaluator
+from cnn.training import trainer
 from conftest import REPO, run_cli
 from streaming_run_test import write_jpegs
 

@@ -27,16 +27,16 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from cnn import data
 from cnn import distribute
 from cnn import gradients
-from cnn import metrics as metrics_lib
 from cnn import models
 from cnn import render
 from cnn import run_dir as run_dir_lib
 from cnn import summaries
 from cnn import train
-from cnn import train_step as train_step_lib
 from cnn.config import Config
 from cnn.config import OPERATIONAL_FIELDS
 from cnn.models.simple_cnn import SimpleCNN
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 from conftest import run_cli, run_dir_files
 from streaming_run_test import write_jpegs
 import tiny_tfds

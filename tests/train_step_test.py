@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cnn import evaluator as evaluator_lib
 from cnn import gradients
-from cnn import metrics as metrics_lib
-from cnn import train_step as train_step_lib
 from cnn.models.simple_cnn import SimpleCNN
+from cnn.training import evaluator as evaluator_lib
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 
 
 @pytest.mark.e2e

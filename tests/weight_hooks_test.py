@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cnn import metrics as metrics_lib
-from cnn import train_step as train_step_lib
 from cnn import weight_hooks
 from cnn.config import Config
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 from optim_test import Net
 
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cnn import metrics as metrics_lib
 from cnn import models
-from cnn import train_step as train_step_lib
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.models.airbench import Airbench94
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 from imagenet_models_test import PUBLISHED, head_parameters
 
 CIFAR10 = DatasetInfo("cifar10", (32, 32, 3), 10, tuple(f"c{i}" for i in range(10)))

@@ -1,12 +1,12 @@
 """The controller (Orbit's): it owns *when*; the trainer, evaluators and actions own *what*.
 
 `Controller.run()` trains epoch by epoch up to the run's length. Within an epoch it calls the
-trainer (cnn/trainer.py) with up to --steps_per_loop steps, cutting a call where something
+trainer (cnn/training/trainer.py) with up to --steps_per_loop steps, cutting a call where something
 is due (`steps_to_next`): a progress line, a checkpoint, a histogram step (a call of one step
 with `histograms=True`), the ends of the profile window. After each call it runs the step actions
 (the NaN guard), the checkpoint cadence, and the preemption check; every --eval_every (a duration,
 cnn/durations.py, as every cadence here), at the last step and, with --eval_at_start, at step 0 it evaluates every eval
-set (cnn/evaluator.py) and runs the eval actions (cnn/actions.py); it saves at each epoch end.
+set (cnn/training/evaluator.py) and runs the eval actions (cnn/training/actions.py); it saves at each epoch end.
 """
 
 import dataclasses
@@ -17,16 +17,16 @@ from typing import Optional, Sequence
 from absl import logging
 import tensorflow as tf
 
-from cnn import actions as actions_lib
 from cnn import checkpoints
 from cnn import durations
-from cnn import evaluator as evaluator_lib
-from cnn import preemption as preemption_lib
 from cnn import schedules
 from cnn import summaries
 from cnn import throughput as throughput_lib
-from cnn import trainer as trainer_lib
 from cnn.config import Config
+from cnn.training import actions as actions_lib
+from cnn.training import evaluator as evaluator_lib
+from cnn.training import preemption as preemption_lib
+from cnn.training import trainer as trainer_lib
 
 
 def steps_to_next(step: int, config: Config, cadence: durations.Cadence) -> list[int]:

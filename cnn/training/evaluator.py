@@ -3,7 +3,7 @@
 An `Evaluator` evaluates the model's weights and, under --ema_decay, their moving averages (the
 weights the run reports), with test-time augmentation (--tta) already in its eval step; each
 `Pass` gives the mean loss, accuracy and top-k accuracy, and each example's prediction in split
-order. A run has one per eval set (cnn/eval_sets.py): --eval_split and each of --eval_splits at
+order. A run has one per eval set (cnn/training/eval_sets.py): --eval_split and each of --eval_splits at
 every evaluation, and the final --test_split. A `SplitEvaluation` evaluates a trained run's
 checkpoint on one split in the same way (`python -m cnn.evaluate`, and its `--watch`).
 """
@@ -17,11 +17,11 @@ import tensorflow as tf
 
 from cnn import augment
 from cnn import data as data_lib
-from cnn import eval_sets
 from cnn import inference
-from cnn import metrics as metrics_lib
 from cnn import optim
 from cnn import throughput
+from cnn.training import eval_sets
+from cnn.training import metrics as metrics_lib
 
 EvalStep = Callable[[Any], dict[str, tf.Tensor]]
 
@@ -72,7 +72,7 @@ def evaluate_pass(eval_step: EvalStep, dataset: Iterable,
 @dataclasses.dataclass
 class Pass:
   """One pass over an eval set with one set of weights."""
-  prefix: str  # Its metrics' prefix and TensorBoard directory (cnn/eval_sets.py): eval, eval_ema, val, ...
+  prefix: str  # Its metrics' prefix and TensorBoard directory (cnn/training/eval_sets.py): eval, eval_ema, val, ...
   results: dict[str, float]  # Mean loss, accuracy (and top-k accuracy).
   outputs: dict[str, np.ndarray]  # Each example's predictions and confidence, in split order.
   split: Any  # The eval set's examples, in that order.
@@ -87,7 +87,7 @@ class Evaluator:
   """One eval set: `evaluate()` passes over it with the model's weights, then (--ema_decay) the averages.
 
   Args:
-    name: the set's name (cnn/eval_sets.py: `eval` for --eval_split), for metrics and logs.
+    name: the set's name (cnn/training/eval_sets.py: `eval` for --eval_split), for metrics and logs.
     split: its examples (for the images of misclassified examples).
     dataset: its distributed batches of (images, labels, indices).
     eval_step: the compiled eval step (TTA included).

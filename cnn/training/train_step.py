@@ -1,8 +1,8 @@
 """The train step: K steps of training in one call of a `tf.function` over `tf.distribute`.
 
-Everything around it is elsewhere: when it runs in cnn/controller.py, its owner (the iterator, the
-step count, histograms) in cnn/trainer.py, the eval step and one pass over eval data in
-cnn/evaluator.py; this function only computes and updates metrics. A single device is the default
+Everything around it is elsewhere: when it runs in cnn/training/controller.py, its owner (the iterator, the
+step count, histograms) in cnn/training/trainer.py, the eval step and one pass over eval data in
+cnn/training/evaluator.py; this function only computes and updates metrics. A single device is the default
 strategy with one replica, so there is one code path.
 
 The train loop reads the iterator inside the `tf.function` (as Orbit does): one call runs K steps in
@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import tensorflow as tf
 
 from cnn import gradients as gradients_lib
-from cnn import metrics as metrics_lib
+from cnn.training import metrics as metrics_lib
 from cnn.weight_hooks import WeightHooks
 
 
@@ -57,7 +57,7 @@ def make_train_loop(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimi
   Returns:
     The loop. Each call returns the last step's `loss` (mean over the global batch),
     `gradient_norm` (global L2 norm of the unscaled gradients), which the NaN guard checks
-    (cnn/guard.py). The learning rate is read where it is logged (`summaries.train_scalars`), not
+    (cnn/training/guard.py). The learning rate is read where it is logged (`summaries.train_scalars`), not
     at every step. Like a `tf.function`, it has `experimental_get_tracing_count()`.
   """
   loss_scaling = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)

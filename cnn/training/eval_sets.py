@@ -9,9 +9,9 @@ The prefix is also the set's TensorBoard directory in the run directory (`eval/`
 
 import re
 
-from cnn import metrics as metrics_lib
 from cnn.config import Config
 from cnn.errors import UserError
+from cnn.training import metrics as metrics_lib
 
 PRIMARY = "eval"  # The name of --eval_split's set.
 EMA_SUFFIX = "_ema"

@@ -1,7 +1,7 @@
-"""What is trained, and one call of training (Orbit's trainer; the controller, cnn/controller.py, owns *when*).
+"""What is trained, and one call of training (Orbit's trainer; the controller, cnn/training/controller.py, owns *when*).
 
 `build_model_in_scope` and `build_training` make the model and what trains it: optimizer, loss,
-metrics, the compiled train loop (cnn/train_step.py) and eval step. `Trainer.train(num_steps)` runs
+metrics, the compiled train loop (cnn/training/train_step.py) and eval step. `Trainer.train(num_steps)` runs
 the next `num_steps` steps over its iterator in one call of the compiled loop and returns the last
 step's outputs; with `histograms=True` the loop also keeps the applied gradients, and the weight and
 gradient histograms are written after it.
@@ -16,20 +16,20 @@ import tensorflow as tf
 from cnn import augment
 from cnn import data as data_lib
 from cnn import durations
-from cnn import eval_sets
-from cnn import evaluator as evaluator_lib
 from cnn import gradients
 from cnn import init_from
 from cnn import losses
-from cnn import metrics as metrics_lib
 from cnn import models
 from cnn import optim
 from cnn import schedules
 from cnn import summaries
-from cnn import train_step as train_step_lib
 from cnn import weight_hooks as weight_hooks_lib
 from cnn.config import Config
 from cnn.models.layer_table import layer_table
+from cnn.training import eval_sets
+from cnn.training import evaluator as evaluator_lib
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 
 
 def build_model_in_scope(config: Config, info: data_lib.DatasetInfo,
@@ -70,7 +70,7 @@ def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribut
                    steps_per_epoch: int, total_steps: int, num_classes: int = 0) -> Training:
   """The optimizer (its schedule needs the run's length), loss, metrics and compiled loop and step for `model`.
 
-  `num_classes` (0: unknown) sets the eval metrics' top-k (cnn/eval_sets.py). With --histogram_every
+  `num_classes` (0: unknown) sets the eval metrics' top-k (cnn/training/eval_sets.py). With --histogram_every
   the train loop copies the applied gradients on histogram steps
   (`summaries.GradientHistograms`, behind a `tf.cond`): no summary op in the compiled loop.
   """

@@ -1,10 +1,10 @@
 """A run: set it up, train and evaluate it, and write its results.
 
 `train_and_evaluate` reads top to bottom in banner sections, each delegating to a plain function
-below it. Who does what: when things happen, cnn/controller.py; what is trained and one call of
-the compiled train loop, cnn/trainer.py (the train step in cnn/train_step.py); one pass over eval
-data, cnn/evaluator.py; what happens after a step or an eval, cnn/actions.py; checkpoints,
-cnn/checkpoints.py; signals, cnn/preemption.py.
+below it. Who does what: when things happen, cnn/training/controller.py; what is trained and one call of
+the compiled train loop, cnn/training/trainer.py (the train step in cnn/training/train_step.py); one pass over eval
+data, cnn/training/evaluator.py; what happens after a step or an eval, cnn/training/actions.py; checkpoints,
+cnn/checkpoints.py; signals, cnn/training/preemption.py.
 """
 
 import contextlib
@@ -19,30 +19,30 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from cnn import actions
 from cnn import augment
 from cnn import checkpoints
-from cnn import controller as controller_lib
 from cnn import data as data_lib
 from cnn import distribute
 from cnn import durations
-from cnn import eval_sets
-from cnn import evaluator as evaluator_lib
 from cnn import flops
-from cnn import metrics_csv
 from cnn import plugins
-from cnn import preemption
 from cnn import run_dir as run_dir_lib
 from cnn import summaries
 from cnn import system_errors
 from cnn import throughput as throughput_lib
-from cnn import trainer as trainer_lib
 from cnn.config import Config
 from cnn.data import service as data_service
+from cnn.training import actions
+from cnn.training import controller as controller_lib
+from cnn.training import eval_sets
+from cnn.training import evaluator as evaluator_lib
+from cnn.training import metrics_csv
+from cnn.training import preemption
+from cnn.training import trainer as trainer_lib
 
 
 def train_and_evaluate(config: Config) -> dict[str, Any]:
-  """Trains `config.model` on `config.dataset`, evaluating when due (cnn/controller.py).
+  """Trains `config.model` on `config.dataset`, evaluating when due (cnn/training/controller.py).
 
   Writes flags.txt, results.json, metrics.csv, checkpoints and TensorBoard event files into the run directory.
   A run directory that holds a run with the same settings resumes it from its latest checkpoint;
@@ -178,7 +178,7 @@ class RunData:
 
   @property
   def eval_sets(self) -> list[tuple[str, Any]]:
-    """(name, split) of each eval set (cnn/eval_sets.py): --eval_split, --eval_splits, then --test_split if set."""
+    """(name, split) of each eval set (cnn/training/eval_sets.py): --eval_split, --eval_splits, then --test_split if set."""
     return [(eval_sets.PRIMARY, self.eval_split), *self.named_splits] + (
         [(eval_sets.split_name(self.config.test_split), self.test_split)] if self.test_split is not None else [])
 
