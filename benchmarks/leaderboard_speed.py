@@ -27,7 +27,7 @@ def leaderboard_twin(name: str):
     return leaderboard_twins.separable_resnet(FLAGS.num_classes, act=FLAGS.activation)
   base, _, variant = name.partition("_")
   expansion, layers = ARCHITECTURES[base]
-  pool = "max" if variant == "sa_maxpool" else "avg"
+  pool = {"sa_maxpool": "max", "sa_maxblur": "maxblur"}.get(variant, "avg")
   stem_pool = leaderboard_twins.MaxBlurPool() if variant == "sa_maxblur" else None
   return leaderboard_twins.xresnet(expansion, layers, FLAGS.num_classes, FLAGS.activation, sa=variant.startswith("sa"),
                                    pool=pool, stem_pool=stem_pool)

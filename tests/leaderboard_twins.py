@@ -67,8 +67,9 @@ class ResBlock(nn.Module):
     convs = ([conv_layer(ni, nh, 3, stride, act), conv_layer(nh, nf, 3, zero_bn=True)] if expansion == 1 else
              [conv_layer(ni, nh, 1, act=act), conv_layer(nh, nh, 3, stride, act), conv_layer(nh, nf, 1, zero_bn=True)])
     self.convpath = nn.Sequential(*convs, *([SelfAttention(nf)] if sa else []))
-    pooling = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}[pool]
-    self.idpath = nn.Sequential(*([pooling(2, ceil_mode=True)] if stride != 1 else []),
+    pooling = {"avg": lambda: nn.AvgPool2d(2, ceil_mode=True), "max": lambda: nn.MaxPool2d(2, ceil_mode=True),
+               "maxblur": lambda: MaxBlurPool()}[pool]
+    self.idpath = nn.Sequential(*([pooling()] if stride != 1 else []),
                                 *([conv_layer(ni, nf, 1)] if ni != nf else []))
     self.act = act()
 

@@ -97,7 +97,8 @@ def test_xresnet_is_fastais_layout():
     assert gammas == [1.0] * (len(gammas) - 1) + [0.0]
   assert model.blocks[0].activation is models.activations.get("mish")
   assert isinstance(build("xresnet50_sa_maxpool").blocks[3].pool, tf.keras.layers.MaxPooling2D)
-  assert isinstance(build("xresnet50_sa_maxblur").stem_pool, MaxBlurPool)
+  maxblur = build("xresnet50_sa_maxblur", side=64)
+  assert isinstance(maxblur.stem_pool, MaxBlurPool) and isinstance(maxblur.blocks[3].pool, MaxBlurPool)
 
 
 @pytest.mark.e2e
@@ -113,9 +114,13 @@ def test_separable_resnet_is_the_notebooks_layout():
   assert float(tf.reduce_max(tf.abs(model.blocks[4].conv3.bn.gamma))) == 0.0
 
 
-def test_separable_resnet_refuses_images_too_small_for_its_blur_pools():
-  with pytest.raises(UserError, match="at least 48 pixels"):
-    models.build_model(Config(model="separable_resnet"), info(10, side=32))
+def test_models_with_blur_pools_refuse_images_too_small_for_them():
+  with pytest.raises(UserError, match="at least 45 pixels"):
+    models.build_model(Config(model="separable_resnet"), info(10, side=44))
+  build("separable_resnet", num_classes=10, side=45)
+  with pytest.raises(UserError, match="at least 47 pixels"):
+    models.build_model(Config(model="xresnet50_sa_maxblur"), info(10, side=46))
+  build("xresnet18", num_classes=10, side=16)  # Max- and average-pools take any size.
 
 
 @pytest.mark.e2e

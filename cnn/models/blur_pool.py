@@ -14,8 +14,13 @@ the 6-tap [1, 5, 10, 10, 5, 1] / 32, taken with stride 2 over the reflect-padded
 what the leaderboard entries ran.)
 """
 
+import itertools
+from typing import Sequence
+
 import numpy as np
 import tensorflow as tf
+
+from cnn.errors import UserError
 
 # [1, 4, 6, 4, 1] / 16 convolved with [1, 1] / 2.
 _TAPS = np.convolve([1.0, 4.0, 6.0, 4.0, 1.0], [1.0, 1.0]) / 32.0
@@ -30,3 +35,23 @@ class MaxBlurPool(tf.keras.layers.Layer):
     channels = inputs.shape[-1]
     kernel = np.tile(np.outer(_TAPS, _TAPS)[:, :, None, None], (1, 1, channels, 1))
     return tf.nn.depthwise_conv2d(padded, tf.constant(kernel, inputs.dtype), [1, 2, 2, 1], "VALID")
+
+
+def last_pool_input_side(side: int, same_halvings: int, pools: int) -> int:
+  """The side the last of `pools` MaxBlurPools sees: `side` halved rounding up `same_halvings` times
+  ("same"-padded strides before the first pool), then down by each pool before it."""
+  for _ in range(same_halvings):
+    side = -(-side // 2)
+  for _ in range(pools - 1):
+    side //= 2
+  return side
+
+
+def check_image_shape(model: str, image_shape: Sequence, same_halvings: int, pools: int) -> None:
+  """Raises UserError when the last MaxBlurPool would see a map under 3 pixels (its reflect padding of
+  2 needs 3, as kornia's); unknown sizes (None) pass."""
+  sides = [side for side in image_shape[:2] if side]
+  if sides and last_pool_input_side(min(sides), same_halvings, pools) < 3:
+    smallest = next(s for s in itertools.count(1) if last_pool_input_side(s, same_halvings, pools) >= 3)
+    raise UserError(f"--model={model} needs images of at least {smallest} pixels (its last MaxBlurPool reflects 2 "
+                    f"pixels at each border), not {'×'.join(map(str, image_shape))}; set --image_size")

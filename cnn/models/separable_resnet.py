@@ -28,10 +28,9 @@ import tensorflow as tf
 
 from cnn.config import Config
 from cnn.data import DatasetInfo
-from cnn.errors import UserError
 from cnn.models import activations
 from cnn.models import registry
-from cnn.models.blur_pool import MaxBlurPool
+from cnn.models.blur_pool import MaxBlurPool, check_image_shape
 from cnn.models.self_attention import SimpleSelfAttention
 from cnn.models.xresnet import WIDTHS, ConvBN, bn, conv, dense_head, stem_pool
 
@@ -125,25 +124,11 @@ class SeparableResNet(tf.keras.Model):
     return self.logits(self.pool(x))
 
 
-def smallest_reduced_side(side: int) -> int:
-  """The side of the map the last MaxBlurPool sees, for `side`-pixel images (stem and pool: "same", ÷2
-  rounded up; each MaxBlurPool: rounded down)."""
-  side = math.ceil(math.ceil(side / 2) / 2)
-  for _ in range(len(BLOCKS_PER_STAGE) - 2):
-    side //= 2
-  return side
-
-
 @registry.register("separable_resnet")
 def build(config: Config, info: DatasetInfo) -> SeparableResNet:
   """separable_resnet: liuyao12's depthwise (x6) ResNet, the Imagewoof 128 px / 5 epoch leader.
 
-  Raises UserError for images too small for MaxBlurPool's reflect padding (2 pixels each side, as
-  kornia's: the map must be at least 3 pixels wide), i.e. under 48 pixels.
+  Raises UserError for images too small for its MaxBlurPools (under 45 pixels).
   """
-  sides = [s for s in info.image_shape[:2] if s]
-  if sides and smallest_reduced_side(min(sides)) < 3:
-    raise UserError(f"--model=separable_resnet needs images of at least 48 pixels (MaxBlurPool reflects 2 pixels "
-                    f"at each border of the last stage's input), not {'×'.join(map(str, info.image_shape))}; "
-                    "set --image_size")
+  check_image_shape("separable_resnet", info.image_shape, same_halvings=2, pools=len(BLOCKS_PER_STAGE) - 1)
   return SeparableResNet(info.num_classes, config.activation)

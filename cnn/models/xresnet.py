@@ -9,8 +9,8 @@ The network of fast.ai's Imagenette/Imagewoof baselines (fastai2 `vision/models/
     blocks (3×3 → 3×3, expansion 1: xresnet18, 34) or bottlenecks (1×1 → 3×3 with the stride → 1×1 of
     4× the width, expansion 4: xresnet50, 101, 152);
   * a block whose shape changes takes its shortcut through a 2×2 average pool (when it strides; a max
-    pool with `shortcut_pool="max"`, as fast.ai's 2020-01 runs with `--pool MaxPool`), then a 1×1 conv
-    and BatchNorm (ResNet-D);
+    pool with `shortcut_pool="max"`, as fast.ai's 2020-01 runs with `--pool MaxPool`; `MaxBlurPool` with
+    "maxblur"), then a 1×1 conv and BatchNorm (ResNet-D);
   * the last BatchNorm of each block starts with gamma 0 (each block starts as the identity);
   * `self_attention`: a `SimpleSelfAttention` after the convs of the last block of the first stage
     (fast.ai's `sa=True`: its stage `len(layers) - 4`, block `blocks - 1`);
@@ -32,7 +32,7 @@ from cnn.data import DatasetInfo
 from cnn.models import activations
 from cnn.models import batch_norm
 from cnn.models import registry
-from cnn.models.blur_pool import MaxBlurPool
+from cnn.models.blur_pool import MaxBlurPool, check_image_shape
 from cnn.models.self_attention import SimpleSelfAttention
 
 # name: (expansion, blocks per stage)
@@ -78,6 +78,14 @@ def stem_pool(kind: str) -> tf.keras.layers.Layer:
   raise ValueError(f"unknown stem pool {kind!r}: max or maxblur")
 
 
+def downsampling_pool(kind: str, strides: int) -> tf.keras.layers.Layer:
+  """A downsampling shortcut's pool: "avg" or "max" (`strides`×`strides`), or "maxblur" (`MaxBlurPool`)."""
+  if kind == "maxblur":
+    return MaxBlurPool(name="pool")
+  pool = {"avg": tf.keras.layers.AveragePooling2D, "max": tf.keras.layers.MaxPooling2D}[kind]
+  return pool(strides, padding="same", name="pool")
+
+
 class ConvBN(tf.keras.layers.Layer):
   """conv → BN [→ activation]: fast.ai's `ConvLayer`."""
 
@@ -108,8 +116,7 @@ class XResBlock(tf.keras.layers.Layer):
     self.convs = [ConvBN(f, k, s, None if i == last else activation, zero_gamma=i == last, name=f"conv{i}")
                   for i, (f, k, s) in enumerate(shapes, start=1)]
     self.attention = SimpleSelfAttention(name="attention") if self_attention else None
-    pool = {"avg": tf.keras.layers.AveragePooling2D, "max": tf.keras.layers.MaxPooling2D}[shortcut_pool]
-    self.pool = pool(strides, padding="same", name="pool") if strides > 1 else None
+    self.pool = downsampling_pool(shortcut_pool, strides) if strides > 1 else None
     self.shortcut = ConvBN(self.out_channels, 1, name="shortcut") if in_channels != self.out_channels else None
 
   def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -135,7 +142,7 @@ class XResNet(tf.keras.Model):
     activation: an activation name (`activations.get`).
     self_attention: `SimpleSelfAttention` in the last block of the first stage.
     stem_pool_kind: "max" or "maxblur".
-    shortcut_pool: "avg" or "max", the downsampling shortcuts' pool.
+    shortcut_pool: "avg", "max" or "maxblur", the downsampling shortcuts' pool.
   """
 
   def __init__(self, num_classes: int, expansion: int, blocks_per_stage: Sequence[int], activation: str = "relu",
@@ -170,8 +177,9 @@ class XResNet(tf.keras.Model):
 VARIANTS = {
     "": (False, "max", "avg"),
     "_sa": (True, "max", "avg"),  # fast.ai's baseline runs (train_imagenette.py --sa 1).
-    "_sa_maxblur": (True, "maxblur", "avg"),  # ... with MaxBlurPool after the stem.
     "_sa_maxpool": (True, "max", "max"),  # --sa 1 --pool MaxPool, as fast.ai's 2020-01 runs.
+    # ... with every max-pool made a MaxBlurPool (ducha-aiki's "2020-01 + MaxBlurPool" leaderboard entries).
+    "_sa_maxblur": (True, "maxblur", "maxblur"),
 }
 
 
@@ -180,6 +188,8 @@ def _register(name: str, expansion: int, blocks_per_stage: tuple[int, ...], vari
 
   @registry.register(name)
   def build(config: Config, info: DatasetInfo) -> XResNet:
+    if stem_pool_kind == "maxblur":  # The stem's pool and the three shortcut pools; UserError for small images.
+      check_image_shape(name, info.image_shape, same_halvings=1, pools=4)
     return XResNet(info.num_classes, expansion, blocks_per_stage, config.activation, self_attention,
                    stem_pool_kind, shortcut_pool, name=name)
 
