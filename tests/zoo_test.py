@@ -11,6 +11,7 @@ from cnn.models.airbench import Airbench94
 from cnn.training import metrics as metrics_lib
 from cnn.training import train_step as train_step_lib
 from imagenet_models_test import PUBLISHED, head_parameters
+from xresnet_test import expected_counts
 
 CIFAR10 = DatasetInfo("cifar10", (32, 32, 3), 10, tuple(f"c{i}" for i in range(10)))
 TINY = DatasetInfo("tiny", (16, 16, 3), 4, ("a", "b", "c", "d"))
@@ -29,6 +30,8 @@ TRAINABLE = {
 # ImageNet ResNets: the published counts (1000 classes) with a 10-class head instead.
 TRAINABLE.update({name: count - head_parameters(name, 1000) + head_parameters(name, 10)
                   for name, count in PUBLISHED.items()})
+TRAINABLE.update(expected_counts(10))  # fast.ai's xresnets and the leaderboard's separable_resnet.
+SIDE = {"separable_resnet": 48, "xresnet50_sa_maxblur": 48}  # Blur pools need 3 pixels; the others build on 16.
 
 
 def trainable_count(model):
@@ -38,10 +41,11 @@ def trainable_count(model):
 @pytest.mark.e2e
 def test_every_registered_model_has_a_checked_parameter_count():
   assert set(models.names()) == set(TRAINABLE)
-  small = DatasetInfo("cifar10", (16, 16, 3), 10, CIFAR10.class_names)  # Counts do not depend on the size.
   for name, expected in TRAINABLE.items():
+    side = SIDE.get(name, 16)  # Counts do not depend on the size.
+    small = DatasetInfo("cifar10", (side, side, 3), 10, CIFAR10.class_names)
     model = models.build_model(Config(model=name, padding="same"), small)
-    logits = model(tf.zeros((2, 16, 16, 3)))
+    logits = model(tf.zeros((2, side, side, 3)))
     assert trainable_count(model) == expected, name
     assert logits.shape == (2, 10) and logits.dtype == tf.float32, name
 
