@@ -10,13 +10,14 @@ import pytest
 import tensorflow as tf
 
 from cnn import models
-from cnn import steps
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.errors import UserError
 from cnn.models.blur_pool import MaxBlurPool
 from cnn.models.self_attention import SimpleSelfAttention
 from cnn.models.xresnet import ARCHITECTURES
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 
 # fast.ai's xresnets with a 1000-class head (fastai2's XResNet, January 2020; xresnet50 is timm's resnet50d).
 XRESNET = {
@@ -133,8 +134,8 @@ def test_a_real_train_step_moves_the_weights(name, side):
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   optimizer = tf.keras.optimizers.Adam(1e-3)
   optimizer.build(model.trainable_variables)
-  train_step = steps.make_train_loop(model, optimizer, loss_fn, steps.Metrics("train"),
-                                     tf.distribute.get_strategy(), global_batch_size=4)
+  train_step = train_step_lib.make_train_loop(model, optimizer, loss_fn, metrics_lib.Metrics("train"),
+                                              tf.distribute.get_strategy(), global_batch_size=4)
   before = {v.path: v.numpy() for v in model.variables}
   iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
   assert np.isfinite(float(train_step(iterator)["loss"]))
