@@ -72,6 +72,7 @@ def test_parameter_counts_are_the_authors(name):
   assert trainable_count(build(name, num_classes, side)) == expected_counts(num_classes)[name]
 
 
+@pytest.mark.e2e  # Full-size models built.
 def test_the_written_counts_are_the_authors_definitions_recounted():
   twins = pytest.importorskip("leaderboard_twins", reason="PyTorch recounts: pip install -e '.[parity]'")
   for name, (expansion, layers) in ARCHITECTURES.items():
@@ -115,6 +116,7 @@ def test_separable_resnet_is_the_notebooks_layout():
   assert float(tf.reduce_max(tf.abs(model.blocks[4].conv3.bn.gamma))) == 0.0
 
 
+@pytest.mark.e2e  # Full-size models built.
 def test_models_with_blur_pools_refuse_images_too_small_for_them():
   with pytest.raises(UserError, match="at least 45 pixels"):
     models.build_model(Config(model="separable_resnet"), info(10, side=44))
@@ -154,6 +156,7 @@ def _variable(model, path):
   return next(v for v in model.variables if v.path == path).numpy()
 
 
+@pytest.mark.e2e  # A full-size model built and traced.
 @pytest.mark.xfail(strict=True, raises=tf.errors.UnimplementedError,
                    reason="main's fused BatchNorm (inference op) followed by the fast Mish: grappler fuses them into a "
                           "oneDNN op that does not exist ('Fusion is not implemented: [FusedBatchNorm,Mish]'); "
