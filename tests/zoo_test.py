@@ -38,16 +38,19 @@ def trainable_count(model):
   return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
 
 
-@pytest.mark.e2e
 def test_every_registered_model_has_a_checked_parameter_count():
   assert set(models.names()) == set(TRAINABLE)
-  for name, expected in TRAINABLE.items():
-    side = SIDE.get(name, 16)  # Counts do not depend on the size.
-    small = DatasetInfo("cifar10", (side, side, 3), 10, CIFAR10.class_names)
-    model = models.build_model(Config(model=name, padding="same"), small)
-    logits = model(tf.zeros((2, side, side, 3)))
-    assert trainable_count(model) == expected, name
-    assert logits.shape == (2, 10) and logits.dtype == tf.float32, name
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", sorted(TRAINABLE))  # One case each: pytest's processes share them out.
+def test_the_parameter_count_of(name):
+  side = SIDE.get(name, 16)  # Counts do not depend on the size.
+  small = DatasetInfo("cifar10", (side, side, 3), 10, CIFAR10.class_names)
+  model = models.build_model(Config(model=name, padding="same"), small)
+  logits = model(tf.zeros((2, side, side, 3)))
+  assert trainable_count(model) == TRAINABLE[name]
+  assert logits.shape == (2, 10) and logits.dtype == tf.float32
 
 
 # resnet32 … resnet110 are the resnet20 class with more blocks (their counts are checked above);
