@@ -16,6 +16,7 @@ bfloat16, SGD with momentum), each fed one cached batch of random images. `--bef
 built as before issue 20 (Keras's BatchNormalization and Mish). Rounds alternate the sides; each
 round times `--steps` steps after two of warm-up. Prints images/s per side (range over rounds) and
 the ratio of medians ours/PyTorch. The machine is shared: read the ranges, and `uptime`, printed first.
+bfloat16 pays only on CPUs with bf16 instructions (avx512_bf16, amx_bf16), printed first too.
 """
 
 import gc
@@ -193,9 +194,22 @@ def sides(model_name: str, batch_size: int, precision: str) -> dict:
   return steps
 
 
+def bf16_instructions() -> str:
+  """Which bfloat16 instructions this CPU has: without them oneDNN (ours and PyTorch's) emulates bf16
+  convolutions (`jit_bf16:avx512_core` in ONEDNN_VERBOSE), 3-5x slower than float32 ones (seen)."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+      flags = set(cpuinfo.read().split())
+  except OSError:
+    return "unknown (no /proc/cpuinfo)"
+  found = sorted(flags & {"avx512_bf16", "amx_bf16"})
+  return ", ".join(found) if found else "none: bf16 convolutions are emulated, slower than float32"
+
+
 def main(argv):
   del argv
   print(os.popen("uptime").read().strip(), flush=True)
+  print(f"bfloat16 instructions: {bf16_instructions()}", flush=True)
   for model_name in FLAGS.models:
     for batch_size in map(int, FLAGS.batch_sizes):
       for precision in FLAGS.precisions:
