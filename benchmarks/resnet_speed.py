@@ -29,7 +29,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from cnn import trainer
+from cnn.training import trainer
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.models import activations

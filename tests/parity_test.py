@@ -42,7 +42,7 @@ import torch_twins  # pylint: disable=wrong-import-position
 
 from cnn import models  # pylint: disable=wrong-import-position
 from cnn import optim  # pylint: disable=wrong-import-position
-from cnn import trainer  # pylint: disable=wrong-import-position
+from cnn.training import trainer  # pylint: disable=wrong-import-position
 from cnn.config import Config  # pylint: disable=wrong-import-position
 from cnn.data import DatasetInfo  # pylint: disable=wrong-import-position
 from cnn.models import batch_norm  # pylint: disable=wrong-import-position
