@@ -1,7 +1,7 @@
 """Which oneDNN kernels one conv layer's training step runs, and how long each call takes.
 
     ONEDNN_VERBOSE=1 python benchmarks/onednn_conv_probe.py --precision=bf16 [--torch] \
-        | grep ',exec,' | cut -d, -f6,7,8,NF
+        | grep ',exec,' | awk -F, '{print $6, $7, $8, $NF}'
 
 A 3×3 conv of 256 → 256 channels on [32, 32, 32, 256] (NHWC), then FusedBatchNormV3 and ReLU, and
 its gradient, twice in a tf.function; `--torch`: the same conv in PyTorch (channels-last,
