@@ -93,10 +93,16 @@ def steps(config: Any, name: str, steps_per_epoch: int, total_steps: int, at_lea
   return count
 
 
+_NEVER_NONE = ("log_every", "eval_every")  # Cadences that cannot be off.
+
+
 def check(config: Any) -> None:
-  """Parses every duration flag `config` gives (a bad one is a UserError naming it)."""
+  """Parses every duration flag `config` gives; a bad one, or none where a cadence cannot be off, is a
+  UserError naming it."""
   for name in DURATION_FLAGS:
-    of(config, name)
+    duration = of(config, name)
+    if name in _NEVER_NONE and not duration.value:
+      raise UserError(f"{duration.flag}: needs a positive duration ({_SYNTAX})")
 
 
 def effective_texts(config: Any) -> dict[str, str]:

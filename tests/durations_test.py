@@ -60,7 +60,9 @@ def test_the_per_unit_flags_are_aliases_and_the_duration_flag_wins():
   none = durations.cadence(Config(checkpoint_every="0", histogram_every="0"), 12, 100)
   assert (none.checkpoint_every, none.histogram_every) == (0, 0)
   with pytest.raises(UserError, match=r"^--log_every=0: needs a positive duration"):
-    durations.cadence(Config(log_every="0"), 12, 100)
+    Config(log_every="0").validate()  # Refused with the settings, before anything is built.
+  with pytest.raises(UserError, match=r"^--eval_every=0run: needs a positive duration"):
+    Config(eval_every="0run").validate()
   assert str(durations.of(Config(lr_warmup_epochs=2.3), "lr_warmup")) == "2.3ep"
   assert durations.of(Config(lr_warmup="50", lr_warmup_epochs=2.3), "lr_warmup").steps(12, 100) == 50
 

@@ -10,13 +10,14 @@ import pytest
 import tensorflow as tf
 
 from cnn import models
-from cnn import steps
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.errors import UserError
 from cnn.models.blur_pool import MaxBlurPool
 from cnn.models.self_attention import SimpleSelfAttention
 from cnn.models.xresnet import ARCHITECTURES
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 
 # fast.ai's xresnets with a 1000-class head (fastai2's XResNet, January 2020; xresnet50 is timm's resnet50d).
 XRESNET = {
@@ -71,6 +72,7 @@ def test_parameter_counts_are_the_authors(name):
   assert trainable_count(build(name, num_classes, side)) == expected_counts(num_classes)[name]
 
 
+@pytest.mark.e2e  # Full-size models built.
 def test_the_written_counts_are_the_authors_definitions_recounted():
   twins = pytest.importorskip("leaderboard_twins", reason="PyTorch recounts: pip install -e '.[parity]'")
   for name, (expansion, layers) in ARCHITECTURES.items():
@@ -114,6 +116,7 @@ def test_separable_resnet_is_the_notebooks_layout():
   assert float(tf.reduce_max(tf.abs(model.blocks[4].conv3.bn.gamma))) == 0.0
 
 
+@pytest.mark.e2e  # Full-size models built.
 def test_models_with_blur_pools_refuse_images_too_small_for_them():
   with pytest.raises(UserError, match="at least 45 pixels"):
     models.build_model(Config(model="separable_resnet"), info(10, side=44))
@@ -133,8 +136,8 @@ def test_a_real_train_step_moves_the_weights(name, side):
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   optimizer = tf.keras.optimizers.Adam(1e-3)
   optimizer.build(model.trainable_variables)
-  train_step = steps.make_train_loop(model, optimizer, loss_fn, steps.Metrics("train"),
-                                     tf.distribute.get_strategy(), global_batch_size=4)
+  train_step = train_step_lib.make_train_loop(model, optimizer, loss_fn, metrics_lib.Metrics("train"),
+                                              tf.distribute.get_strategy(), global_batch_size=4)
   before = {v.path: v.numpy() for v in model.variables}
   iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
   assert np.isfinite(float(train_step(iterator)["loss"]))
@@ -153,6 +156,7 @@ def _variable(model, path):
   return next(v for v in model.variables if v.path == path).numpy()
 
 
+@pytest.mark.e2e  # A full-size model built and traced.
 @pytest.mark.xfail(strict=True, raises=tf.errors.UnimplementedError,
                    reason="main's fused BatchNorm (inference op) followed by the fast Mish: grappler fuses them into a "
                           "oneDNN op that does not exist ('Fusion is not implemented: [FusedBatchNorm,Mish]'); "

@@ -1,10 +1,10 @@
 """A run: set it up, train and evaluate it, and write its results.
 
 `train_and_evaluate` reads top to bottom in banner sections, each delegating to a plain function
-below it. Who does what: when things happen, cnn/training/controller.py; what is trained and one call of
-the compiled train loop, cnn/training/trainer.py (the train step in cnn/training/train_step.py); one pass over eval
-data, cnn/training/evaluator.py; what happens after a step or an eval, cnn/training/actions.py; checkpoints,
-cnn/checkpoints.py; signals, cnn/training/preemption.py.
+below it. Who does what (in cnn/training/ unless said): when things happen, controller.py; what is
+trained and one call of the compiled train loop, trainer.py (the train step in train_step.py); one
+pass over eval data, evaluator.py; what happens after a step or an eval, actions.py; checkpoints,
+cnn/checkpoints.py; signals, preemption.py.
 """
 
 import contextlib
@@ -178,7 +178,7 @@ class RunData:
 
   @property
   def eval_sets(self) -> list[tuple[str, Any]]:
-    """(name, split) of each eval set (cnn/training/eval_sets.py): --eval_split, --eval_splits, then --test_split if set."""
+    """(name, split) of each eval set (eval_sets.py): --eval_split, --eval_splits, then --test_split if set."""
     return [(eval_sets.PRIMARY, self.eval_split), *self.named_splits] + (
         [(eval_sets.split_name(self.config.test_split), self.test_split)] if self.test_split is not None else [])
 

@@ -1,8 +1,8 @@
-"""What is trained, and one call of training (Orbit's trainer; the controller, cnn/training/controller.py, owns *when*).
+"""What is trained, and one call of training (Orbit's trainer; the controller, controller.py, owns *when*).
 
 `build_model_in_scope` and `build_training` make the model and what trains it: optimizer, loss,
-metrics, the compiled train loop (cnn/training/train_step.py) and eval step. `Trainer.train(num_steps)` runs
-the next `num_steps` steps over its iterator in one call of the compiled loop and returns the last
+metrics, the compiled train loop (train_step.py) and eval step. `Trainer.train(num_steps)` runs the
+next `num_steps` steps over its iterator in one call of the compiled loop and returns the last
 step's outputs; with `histograms=True` the loop also keeps the applied gradients, and the weight and
 gradient histograms are written after it.
 """
