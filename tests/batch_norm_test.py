@@ -17,6 +17,7 @@ from cnn import optim
 from cnn.checkpoints import model_variables
 from cnn.config import Config
 from cnn.data import DatasetInfo
+from cnn.models import activations
 from cnn.models import batch_norm
 from cnn.training import trainer
 
@@ -88,6 +89,18 @@ def test_the_fused_kernel_runs_for_4d_channels_last():
       tf.TensorSpec((4, 6, 5, 8))).graph
   op_types = {op.type for op in graph.get_operations()}
   assert "FusedBatchNormV3" in op_types and "Mean" not in op_types
+
+
+@pytest.mark.parametrize("activation", [activations.mish, tf.keras.activations.mish, tf.math.tanh, tf.nn.relu],
+                         ids=["ours", "keras_mish", "tanh", "relu"])
+def test_inference_followed_by_an_activation_runs_in_a_float32_graph(activation):
+  # Before: FusedBatchNormV3(is_training=False) then Mish or tanh, in a graph, failed with UnimplementedError
+  # "Fusion is not implemented: [FusedBatchNorm,Mish]" (grappler's fusion on oneDNN CPUs).
+  keras_bn, fused_bn = paired_layers("float32", momentum=0.9, epsilon=1e-5)
+  conv = tf.keras.layers.Conv2D(8, 3, padding="same", use_bias=False)  # As in the models: conv, BN, Mish.
+  x = conv(tf.random.stateless_normal((4, 6, 5, 8), seed=(5, 6)))
+  got = tf.function(lambda t: activation(fused_bn(conv(t), training=False)))(x)
+  np.testing.assert_allclose(got, activation(keras_bn(conv(x), training=False)), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("settings, shape", [

@@ -157,10 +157,8 @@ def _variable(model, path):
 
 
 @pytest.mark.e2e  # A full-size model built and traced.
-@pytest.mark.xfail(strict=True, raises=tf.errors.UnimplementedError,
-                   reason="main's fused BatchNorm (inference op) followed by the fast Mish: grappler fuses them into a "
-                          "oneDNN op that does not exist ('Fusion is not implemented: [FusedBatchNorm,Mish]'); "
-                          "resnet18 --activation=mish fails the same way. Owned by batch_norm.py/activations.py.")
+# Failed before the fused BatchNorm fenced its inference output: grappler fused FusedBatchNormV3 and
+# Mish into a oneDNN op that does not exist ('Fusion is not implemented: [FusedBatchNorm,Mish]').
 def test_a_mish_xresnet_evaluates_in_float32_in_a_graph():
   model = build("xresnet18", num_classes=10, activation="mish")
   logits = tf.function(lambda images: model(images, training=False))(tf.zeros((2, 32, 32, 3)))
