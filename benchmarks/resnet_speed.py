@@ -29,6 +29,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from cnn import hardware
 from cnn.training import trainer
 from cnn.config import Config
 from cnn.data import DatasetInfo
@@ -197,12 +198,9 @@ def sides(model_name: str, batch_size: int, precision: str) -> dict:
 def bf16_instructions() -> str:
   """Which bfloat16 instructions this CPU has: without them oneDNN (ours and PyTorch's) emulates bf16
   convolutions (`jit_bf16:avx512_core` in ONEDNN_VERBOSE), 3-5x slower than float32 ones (seen)."""
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-      flags = set(cpuinfo.read().split())
-  except OSError:
+  found = hardware.cpu_bf16_instructions()
+  if found is None:
     return "unknown (no /proc/cpuinfo)"
-  found = sorted(flags & {"avx512_bf16", "amx_bf16"})
   return ", ".join(found) if found else "none: bf16 convolutions are emulated, slower than float32"
 
 

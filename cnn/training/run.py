@@ -25,6 +25,7 @@ from cnn import data as data_lib
 from cnn import distribute
 from cnn import durations
 from cnn import flops
+from cnn import hardware
 from cnn import plugins
 from cnn import run_dir as run_dir_lib
 from cnn import summaries
@@ -223,6 +224,10 @@ def measure_flops(config: Config, training: trainer_lib.Training, info: data_lib
   logging.info("%.4g MFLOPs per image forward, %.4g MFLOPs per image in training; precision %s, %d "
                "step(s) per loop, XLA %s", forward / 1e6, train / 1e6, config.precision, config.steps_per_loop,
                "on" if config.jit_compile else "off")
+  accelerators = len(tf.config.list_physical_devices("GPU")) + len(tf.config.list_physical_devices("TPU"))
+  warning = hardware.bf16_warning(config.precision, accelerators)
+  if warning:
+    logging.warning(warning)
   return throughput_lib.Throughput(config.batch_size, train, config.peak_tflops, strategy.num_replicas_in_sync,
                                    forward)
 
