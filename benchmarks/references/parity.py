@@ -1,13 +1,18 @@
-"""Runs the Imagewoof ResNet-18 recipe on both sides, seed by seed, alternating, and prints the parity table.
+"""Runs a recipe on both sides (ours and its reference), seed by seed, alternating, and prints the parity table.
 
-    python benchmarks/references/imagewoof_parity.py --seeds=0,1,2            # ours s0, torch s0, ours s1, ...
-    python benchmarks/references/imagewoof_parity.py --table                  # the table of what has finished
-    python benchmarks/references/imagewoof_parity.py --sides=torch --variant=keras_sgd --seeds=0,1,2
+    python benchmarks/references/parity.py --recipe=imagewoof --seeds=0,1,2    # ours s0, torch s0, ours s1, ...
+    python benchmarks/references/parity.py --recipe=imagewoof --table          # the table of what has finished
+    python benchmarks/references/parity.py --recipe=imagewoof --sides=torch --variant=keras_sgd --seeds=0,1,2
+    python benchmarks/references/parity.py --recipe=airbench94 --source=PATH/legacy/airbench94.py --seeds=0,1,2
 
-Ours is `python -m cnn.train --flagfile=benchmarks/references/imagewoof_resnet18.cfg --seed=S`, the
-reference `benchmarks/references/imagewoof_resnet_torch.py --seed=S [--variant=V]`. One run at a time,
-each logged to OUT/<side>[_<variant>]_s<S>.log (ours' run directory beside it); every result is appended
-to OUT/imagewoof.jsonl, and a run already there is not run again. Run from the repository root.
+imagewoof: ours is `python -m cnn.train --flagfile=benchmarks/references/imagewoof_resnet18.cfg --seed=S`,
+the reference `benchmarks/references/imagewoof_resnet_torch.py --seed=S [--variant=V]`.
+airbench94: ours is `experiments/cifar10_airbench94.cfg` at `--epochs=2 --lr_warmup_epochs=0.46` (the
+authors' warm-up is 23% of the steps), the reference the authors' script through airbench94_cpu.py at
+`--epochs=2`; both report the accuracy with their own TTA.
+One run at a time, each logged to OUT/<recipe>_<side>[_<variant>]_s<S>.log (ours' run directory beside it);
+every result is appended to OUT/<recipe>.jsonl, and a run already there is not run again. Run from the
+repository root.
 """
 
 import argparse
@@ -20,8 +25,15 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OURS_CFG = os.path.join(HERE, "imagewoof_resnet18.cfg")
-TORCH_SCRIPT = os.path.join(HERE, "imagewoof_resnet_torch.py")
+OURS_FLAGS = {
+    "imagewoof": [f"--flagfile={os.path.join(HERE, 'imagewoof_resnet18.cfg')}"],
+    "airbench94": ["--flagfile=experiments/cifar10_airbench94.cfg", "--epochs=2", "--lr_warmup_epochs=0.46",
+                   "--data_dir=../shared/tfds", "--nodownload", "--histogram_every_steps=0", "--summary_images=0"],
+}
+TORCH_COMMAND = {
+    "imagewoof": [os.path.join(HERE, "imagewoof_resnet_torch.py")],
+    "airbench94": [os.path.join(HERE, "airbench94_cpu.py"), "--epochs=2"],
+}
 # Our progress line at an epoch's last step holds that epoch's running mean loss (reset each epoch).
 OURS_PROGRESS = re.compile(r"step (\d+)/(\d+)\s+epoch (\d+)\s+loss ([\d.]+).*?(\d[\d,]*) images/s")
 
@@ -30,28 +42,36 @@ def side_name(side: str, variant: str) -> str:
   return f"{side}_{variant.replace(',', '+')}" if variant else side
 
 
-def run_ours(seed: int, out: str, log: str) -> dict:
-  run_dir = os.path.join(out, f"ours_s{seed}")
+def run_ours(recipe: str, seed: int, out: str, log: str) -> dict:
+  run_dir = os.path.join(out, f"ours_s{seed}" if recipe == "imagewoof" else f"{recipe}_ours_s{seed}")
   with open(log, "w") as f:
-    subprocess.run([sys.executable, "-m", "cnn.train", f"--flagfile={OURS_CFG}", f"--seed={seed}",
+    subprocess.run([sys.executable, "-m", "cnn.train", *OURS_FLAGS[recipe], f"--seed={seed}",
                     f"--run_dir={run_dir}", "--overwrite"], stdout=f, stderr=subprocess.STDOUT, check=True)
   with open(os.path.join(run_dir, "results.json")) as f:
     results = json.load(f)
-  steps_per_epoch, losses = None, {}
+  losses = {}
   with open(log) as f:
     for step, _, epoch, loss, _ in OURS_PROGRESS.findall(f.read()):
       losses[int(epoch)] = (int(step), float(loss))  # The last line of each epoch wins.
   return {"val_accuracy": results["eval_accuracy"], "train_loss_per_epoch": [losses[e][1] for e in sorted(losses)],
           "train_images_per_second": results.get("train_images_per_second", results.get("images_per_second")),
-          "train_seconds": results.get("train_seconds"), "results": results, "steps_per_epoch": steps_per_epoch}
+          "train_seconds": results.get("train_seconds"), "results": results}
 
 
-def run_torch(seed: int, variant: str, log: str) -> dict:
+def run_torch(recipe: str, seed: int, variant: str, source: str, log: str) -> dict:
+  extra = [f"--variant={variant}"] if recipe == "imagewoof" else [f"--source={source}"]
   with open(log, "w") as f:
-    subprocess.run([sys.executable, TORCH_SCRIPT, f"--seed={seed}", f"--variant={variant}"], stdout=f,
+    subprocess.run([sys.executable, *TORCH_COMMAND[recipe], f"--seed={seed}", *extra], stdout=f,
                    stderr=subprocess.STDOUT, check=True)
   with open(log) as f:
-    return json.loads([line for line in f if line.startswith("{")][-1])
+    text = f.read()
+  result = json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
+  if recipe == "airbench94":  # The authors' table: | run | epoch | train_loss (last batch) | ... |.
+    result["val_accuracy"] = result["tta_accuracy"]
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("|") and "eval" not in line]
+    result["train_loss_per_epoch"] = [float(r[2]) for r in rows if r[1].strip().isdigit()]
+    result["train_images_per_second"] = float("nan")
+  return result
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -91,6 +111,8 @@ def table(records: list[dict]) -> str:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--recipe", choices=sorted(OURS_FLAGS), required=True)
+  parser.add_argument("--source", default="", help="airbench94: the authors' legacy/airbench94.py (commit f1c599c).")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--sides", default="ours,torch")
   parser.add_argument("--variant", default="", help="The torch side's --variant.")
@@ -98,7 +120,7 @@ def main() -> None:
   parser.add_argument("--table", action="store_true", help="Only print the table of the finished runs.")
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
-  results_file = os.path.join(args.out, "imagewoof.jsonl")
+  results_file = os.path.join(args.out, f"{args.recipe}.jsonl")
   load = lambda: [json.loads(l) for l in open(results_file)] if os.path.exists(results_file) else []
   if not args.table:
     for seed in map(int, args.seeds.split(",")):
@@ -106,9 +128,13 @@ def main() -> None:
         name = side_name(side, args.variant if side == "torch" else "")
         if any(r["side"] == name and r["seed"] == seed for r in load()):
           continue
-        log = os.path.join(args.out, f"{name}_s{seed}.log")
+        prefix = "" if args.recipe == "imagewoof" else f"{args.recipe}_"
+        log = os.path.join(args.out, f"{prefix}{name}_s{seed}.log")
         start = time.perf_counter()
-        result = run_ours(seed, args.out, log) if side == "ours" else run_torch(seed, args.variant, log)
+        if side == "ours":
+          result = run_ours(args.recipe, seed, args.out, log)
+        else:
+          result = run_torch(args.recipe, seed, args.variant, args.source, log)
         result.update(side=name, seed=seed, wall_seconds=time.perf_counter() - start,
                       load_average=os.getloadavg(), finished=time.strftime("%H:%M:%S"))
         with open(results_file, "a") as f:
