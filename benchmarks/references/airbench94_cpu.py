@@ -118,8 +118,11 @@ def main() -> None:
   parser.add_argument("--work_dir", default="/tmp/refruns/airbench_torch", help="Its cifar10/*.pt cache.")
   parser.add_argument("--epochs", type=float, default=2)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default).")
   args = parser.parse_args()
   start = time.perf_counter()
+  if args.threads:
+    torch.set_num_threads(args.threads)
   airbench = load_airbench(args.source, cifar_arrays(args.data_dir, args.array_cache))
   airbench.hyp["opt"]["train_epochs"] = args.epochs
   os.makedirs(os.path.join(args.work_dir, "cifar10"), exist_ok=True)

@@ -282,6 +282,8 @@ def parse_args():
   parser.add_argument("--weight_decay", type=float, default=5e-5)
   parser.add_argument("--warmup_epochs", type=float, default=0.25)
   parser.add_argument("--workers", type=int, default=2)
+  parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default, "
+                      "one per core); 1 on a loaded machine, where 2 threads on 2 busy cores mostly wait on each other.")
   parser.add_argument("--log_every", type=int, default=47, help="Steps between progress lines.")
   parser.add_argument("--train_steps", type=int, default=0, help="Stop after this many steps (a check; 0: all).")
   parser.add_argument("--variant", default="", help=f"Comma-separated, any of: {', '.join(VARIANTS)}.")
@@ -295,6 +297,8 @@ def main() -> None:
   if unknown:
     raise SystemExit(f"unknown --variant {','.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
   start = time.perf_counter()
+  if args.threads:
+    torch.set_num_threads(args.threads)
   torch.manual_seed(args.seed)
   random.seed(args.seed)
   train_set = Folder(os.path.join(args.data, "train"), TrainTransform(args.image_size, (0.35, 1.0), variants))

@@ -58,8 +58,9 @@ def run_ours(recipe: str, seed: int, out: str, log: str) -> dict:
           "train_seconds": results.get("train_seconds"), "results": results}
 
 
-def run_torch(recipe: str, seed: int, variant: str, source: str, log: str) -> dict:
+def run_torch(recipe: str, seed: int, variant: str, source: str, threads: int, log: str) -> dict:
   extra = [f"--variant={variant}"] if recipe == "imagewoof" else [f"--source={source}"]
+  extra += [f"--threads={threads}"] if threads else []
   with open(log, "w") as f:
     subprocess.run([sys.executable, *TORCH_COMMAND[recipe], f"--seed={seed}", *extra], stdout=f,
                    stderr=subprocess.STDOUT, check=True)
@@ -113,6 +114,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--recipe", choices=sorted(OURS_FLAGS), required=True)
   parser.add_argument("--source", default="", help="airbench94: the authors' legacy/airbench94.py (commit f1c599c).")
+  parser.add_argument("--torch_threads", type=int, default=0, help="The reference's --threads (0: its default).")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--sides", default="ours,torch")
   parser.add_argument("--variant", default="", help="The torch side's --variant.")
@@ -134,7 +136,7 @@ def main() -> None:
         if side == "ours":
           result = run_ours(args.recipe, seed, args.out, log)
         else:
-          result = run_torch(args.recipe, seed, args.variant, args.source, log)
+          result = run_torch(args.recipe, seed, args.variant, args.source, args.torch_threads, log)
         result.update(side=name, seed=seed, wall_seconds=time.perf_counter() - start,
                       load_average=os.getloadavg(), finished=time.strftime("%H:%M:%S"))
         with open(results_file, "a") as f:
