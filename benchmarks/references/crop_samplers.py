@@ -29,8 +29,8 @@ SCALE, RATIO = (0.35, 1.0), (3 / 4, 4 / 3)
 def ours(height: int, width: int, samples: int) -> np.ndarray:
   seeds = tf.random.stateless_uniform([samples, 2], seed=[1, 2], minval=0, maxval=2**31 - 1, dtype=tf.int64)
   shape = tf.constant([height, width, 3])
-  windows = tf.map_fn(lambda seed: tf.stack(random_window(shape, seed, SCALE, RATIO)), seeds,
-                      fn_output_signature=tf.int32)
+  windows = tf.function(lambda s: tf.map_fn(lambda seed: tf.stack(random_window(shape, seed, SCALE, RATIO)), s,
+                                            fn_output_signature=tf.int32))(seeds)
   return windows.numpy()  # (y, x, h, w)
 
 
