@@ -22,8 +22,9 @@ from cnn import checkpoints
 from cnn import data as data_lib
 from cnn import models
 from cnn import optim
-from cnn import steps
 from cnn.config import Config
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 
 flags.DEFINE_string("data_dir", "../shared/tfds", "TFDS data directory holding cifar10.")
 flags.DEFINE_integer("batch_size", 32, "Training batch size.")
@@ -46,9 +47,9 @@ def main(argv):
   model = models.build_model(config, info)
   model(tf.zeros((1, *info.image_shape)))
   optimizer = optim.build_optimizer(config)
-  metrics = steps.Metrics("train")
+  metrics = metrics_lib.Metrics("train")
   optimizer.build(model.trainable_variables)
-  train_step = steps.make_train_loop(
+  train_step = train_step_lib.make_train_loop(
       model, optimizer, tf.keras.losses.SparseCategoricalCrossentropy(True, reduction="none"), metrics,
       tf.distribute.get_strategy(), config.batch_size)
   iterator = iter(data_lib.train_dataset(split, config.batch_size, config.seed))

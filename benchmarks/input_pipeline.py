@@ -24,8 +24,8 @@ import tensorflow as tf
 from cnn import augment
 from cnn import data as data_lib
 from cnn import flags as cnn_flags
-from cnn import trainer
 from cnn.config import Config
+from cnn.training import trainer
 
 flags.DEFINE_string("root", "../shared/imagewoof2-160", "Folder of images: train/<class>/*.")
 flags.DEFINE_integer("image_size", 128, "Training image size.")

@@ -4,7 +4,7 @@
     python benchmarks/kill_sweep.py --external=N --data_dir=DIR ... [train flags...]
 
 For each kill point K in 1..train_steps-1: a fresh run is SIGKILLed right after step K (the process
-signals itself: CNN_TEST_SIGKILL_AT_STEP, see cnn/preemption.py), restarted with the same command,
+signals itself: CNN_TEST_SIGKILL_AT_STEP, see cnn/training/preemption.py), restarted with the same command,
 and its final checkpoint (every value) and final metrics are
 compared bitwise with an uninterrupted run. With `--external=N`, N runs are instead SIGKILLed from
 outside at a random moment after their first checkpoint (so also in the middle of a step, an eval

@@ -5,6 +5,7 @@
         [--precisions=float32,mixed_bfloat16] [--image_size=128] [--rounds=3] [--steps=5] [--before]
     # the Imagewoof recipe's network: --models=resnet26 --resnet_d --zero_init_residual --activation=mish
     #   --num_classes=10
+    # Mish's step against ReLU's (ours only): ... --activations=relu,mish
     # where the step's time goes: --profile_dir=/tmp/prof (top ops by self time, per precision)
     # other models, before/after only: --models=airbench94 --before --image_size=32 --num_classes=10
 
@@ -15,6 +16,7 @@ bfloat16, SGD with momentum), each fed one cached batch of random images. `--bef
 built as before issue 20 (Keras's BatchNormalization and Mish). Rounds alternate the sides; each
 round times `--steps` steps after two of warm-up. Prints images/s per side (range over rounds) and
 the ratio of medians ours/PyTorch. The machine is shared: read the ranges, and `uptime`, printed first.
+bfloat16 pays only on CPUs with bf16 instructions (avx512_bf16, amx_bf16), printed first too.
 """
 
 import gc
@@ -27,7 +29,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from cnn import trainer
+from cnn.training import trainer
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.models import activations
@@ -42,6 +44,8 @@ flags.DEFINE_integer("num_classes", 1000, "Classes of the head.")
 flags.DEFINE_bool("resnet_d", False, "The ResNet-D stem and shortcuts, both sides.")
 flags.DEFINE_bool("zero_init_residual", False, "Last BN gamma of each block 0, both sides.")
 flags.DEFINE_string("activation", "relu", "relu or mish, both sides.")
+flags.DEFINE_list("activations", [], "Ours only, one step per activation in the same rounds, ratios to the "
+                  "first (--activations=relu,mish: Mish's step against ReLU's); replaces the other sides.")
 flags.DEFINE_integer("rounds", 3, "Interleaved rounds.")
 flags.DEFINE_integer("steps", 5, "Timed steps per side per round.")
 flags.DEFINE_bool("before", False, "Also time our step with Keras's BatchNormalization and Mish.")
@@ -53,13 +57,13 @@ _ARCHITECTURES = {"resnet18": (False, (2, 2, 2, 2)), "resnet26": (True, (2, 2, 2
                   "resnet101": (True, (3, 4, 23, 3))}
 
 
-def our_step(model_name: str, batch_size: int, precision: str, fused: bool):
-  """A callable running one step of our train loop on a cached batch."""
+def our_step(model_name: str, batch_size: int, precision: str, fused: bool, activation: str = ""):
+  """A callable running one step of our train loop on a cached batch (`activation`: --activation's if empty)."""
   batch_norm.FUSED = activations.FUSED_MISH = fused
   try:
     config = Config(model=model_name, batch_size=batch_size, precision=precision, optimizer="sgd",
                     learning_rate=0.01, momentum=0.9, resnet_d=FLAGS.resnet_d,
-                    zero_init_residual=FLAGS.zero_init_residual, activation=FLAGS.activation)
+                    zero_init_residual=FLAGS.zero_init_residual, activation=activation or FLAGS.activation)
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
     info = DatasetInfo("random", shape, FLAGS.num_classes, tuple(map(str, range(FLAGS.num_classes))))
     strategy = tf.distribute.get_strategy()
@@ -177,21 +181,43 @@ def profile(step, precision: str) -> None:
     print(f"    {op_type:32s} {self_time / total:6.1%}  {self_time / 3e3:7.1f} ms/step")
 
 
+def sides(model_name: str, batch_size: int, precision: str) -> dict:
+  """{(side name, batch size): step callable} of one configuration: ours, ours_before, torch, or ours per activation."""
+  if FLAGS.activations:
+    return {(f"ours_{activation}", batch_size): our_step(model_name, batch_size, precision, True, activation)
+            for activation in FLAGS.activations}
+  steps = {("ours", batch_size): our_step(model_name, batch_size, precision, fused=True)}
+  if FLAGS.before:
+    steps[("ours_before", batch_size)] = our_step(model_name, batch_size, precision, fused=False)
+  if model_name in _ARCHITECTURES:
+    steps[("torch", batch_size)] = torch_step(model_name, batch_size, precision)
+  return steps
+
+
+def bf16_instructions() -> str:
+  """Which bfloat16 instructions this CPU has: without them oneDNN (ours and PyTorch's) emulates bf16
+  convolutions (`jit_bf16:avx512_core` in ONEDNN_VERBOSE), 3-5x slower than float32 ones (seen)."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+      flags = set(cpuinfo.read().split())
+  except OSError:
+    return "unknown (no /proc/cpuinfo)"
+  found = sorted(flags & {"avx512_bf16", "amx_bf16"})
+  return ", ".join(found) if found else "none: bf16 convolutions are emulated, slower than float32"
+
+
 def main(argv):
   del argv
   print(os.popen("uptime").read().strip(), flush=True)
+  print(f"bfloat16 instructions: {bf16_instructions()}", flush=True)
   for model_name in FLAGS.models:
     for batch_size in map(int, FLAGS.batch_sizes):
       for precision in FLAGS.precisions:
-        steps = {("ours", batch_size): our_step(model_name, batch_size, precision, fused=True)}
-        if FLAGS.before:
-          steps[("ours_before", batch_size)] = our_step(model_name, batch_size, precision, fused=False)
-        if model_name in _ARCHITECTURES:
-          steps[("torch", batch_size)] = torch_step(model_name, batch_size, precision)
+        steps = sides(model_name, batch_size, precision)
         rates = measure(steps)
         line = ", ".join(f"{name} {min(r):.1f}-{max(r):.1f}" for (name, _), r in rates.items())
         median = {name: statistics.median(r) for (name, _), r in rates.items()}
-        base = "torch" if "torch" in median else "ours_before"
+        base = "torch" if "torch" in median else "ours_before" if "ours_before" in median else next(iter(median))
         ratios = ", ".join(f"{name}/{base} {median[name] / median[base]:.2f}" for name in median if name != base)
         print(f"{model_name} {FLAGS.activation} b{batch_size} {precision}: images/s {line}; {ratios}", flush=True)
         if FLAGS.profile_dir:

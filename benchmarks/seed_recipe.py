@@ -1,7 +1,7 @@
 """The seed's own recipe, for comparison: Keras `Sequential` + `model.fit` on numpy arrays.
 
 This is the TensorFlow CNN tutorial's code (batch 32, Adam, validation on the test set each
-epoch; the network and `compile` are in `cnn/keras_fit.py`, shared with `python -m cnn.bench`).
+epoch; the network and `compile` are in `benchmarks/keras_fit.py`, shared with `benchmarks/bench.py`).
 It prints test accuracy and training wall time in the same form as `cnn.train`'s
 results. Run it back to back with the custom loop on the same machine:
 
@@ -17,7 +17,8 @@ from absl import flags
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from cnn import keras_fit
+import keras_fit  # benchmarks/keras_fit.py, beside this script.
+
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory holding cifar10.")
 _EPOCHS = flags.DEFINE_integer("epochs", 5, "Epochs.")

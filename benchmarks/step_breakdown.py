@@ -2,7 +2,7 @@
 
 Times, on one cached batch (no input pipeline), interleaved over rounds with medians: an empty
 call of a `tf.function` that reads the iterator (the per-call floor), the forward pass alone,
-the forward and backward passes (gradients, no update), and the full train loop (one step) of `cnn.trainer.build_training` (forward, backward, Adam, metrics), for
+the forward and backward passes (gradients, no update), and the full train loop (one step) of `cnn.training.trainer.build_training` (forward, backward, Adam, metrics), for
 each precision. Explains what bf16 speeds up and what it cannot.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from cnn import data as data_lib
-from cnn import trainer
 from cnn.config import Config
+from cnn.training import trainer
 
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
 _STEPS = flags.DEFINE_integer("steps", 100, "Timed calls per measurement.")

@@ -2,7 +2,7 @@
 
 The weight and gradient histograms are written from inside the train loop (gradients exist only
 there). The trainer's one compiled loop carries them behind a `tf.cond` on a boolean tensor
-(`steps.make_train_loop(histograms=...)`): one trace for every step, and a step that is not due
+(`train_step.make_train_loop(histograms=...)`): one trace for every step, and a step that is not due
 runs no summary op. Before, the histograms were a second compiled loop, first traced at the first
 due step (step 500: a 2-4 s stall mid-run). This script times, interleaved in rounds so that load
 from other processes hits all alike, the tutorial network's step (batch 32, CIFAR-sized random
@@ -27,9 +27,10 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
-from cnn import steps
 from cnn import summaries
 from cnn.models.simple_cnn import SimpleCNN
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 
 _ROUNDS = flags.DEFINE_integer("rounds", 20, "Rounds; each times every variant once.")
 _STEPS = flags.DEFINE_integer("steps", 50, "Train steps per variant per round.")
@@ -52,11 +53,11 @@ def main(argv):
   optimizer = tf.keras.optimizers.Adam(1e-3)
   optimizer.build(model.trainable_variables)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-  metrics, strategy = steps.Metrics("train"), tf.distribute.get_strategy()
+  metrics, strategy = metrics_lib.Metrics("train"), tf.distribute.get_strategy()
   histograms = summaries.GradientHistograms(model, strategy)
-  plain = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, 32)
-  recording = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, 32,
-                                    gradient_summary=histograms.record)
+  plain = train_step_lib.make_train_loop(model, optimizer, loss_fn, metrics, strategy, 32)
+  recording = train_step_lib.make_train_loop(model, optimizer, loss_fn, metrics, strategy, 32,
+                                             gradient_summary=histograms.record)
 
   def with_histograms(iterator):  # A due step, as TrainLoop runs it: record in the loop, write eagerly.
     outputs = recording(iterator, histograms=True)

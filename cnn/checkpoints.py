@@ -104,7 +104,7 @@ class BestCheckpoints:
     checkpoint: what is saved.
     directory: where this process writes them.
     keep: how many to keep.
-    metric: the metric's name (cnn/eval_sets.py); names ending in loss rank lowest first.
+    metric: the metric's name (cnn/training/eval_sets.py); names ending in loss rank lowest first.
     read_directory: where the run's list is read from when resuming, if not `directory` (a
       multi-worker run's other workers write elsewhere but decide as the chief: every worker takes
       part in every save).
@@ -180,7 +180,7 @@ class Checkpointer:
       restore from the chief's checkpoints in `run_dir`.
     weight_hook_variables: the lookahead's slow weights (cnn/weight_hooks.py), if any.
     keep_best: how many of the best checkpoints to keep (`BestCheckpoints`).
-    best_metric: the metric that ranks them (cnn/eval_sets.py).
+    best_metric: the metric that ranks them (cnn/training/eval_sets.py).
     run_state: other variables a resumed run carries on from, by name, under `run_state/` (the
       training clock: `actions.TimeToAccuracy.variables()`). A checkpoint written without them
       restores, leaving them as they are.

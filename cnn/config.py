@@ -5,13 +5,14 @@ setting is added here, once, with its default and help text, in a `_section` (it
 and never reads flags, so it can be driven from a notebook:
 
     config = Config(dataset="fashion_mnist", epochs=1)
-    results = trainer.train_and_evaluate(config)
+    results = run.train_and_evaluate(config)
 """
 
 import dataclasses
 import re
 from typing import Any
 
+from cnn import durations
 from cnn.errors import UserError
 
 
@@ -124,13 +125,18 @@ class Config:
                                           "--lr_decay_factor.", allow_empty=True, minimum=1)
   lr_boundary_unit: str = _field("steps", "Unit of --lr_boundaries.", choices=("steps", "epochs"))
   lr_decay_factor: float = _field(0.1, "Piecewise schedule: factor at each boundary.", above=0.0)
-  lr_warmup_epochs: float = _field(0.0, "Linear warmup length in epochs (fractions allowed).", minimum=0.0)
+  lr_warmup: str = _field("", "Linear warmup length, a duration: 500 (steps), 2.5ep (epochs) or 0.1run (a fraction "
+                         "of the run); empty: --lr_warmup_epochs.")
+  lr_warmup_epochs: float = _field(0.0, "Linear warmup length in epochs (fractions allowed); --lr_warmup wins when "
+                                   "given.", minimum=0.0)
   lr_warmup_start_fraction: float = _field(0.0, "Warmup starts at this fraction of --learning_rate.",
                                            minimum=0.0)
   lr_final_fraction: float = _field(0.0, "cosine/linear: the rate ends at this fraction of "
                                     "--learning_rate.", minimum=0.0)
-  lr_hold_epochs: float = _field(0.0, "cosine/linear: the rate stays at its peak this many epochs after the "
-                                 "warmup before it decays (fast.ai's flat-cos: 75% of the run).", minimum=0.0)
+  lr_hold: str = _field("", "cosine/linear: the rate stays at its peak this long after the warmup before it "
+                       "decays, a duration (500, 2ep, 0.75run: fast.ai's flat-cos); empty: --lr_hold_epochs.")
+  lr_hold_epochs: float = _field(0.0, "cosine/linear: the peak's hold in epochs (fractions allowed); --lr_hold "
+                                 "wins when given.", minimum=0.0)
   weight_decay: float = _field(0.0, "Weight decay coefficient (0: none).", minimum=0.0)
   weight_decay_type: str = _field(
       "auto", "l2: coupled, λ·w added to the gradient (He et al.); decoupled: w -= lr·λ·w after the "
@@ -158,8 +164,11 @@ class Config:
   freeze_variables: str = _field(
       "", "Comma-separated regular expressions; trainable variables whose path matches one are trained "
       "for --freeze_after_epochs, then no longer updated (airbench: whiten/bias after 3 epochs).")
+  freeze_after: str = _field("", "With --freeze_variables: how long to train them before freezing, a duration "
+                            "(500, 3ep, 0.1run; 0: frozen from the start); empty: --freeze_after_epochs.")
   freeze_after_epochs: float = _field(0.0, "With --freeze_variables: epochs to train them before freezing "
-                                      "(fractions allowed; 0: frozen from the start).", minimum=0.0)
+                                      "(fractions allowed; 0: frozen from the start); --freeze_after wins when "
+                                      "given.", minimum=0.0)
   label_smoothing: float = _field(0.0, "Label smoothing of the cross-entropy.", minimum=0.0, below=1.0)
   augment: str = _field("", "Comma-separated training augmentations, applied in order: crop, flip, "
                         "alternating_flip, cutout, mixup, cutmix (or a registered one).")
@@ -178,11 +187,17 @@ class Config:
   overwrite: bool = _field(False, "Replace the run that --run_dir holds.")
   seed: int = _field(0, "Seed for initialisation, shuffling and dropout.", minimum=0)
   deterministic: bool = _field(False, "Enable TensorFlow op determinism (bitwise reproducible runs).")
-  log_every_steps: int = _field(100, "Steps between progress lines and train summaries.", minimum=1)
+  log_every: str = _field("", "Progress lines and train summaries every this long, a duration: 500 (steps), "
+                         "0.5ep (epochs) or 0.01run (a fraction of the run); empty: --log_every_steps.")
+  log_every_steps: int = _field(100, "Steps between progress lines and train summaries; --log_every wins when "
+                                "given.", minimum=1)
 
   _section("TensorBoard")
+  histogram_every: str = _field("", "Histograms of each layer's weights and gradients every this long, a "
+                               "duration (500, 1ep, 0.1run; 0: none); empty: --histogram_every_steps.")
   histogram_every_steps: int = _field(
-      500, "Steps between histograms of each layer's weights and gradients (0: none).", minimum=0)
+      500, "Steps between histograms of each layer's weights and gradients (0: none); --histogram_every wins "
+      "when given.", minimum=0)
   summary_images: int = _field(
       32, "Images per image grid: the first training batch at the start, and the most confidently "
       "misclassified eval images at each eval (0: no image grids).", minimum=0)
@@ -208,19 +223,26 @@ class Config:
       "its workers, bitwise the same batches (several workers: the dispatcher must list them); empty: here.")
 
   _section("Checkpoints")
+  checkpoint_every: str = _field("", "A checkpoint every this long, a duration (500, 0.5ep, 0.1run; 0: only "
+                                "those at epoch ends, the end and SIGTERM/SIGINT); empty: --checkpoint_every_steps.")
   checkpoint_every_steps: int = _field(
       500, "Steps between checkpoints; one is also saved at each epoch end, at the end, and on "
-      "SIGTERM/SIGINT (0: only those).", minimum=0)
+      "SIGTERM/SIGINT (0: only those); --checkpoint_every wins when given.", minimum=0)
   keep_checkpoints: int = _field(3, "Latest checkpoints kept (the best by eval accuracy is kept besides).",
                                  minimum=1)
 
   def differences(self, other: "Config") -> list[str]:
     """The fields that change the run (not in RESUMABLE_FIELDS) and differ, as `--name=self (other)`."""
-    return [f"--{name}={_flag_text(getattr(self, name))} (the run has {_flag_text(getattr(other, name))})"
-            for name in (f.name for f in dataclasses.fields(self))
-            if name not in RESUMABLE_FIELDS and getattr(self, name) != getattr(other, name)]
+    # A duration is compared as its effective value, whichever flag gives it (--lr_warmup=2ep is --lr_warmup_epochs=2).
+    mine, theirs = durations.effective_texts(self), durations.effective_texts(other)
+    skip = RESUMABLE_FIELDS | durations.aliases() | set(mine)
+    return ([f"--{name}={_flag_text(getattr(self, name))} (the run has {_flag_text(getattr(other, name))})"
+             for name in (f.name for f in dataclasses.fields(self))
+             if name not in skip and getattr(self, name) != getattr(other, name)] +
+            [f"--{name}={mine[name]} (the run has {theirs[name]})" for name in mine
+             if name not in RESUMABLE_FIELDS and mine[name] != theirs[name]])
 
-  # Speed (see cnn/throughput.py, cnn/flops.py and `python -m cnn.bench`).
+  # Speed (see cnn/throughput.py, cnn/flops.py and `benchmarks/bench.py`).
   _section("Speed")
   precision: str = _field("float32", "Keras mixed-precision policy; logits and loss stay float32; "
                           "mixed_float16 adds dynamic loss scaling.",
@@ -235,13 +257,16 @@ class Config:
                                   "resumes) and steps at which eval accuracy first reaches this (0: off).",
                                   minimum=0.0, maximum=1.0)
 
-  # Evaluation: when, on what, which metrics, which checkpoints are the best (cnn/controller.py,
-  # cnn/evaluator.py, cnn/actions.py). None changes what is trained.
+  # Evaluation: when, on what, which metrics, which checkpoints are the best (cnn/training/controller.py,
+  # cnn/training/evaluator.py, cnn/training/actions.py). None changes what is trained.
   _section("Evaluation")
-  eval_every_steps: int = _field(0, "Steps between evaluations (0: every --eval_every_epochs); the run's last "
-                                 "step is always evaluated.", minimum=0)
+  eval_every: str = _field("", "An evaluation every this long, a duration: 500 (steps), 2ep / 0.5ep (epochs) or "
+                          "0.25run (a fraction of the run); the run's last step is always evaluated; empty: "
+                          "--eval_every_steps, else --eval_every_epochs.")
+  eval_every_steps: int = _field(0, "Steps between evaluations (0: every --eval_every_epochs); --eval_every wins "
+                                 "when given.", minimum=0)
   eval_every_epochs: float = _field(1.0, "Epochs between evaluations when --eval_every_steps is 0 (fractions "
-                                    "allowed).", above=0.0)
+                                    "allowed); --eval_every wins when given.", above=0.0)
   eval_at_start: bool = _field(False, "Also evaluate at step 0, before training (not when resuming).")
   eval_splits: str = _field("", "More eval sets, evaluated with --eval_split at every evaluation: comma-separated "
                             "[NAME=]SPLIT, e.g. val=train[90%:],test[:5000]; each reported as NAME/accuracy, ... "
@@ -282,8 +307,10 @@ class Config:
       low_high = getattr(self, name)
       if len(low_high) != 2 or low_high[0] > low_high[1]:
         raise UserError(f"--{name}={_flag_text(low_high)} must be MIN,MAX with MIN <= MAX")
-    if self.freeze_after_epochs and not self.freeze_variables:
-      raise UserError("--freeze_after_epochs needs --freeze_variables (the variables to freeze)")
+    durations.check(self)
+    if durations.of(self, "freeze_after").value and not self.freeze_variables:
+      raise UserError(f"{durations.of(self, 'freeze_after').flag_name} needs --freeze_variables (the variables to "
+                      "freeze)")
     for name in ("weight_decay_exclude", "freeze_variables"):
       variable_patterns(getattr(self, name), name)  # Refused up front, whether or not they are used.
     # Statistics are given together (both used) or not at all (both computed): one alone would be ignored.
@@ -314,11 +341,12 @@ class Config:
 # devices it runs: none changes what it computes. They are not hyperparameters (HParams dashboard).
 # A new field changes the run unless it is listed here.
 OPERATIONAL_FIELDS = frozenset({
-    "data_dir", "data_cache_dir", "data_memory_budget_mb", "download", "run_dir", "overwrite", "log_every_steps", "checkpoint_every_steps",
-    "keep_checkpoints", "histogram_every_steps", "summary_images", "confusion_matrix", "write_graph",
+    "data_dir", "data_cache_dir", "data_memory_budget_mb", "download", "run_dir", "overwrite", "log_every",
+    "log_every_steps", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints", "histogram_every",
+    "histogram_every_steps", "summary_images", "confusion_matrix", "write_graph",
     "profile_steps", "strategy", "cpu_devices", "cluster", "tpu", "startup_timeout_seconds", "data_service",
     "steps_per_loop", "peak_tflops", "target_accuracy", "test_split",
-    "eval_every_steps", "eval_every_epochs", "eval_at_start", "eval_splits", "eval_top_k", "best_metric",
+    "eval_every", "eval_every_steps", "eval_every_epochs", "eval_at_start", "eval_splits", "eval_top_k", "best_metric",
     "keep_best",
 })
 # The fields a resumed run may change: its length and the operational fields, except those that

@@ -15,13 +15,10 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from cnn import augment
 from cnn import cli
-from cnn import data as data_lib
-from cnn import eval_sets
-from cnn import evaluator
 from cnn import inference
-from cnn import steps
+from cnn import watch
+from cnn.training import evaluator
 
 FLAGS = flags.FLAGS
 cli.define_flag(flags.DEFINE_string, "run_dir", "", "The run directory to evaluate (required).")
@@ -43,47 +40,11 @@ cli.define_flag(flags.DEFINE_boolean, "skip_bad_images", False, "A folder datase
 _MAX_MATRIX_CLASSES = 20  # A larger confusion matrix is only written to the JSON file.
 
 
-@dataclasses.dataclass
-class SplitEvaluation:
-  """A trained run's model and one split, opened once and evaluated as the trainer evaluates.
-
-  The model and its inputs are the run's evaluations' (moving averages, precision, TTA,
-  standardisation, XLA); restoring another checkpoint into `trained.model` (`inference.restore_model`)
-  and calling `evaluate()` again evaluates that one (`python -m cnn.evaluate --watch`).
-  """
-  trained: inference.TrainedModel
-  split: str
-  examples: Any
-  eval_step: steps.EvalStep
-  metrics: steps.Metrics
-  dataset: Any
-
-  @classmethod
-  def open(cls, trained: inference.TrainedModel, split: str = "", top_k: int = 0) -> "SplitEvaluation":
-    """`split` (empty: the run's --eval_split), with top-`top_k` accuracy (0: the run's --eval_top_k)."""
-    config = trained.config
-    split = split or config.eval_split
-    # Opened and read as the trainer's evaluations do: in memory or streaming, the same views.
-    examples, = data_lib.open_splits(trained.source, [split], config.data_memory_budget_mb, train_first=False)
-    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-    top_k = eval_sets.top_k(dataclasses.replace(config, eval_top_k=top_k or config.eval_top_k),
-                            trained.info.num_classes)
-    metrics = steps.Metrics("eval", top_k)
-    eval_step = steps.make_eval_step(augment.with_tta(trained.model, config.tta), loss_fn, metrics,
-                                     tf.distribute.get_strategy(), config.jit_compile)
-    dataset = data_lib.eval_dataset(examples, config.eval_batch_size, mean_std=trained.mean_std)
-    return cls(trained, split, examples, eval_step, metrics, dataset)
-
-  def evaluate(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Loss, accuracy (and top-k accuracy), and each example's prediction in split order."""
-    return evaluator.evaluate_pass(self.eval_step, self.dataset, self.metrics)  # As the trainer evaluates.
-
-
 def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "", data_dir: str = "",
                         dataset: str = "", top_k: int = 0, skip_bad_images: bool = False) -> dict[str, Any]:
   """Loss, accuracy, top-k accuracy, per-class accuracy and confusion matrix of a run's checkpoint on a split.
 
-  The model and its inputs are the run's evaluations' (`SplitEvaluation`), so the run's eval split
+  The model and its inputs are the run's evaluations' (`evaluator.SplitEvaluation`), so the run's eval split
   gives the numbers the run logged for the checkpoint.
 
   Args:
@@ -102,7 +63,7 @@ def evaluate_checkpoint(run_dir: str, checkpoint: str = "latest", split: str = "
   trained = inference.load_trained_model(run_dir, checkpoint, data_dir, dataset)
   if skip_bad_images:
     trained.source = dataclasses.replace(trained.source, skip_bad_images=True)
-  evaluation = SplitEvaluation.open(trained, split, top_k)
+  evaluation = evaluator.SplitEvaluation.open(trained, split, top_k)
   split, examples = evaluation.split, evaluation.examples
   eval_results, outputs = evaluation.evaluate()
   matrix = tf.math.confusion_matrix(examples.labels, outputs["predictions"],
@@ -150,7 +111,6 @@ def format_table(results: dict[str, Any]) -> str:
 def main(argv: Sequence[str]) -> None:
   del argv  # Unused: cli.run rejects positional arguments.
   if FLAGS.watch:
-    from cnn import watch  # pylint: disable=import-outside-toplevel  # It imports this module.
     watch.watch(cli.required("run_dir"), FLAGS.split, *cli.data_location(), top_k=FLAGS.eval_top_k,
                 timeout_seconds=FLAGS.watch_timeout_seconds, poll_seconds=FLAGS.watch_poll_seconds)
     return

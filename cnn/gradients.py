@@ -1,6 +1,6 @@
 """Every change between the loss's gradient and the new weights, in the order the train step makes them.
 
-The train step (cnn/steps.py) makes one `Chain` and calls, for each step:
+The train step (cnn/training/train_step.py) makes one `Chain` and calls, for each step:
   * `hold()`, in cross-replica context, before the update;
   * `apply(gradients)` on each replica, with that replica's gradients of the (scaled) loss;
   * `after_update(step, held)`, in cross-replica context.

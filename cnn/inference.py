@@ -130,7 +130,7 @@ def load_trained_model(run_dir: str, which: str = "latest", data_dir: str = "", 
     tf.keras.mixed_precision.set_global_policy(previous_policy)
   restore_model(model, path)
   # The training split is opened only when the run's standardisation statistics came from it, as the
-  # trainer opens it (trainer.open_data): the statistics are the same bits.
+  # run opens it (run.open_data): the statistics are the same bits.
   needs_split = config.normalization == "standardize" and not config.normalization_mean
   train_split = (data_lib.open_splits(source, [config.train_split], config.data_memory_budget_mb)[0]
                  if needs_split else None)

@@ -31,7 +31,7 @@ Conventions that differ from PyTorch's (tests/parity_test.py shows each, step fo
 """
 
 import contextlib
-from typing import Sequence
+from typing import Optional, Sequence
 
 import tensorflow as tf
 
@@ -185,7 +185,8 @@ def weight_decay_type(config: Config) -> str:
 
 
 def build_optimizer(config: Config, variables: Sequence[tf.Variable] = (), steps_per_epoch: int = 1,
-                    total_steps: int = 1, statistics: Sequence[tf.Variable] = ()) -> tf.keras.optimizers.Optimizer:
+                    total_steps: int = 1, statistics: Sequence[tf.Variable] = (),
+                    schedule: Optional[schedules.Schedule] = None) -> tf.keras.optimizers.Optimizer:
   """The optimizer `config.optimizer` names, for the model's trainable `variables`.
 
   Coupled L2 and gradient scales are not the optimizer's: they are gradient transforms
@@ -198,12 +199,13 @@ def build_optimizer(config: Config, variables: Sequence[tf.Variable] = (), steps
     total_steps: the run's length (for decaying schedules).
     statistics: the model's non-trainable float variables, averaged with the weights under
       --ema_decay (`averaged_statistics(model)`).
+    schedule: the learning-rate schedule, if already built (`schedules.build_schedule`; else built here).
 
   Raises:
     UserError: for an unknown name or settings that do not fit together.
   """
   kind = weight_decay_type(config)
-  learning_rate = schedules.build_schedule(config, steps_per_epoch, total_steps)
+  learning_rate = schedule if schedule is not None else schedules.build_schedule(config, steps_per_epoch, total_steps)
   # No `global_clipnorm`: Keras clips each replica's gradients before summing them, so the gradient
   # chain clips instead, by the norm of the summed gradients (cnn/gradients.py).
   common = dict(learning_rate=learning_rate, use_ema=bool(config.ema_decay),

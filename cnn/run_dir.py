@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from absl import flags
 
+from cnn import durations
 from cnn import flags as cnn_flags
 from cnn.config import Config
 from cnn.errors import UserError
@@ -92,6 +93,10 @@ def length_dependencies(config: Config) -> list[str]:
     dependencies.append(f"--lr_schedule={config.lr_schedule} decays over it")
   if config.lookahead_every:
     dependencies.append("--lookahead_every ramps its decay over it and ends with the slow weights")
+  for name in ("lr_warmup", "lr_hold", "freeze_after"):  # A fraction of the run (0.1run) is a share of it.
+    duration = durations.of(config, name)
+    if duration.unit == "run" and duration.value:
+      dependencies.append(f"{duration.flag} is a fraction of it")
   return dependencies
 
 

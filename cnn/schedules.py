@@ -1,14 +1,14 @@
 """Learning-rate schedules by name, built on `keras.optimizers.schedules`.
 
 Every schedule peaks at `--learning_rate` (times `--batch_size / --lr_reference_batch` when that is
-given: `peak_learning_rate`); an optional linear warmup (`--lr_warmup_epochs`) climbs to it
-from `--lr_warmup_start_fraction` of it. After the warmup:
+given: `peak_learning_rate`); an optional linear warmup (`--lr_warmup`, a duration: cnn/durations.py)
+climbs to it from `--lr_warmup_start_fraction` of it. After the warmup:
   * constant: stays at the peak;
   * piecewise: multiplied by `--lr_decay_factor` at each of `--lr_boundaries` (steps or epochs,
     counted from the start of training);
   * cosine / linear: decays to `--lr_final_fraction` of the peak at the last step. Linear decay after
     a warmup is the one-cycle (piecewise-linear) schedule of airbench and fast CIFAR training.
-    `--lr_hold_epochs` keeps the peak that long before the decay starts (fast.ai's flat-cos).
+    `--lr_hold` keeps the peak that long before the decay starts (fast.ai's flat-cos).
 
 The cosine schedule is Keras's `CosineDecay` with its own warmup (`warmup_target`, `warmup_steps`);
 Keras has no warmup for the others, so `WarmupThen` adds one to them (schedules_test shows both).
@@ -17,6 +17,7 @@ Keras has no warmup for the others, so `WarmupThen` adds one to them (schedules_
 from absl import logging
 import tensorflow as tf
 
+from cnn import durations
 from cnn.config import Config
 from cnn.errors import UserError
 
@@ -93,16 +94,16 @@ def build_schedule(config: Config, steps_per_epoch: int, total_steps: int) -> Sc
   if config.lr_reference_batch:
     logging.info("Learning rate %.6g: --learning_rate=%g for a batch of --lr_reference_batch=%d, scaled to "
                  "--batch_size=%d", peak, config.learning_rate, config.lr_reference_batch, config.batch_size)
-  warmup_steps = round(config.lr_warmup_epochs * steps_per_epoch)
-  if warmup_steps >= total_steps and config.lr_warmup_epochs:
-    raise UserError(f"--lr_warmup_epochs={config.lr_warmup_epochs} ({warmup_steps} steps) is not shorter "
-                    f"than training ({total_steps} steps); shorten the warmup or train longer")
-  hold_steps = round(config.lr_hold_epochs * steps_per_epoch)
+  warmup, hold = durations.of(config, "lr_warmup"), durations.of(config, "lr_hold")
+  warmup_steps, hold_steps = warmup.steps(steps_per_epoch, total_steps), hold.steps(steps_per_epoch, total_steps)
+  if warmup_steps >= total_steps and warmup.value:
+    raise UserError(f"{warmup.flag} ({warmup_steps} steps) is not shorter than training ({total_steps} steps); "
+                    "shorten the warmup or train longer")
   if hold_steps and config.lr_schedule not in ("cosine", "linear"):
-    raise UserError(f"--lr_hold_epochs holds the peak before a decay; --lr_schedule={config.lr_schedule} "
+    raise UserError(f"{hold.flag_name} holds the peak before a decay; --lr_schedule={config.lr_schedule} "
                     "does not decay over the run (use cosine or linear)")
   if warmup_steps + hold_steps >= total_steps and hold_steps:
-    raise UserError(f"--lr_warmup_epochs and --lr_hold_epochs ({warmup_steps} + {hold_steps} steps) leave no "
+    raise UserError(f"{warmup.flag_name} and {hold.flag_name} ({warmup_steps} + {hold_steps} steps) leave no "
                     f"steps of the {total_steps} to decay over")
   decay_steps = total_steps - warmup_steps - hold_steps
   offset = warmup_steps

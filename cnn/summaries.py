@@ -8,7 +8,7 @@ Three writers, so that TensorBoard shows a run as three runs it can plot togethe
                     the train step's graph, and profiler traces (plugins/profile/)
   <run_dir>/eval/   scalars, confusion matrix and misclassified-image grid at each eval
 
-Everything is written from Python at the moments `cnn/controller.py` chooses. Gradients exist only
+Everything is written from Python at the moments `cnn/training/controller.py` chooses. Gradients exist only
 inside the train loop: on histogram steps the loop copies them into `GradientHistograms`'
 variables, and the histograms are written from Python after that call.
 """
@@ -26,8 +26,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from cnn import render
-from cnn.config import OPERATIONAL_FIELDS
 from cnn.config import Config
+from cnn.config import OPERATIONAL_FIELDS
 from cnn.data import DatasetInfo
 from cnn.data import images_at
 from cnn.data import Split
@@ -164,12 +164,19 @@ class GradientHistograms:
         tf.summary.histogram(f"gradients/{name}", gradient)
 
 
-def train_scalars(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer) -> dict[str, float]:
-  """The model's global weight norm, and the loss scale under float16.
+def train_scalars(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer,
+                  schedule: Optional[tf.keras.optimizers.schedules.LearningRateSchedule] = None) -> dict[str, float]:
+  """The model's global weight norm, the loss scale under float16 and, given the optimizer's schedule,
+  the learning rate of the last step.
 
-  Not the learning rate: the optimizer's is the next step's; the train loop returns the last step's.
+  That rate is the schedule at the optimizer's step count before that step (`optimizer.learning_rate` is
+  the next step's). Read here, where it is logged, rather than at every step of the train loop.
   """
   values = {"weight_norm": float(tf.linalg.global_norm(model.trainable_variables))}
+  if schedule is not None:
+    # Through convert_to_tensor: int() of a Keras variable fails under tf.distribute.
+    taken = int(tf.convert_to_tensor(optimizer.iterations))  # Every step, a skipped float16 one too: the
+    values["learning_rate"] = float(schedule(max(taken - 1, 0)))  # schedule's count (tests/optim_test.py).
   if isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer):
     # Through convert_to_tensor: float() of a Keras variable fails under tf.distribute.
     values["loss_scale"] = float(tf.convert_to_tensor(optimizer.dynamic_scale) if optimizer.built

@@ -2,7 +2,7 @@
 warnings when a compiled function retraces.
 
 The controller reports these in its progress lines, its TensorBoard train scalars and
-results.json; `python -m cnn.bench` compares them with Keras `fit`. FLOPs come from cnn/flops.py.
+results.json; `benchmarks/bench.py` compares them with Keras `fit`. FLOPs come from cnn/flops.py.
 """
 
 import dataclasses

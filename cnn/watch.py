@@ -2,7 +2,7 @@
 
 It evaluates each checkpoint of a running (or finished) run as it appears in `R/checkpoints/`, in
 step order, and writes what it finds into `R/watch/`: TensorBoard scalars in `watch/<prefix>/`
-(`eval`, or `eval_ema` for a run with --ema_decay, whose averages it evaluates; cnn/eval_sets.py)
+(`eval`, or `eval_ema` for a run with --ema_decay, whose averages it evaluates; cnn/training/eval_sets.py)
 and a row per checkpoint in `watch/metrics.csv`. It stops when the run has ended (its results.json
 exists) and every checkpoint listed then is evaluated, or after `timeout_seconds` without a new one.
 
@@ -21,12 +21,12 @@ from absl import logging
 import tensorflow as tf
 
 from cnn import checkpoints
-from cnn import eval_sets
-from cnn import evaluate
 from cnn import inference
-from cnn import metrics_csv
 from cnn import run_dir as run_dir_lib
 from cnn.errors import UserError
+from cnn.training import eval_sets
+from cnn.training import evaluator
+from cnn.training import metrics_csv
 
 WATCH_DIR = "watch"
 
@@ -48,7 +48,7 @@ class Watcher:
   data_dir: str
   dataset: str
   top_k: int
-  evaluation: Optional[evaluate.SplitEvaluation] = None
+  evaluation: Optional[evaluator.SplitEvaluation] = None
   writer: Optional[tf.summary.SummaryWriter] = None
   prefix: str = ""
 
@@ -71,7 +71,7 @@ class Watcher:
     try:
       if self.evaluation is None:
         trained = inference.load_trained_model(self.run_dir, path, self.data_dir, self.dataset)
-        self.open(evaluate.SplitEvaluation.open(trained, self.split, self.top_k))
+        self.open(evaluator.SplitEvaluation.open(trained, self.split, self.top_k))
       else:
         inference.restore_model(self.evaluation.trained.model, path)
       return int(tf.train.load_variable(path, "epoch/.ATTRIBUTES/VARIABLE_VALUE"))
@@ -84,7 +84,7 @@ class Watcher:
       self.done.add(checkpoints.checkpoint_step(path))  # Not retried.
       return None
 
-  def open(self, evaluation: evaluate.SplitEvaluation) -> None:
+  def open(self, evaluation: evaluator.SplitEvaluation) -> None:
     self.evaluation = evaluation
     self.writer = tf.summary.create_file_writer(os.path.join(self.run_dir, WATCH_DIR, self.prefix))
 

@@ -1,8 +1,8 @@
 """Changes to the weights around each optimizer update, outside the optimizer.
 
 Two, both from airbench94's recipe and useful beyond it:
-  * freezing (`--freeze_variables`, `--freeze_after_epochs`): the trainable variables whose path
-    matches are trained for the given epochs, then the optimizer no longer moves them, as PyTorch's
+  * freezing (`--freeze_variables`, `--freeze_after`): the trainable variables whose path
+    matches are trained that long (a duration), then the optimizer no longer moves them, as PyTorch's
     `requires_grad = False` (airbench freezes its whitening bias after 3 epochs). Their value from
     before each update is put back after it, so the compiled step is not traced again.
   * lookahead averaging (`--lookahead_every=k`, Zhang et al. 2019, with airbench's schedule): every k
@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
+from cnn import durations
 from cnn import optim
 from cnn.config import Config
 from cnn.errors import UserError
@@ -109,6 +110,6 @@ def build_weight_hooks(config: Config, model: tf.keras.Model, steps_per_epoch: i
                     f"--model={config.model} (paths look like: {paths}, ...)")
   if not frozen and not config.lookahead_every:
     return None
-  return WeightHooks(model, frozen, round(config.freeze_after_epochs * steps_per_epoch),
+  return WeightHooks(model, frozen, durations.steps(config, "freeze_after", steps_per_epoch, total_steps),
                      config.lookahead_every, config.lookahead_decay, config.lookahead_decay_power,
                      total_steps, config.lookahead_bn_stats)

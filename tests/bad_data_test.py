@@ -16,10 +16,10 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_cli
-from cnn import train  # pylint: disable=unused-import  # Imported first: its flags are defined unchecked.
 from cnn import evaluate
 from cnn import export
 from cnn import predict
+from cnn import train  # pylint: disable=unused-import  # Imported first: its flags are defined unchecked.
 from cnn.data import bad_images
 from cnn.data import folder
 from cnn.data import stream
@@ -265,10 +265,10 @@ def test_a_file_deleted_during_a_streaming_run_is_named(tmp_path, monkeypatch):
   # Deleted after the first step, it is read again in a later epoch. Not a counted skip even under
   # --skip_bad_images: a batch short of an example would break the rule that step k of a seed always
   # sees the same examples (exact resume), so the run stops, naming the file, and a new run lists anew.
-  from cnn import train_loop  # pylint: disable=import-outside-toplevel
+  from cnn.training import trainer  # pylint: disable=import-outside-toplevel
   root = write_pets(tmp_path / "pets", per_class=8)  # 16 examples: 4 steps an epoch.
   gone = root / "train" / "dog" / "3.webp"
-  real_train = train_loop.TrainLoop.train
+  real_train = trainer.Trainer.train
 
   def train_then_delete(self, num_steps, *args, **kwargs):
     outputs = real_train(self, num_steps, *args, **kwargs)
@@ -276,7 +276,7 @@ def test_a_file_deleted_during_a_streaming_run_is_named(tmp_path, monkeypatch):
       gone.unlink()
     return outputs
 
-  monkeypatch.setattr(train_loop.TrainLoop, "train", train_then_delete)
+  monkeypatch.setattr(trainer.Trainer, "train", train_then_delete)
   for extra in ((), ("--skip_bad_images",)):
     gone.write_bytes(encode("webp", noise(20, 20)))
     code, stderr = run_train(root, tmp_path / f"run{len(extra)}", "--data_memory_budget_mb=0", "--train_steps=12",

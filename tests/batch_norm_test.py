@@ -14,11 +14,11 @@ import tensorflow as tf
 from cnn import distribute
 from cnn import models
 from cnn import optim
-from cnn import trainer
 from cnn.checkpoints import model_variables
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.models import batch_norm
+from cnn.training import trainer
 
 SMALL = DatasetInfo("small", (16, 16, 3), 5, tuple(f"c{i}" for i in range(5)))
 # bfloat16 keeps 8 bits of mantissa, float16 11: outputs agree to their rounding.

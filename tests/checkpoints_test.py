@@ -2,7 +2,7 @@
 
 Kill-and-resume runs `python -m cnn.train` in subprocesses on the tiny real-format TFDS dataset
 (96 train examples, batch 8: 12 steps an epoch) and kills them with a real SIGKILL at an exact
-step (`CNN_TEST_SIGKILL_AT_STEP`, read by cnn/preemption.py: the process signals itself).
+step (`CNN_TEST_SIGKILL_AT_STEP`, read by cnn/training/preemption.py: the process signals itself).
 """
 
 import json

@@ -1,7 +1,8 @@
 """The controller's cadence: where a call of the train loop is cut, and which calls write histograms."""
 
-from cnn import controller
+from cnn import durations
 from cnn.config import Config
+from cnn.training import controller
 
 
 def calls(config: Config, total: int, epoch_end: int) -> list[tuple[int, int, bool]]:
@@ -9,7 +10,7 @@ def calls(config: Config, total: int, epoch_end: int) -> list[tuple[int, int, bo
   step, out = 0, []
   while step < total:
     end = min((step // epoch_end + 1) * epoch_end, total)
-    num_steps, histograms = controller.next_call(step, end, config)
+    num_steps, histograms = controller.next_call(step, end, config, durations.cadence(config, epoch_end, total))
     out.append((step + 1, num_steps, histograms))
     step += num_steps
   return out

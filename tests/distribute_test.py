@@ -13,10 +13,11 @@ import tensorflow as tf
 
 from cnn import data
 from cnn import distribute
-from cnn import steps
 from cnn import train
 from cnn.config import Config
 from cnn.models.simple_cnn import SimpleCNN
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 from checkpoints_test import assert_bitwise_equal, checkpoint_state
 from conftest import REPO, run_cli, run_dir_files
 import tiny_tfds
@@ -32,9 +33,9 @@ def train_weights(strategy, split, num_steps=6, batch_size=16):
     model(tf.zeros((1, *tiny_tfds.IMAGE_SHAPE)))
     optimizer = tf.keras.optimizers.SGD(0.1, momentum=0.9)
     optimizer.build(model.trainable_variables)
-    metrics = steps.Metrics("train")
+    metrics = metrics_lib.Metrics("train")
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-  train_step = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, batch_size)
+  train_step = train_step_lib.make_train_loop(model, optimizer, loss_fn, metrics, strategy, batch_size)
   iterator = iter(strategy.distribute_datasets_from_function(
       lambda context: data.train_dataset(split, batch_size, seed=0, input_context=context)))
   for _ in range(num_steps):

@@ -16,12 +16,13 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from cnn import train  # Before the other entry points: they share its flags.
 from cnn import checkpoints
-from cnn import controller
-from cnn import eval_sets
+from cnn import durations
 from cnn import evaluate
-from cnn import metrics_csv
 from cnn.config import Config
 from cnn.errors import UserError
+from cnn.training import controller
+from cnn.training import eval_sets
+from cnn.training import metrics_csv
 from conftest import REPO, run_cli
 from train_test import scalar_tags
 import tiny_tfds
@@ -78,8 +79,8 @@ def test_top_k_is_off_up_to_10_classes_and_available_on_request():
 
 
 def test_top_k_metric_counts_a_label_within_the_k_highest_logits():
-  from cnn import steps  # pylint: disable=import-outside-toplevel
-  metrics = steps.Metrics("eval", top_k=2)
+  from cnn.training import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
+  metrics = metrics_lib.Metrics("eval", top_k=2)
   logits = tf.constant([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
   metrics.update(tf.zeros([3]), tf.constant([0, 1, 2]), logits)
   assert metrics.result() == pytest.approx({"loss": 0.0, "accuracy": 1 / 3, "top2_accuracy": 2 / 3})
@@ -181,10 +182,11 @@ def test_a_resumed_run_appends_to_metrics_csv_without_duplicates(tiny_data_dir, 
 def test_evaluations_cut_the_train_loop_calls_at_their_steps():
   config = Config(eval_every_steps=5, steps_per_loop=20, log_every_steps=100, checkpoint_every_steps=0,
                   histogram_every_steps=0)
-  assert controller.eval_every_steps(config, 12) == 5
-  assert controller.eval_every_steps(Config(eval_every_epochs=0.5), 12) == 6
-  assert controller.eval_every_steps(Config(), 12) == 12
-  assert controller.next_call(0, 12, config, [5 - 0 % 5]) == (5, False)
+  cadence = durations.cadence(config, 12, 100)
+  assert cadence.eval_every == 5
+  assert durations.cadence(Config(eval_every_epochs=0.5), 12, 100).eval_every == 6
+  assert durations.cadence(Config(), 12, 100).eval_every == 12
+  assert controller.next_call(0, 12, config, cadence, [5 - 0 % 5]) == (5, False)
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -219,7 +221,7 @@ def test_the_watcher_evaluates_each_checkpoint_of_a_live_run_and_exits_when_it_e
   trainer = subprocess.run(
       [sys.executable, "-m", "cnn.train", *tiny_args(tiny_data_dir, run_dir, "--train_steps=120",
                                                      "--checkpoint_every_steps=4", "--keep_checkpoints=2",
-                                                     "--steps_per_loop=1", "--extra_modules=slow_train_loop")],
+                                                     "--steps_per_loop=1", "--extra_modules=slow_trainer")],
       cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300, check=False)
   assert trainer.returncode == 0, trainer.stderr
   watcher_output, watcher_errors = watcher.communicate(timeout=300)

@@ -7,9 +7,10 @@ import tensorflow as tf
 from cnn import distribute
 from cnn import gradients
 from cnn import optim
-from cnn import steps
 from cnn.config import Config
 from cnn.models.simple_cnn import SimpleCNN
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 from optim_test import built_net
 
 
@@ -66,11 +67,11 @@ def test_a_float16_step_non_finite_on_one_replica_only_is_skipped_on_all():
       model(images[:1])
       optimizer = optim.build_optimizer(Config(optimizer="sgd", learning_rate=0.1, precision="mixed_float16"))
       optimizer.build(model.trainable_variables)
-      metrics = steps.Metrics("train")
+      metrics = metrics_lib.Metrics("train")
   finally:
     tf.keras.mixed_precision.set_global_policy("float32")
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-  train_step = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_size=8)
+  train_step = train_step_lib.make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_size=8)
   before, scale = [read(v) for v in model.trainable_variables], read(optimizer.dynamic_scale)
   train_step(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, labels)))))
   assert read(optimizer.dynamic_scale) == scale / 2

@@ -14,13 +14,14 @@ import tensorflow as tf
 
 from cnn import flags as cnn_flags
 from cnn import models
-from cnn.models import activations
-from cnn import steps
 from cnn.checkpoints import model_variables
 from cnn.config import Config
 from cnn.data import DatasetInfo
 from cnn.errors import UserError
+from cnn.models import activations
 from cnn.models.layer_table import layer_table
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 
 IMAGENET_SMALL = DatasetInfo("imagenet2012", (32, 32, 3), 1000, tuple(f"c{i}" for i in range(1000)))
 TINY = DatasetInfo("tiny", (32, 32, 3), 7, tuple(f"c{i}" for i in range(7)))
@@ -96,8 +97,8 @@ def train_a_few_steps(model, info, num_steps=3, learning_rate=1e-3):
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   optimizer = tf.keras.optimizers.Adam(learning_rate)
   optimizer.build(model.trainable_variables)
-  train_step = steps.make_train_loop(model, optimizer, loss_fn, steps.Metrics("train"),
-                                     tf.distribute.get_strategy(), global_batch_size=8)
+  train_step = train_step_lib.make_train_loop(model, optimizer, loss_fn, metrics_lib.Metrics("train"),
+                                              tf.distribute.get_strategy(), global_batch_size=8)
   before = float(tf.reduce_mean(loss_fn(labels, model(images, training=True))))
   iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
   for _ in range(num_steps):
@@ -216,6 +217,7 @@ print(len(names), len({kernels[n].tobytes() for n in names}), sum(float(kernels[
 """
 
 
+@pytest.mark.e2e  # Two Python processes, each building a ResNet-18.
 def test_resnet_kernels_are_drawn_each_their_own_and_from_the_seed_alone():
   # A shared initializer gave same-shaped kernels identical values, drawn at import time (seed ignored).
   outputs = [subprocess.run([sys.executable, "-c", _FIRST_KERNELS], capture_output=True, text=True, check=True,

@@ -70,7 +70,9 @@ def test_a_stack_that_shrinks_the_image_below_1x1_names_the_layer():
 def test_unknown_names_list_the_valid_ones():
   with pytest.raises(UserError, match="unknown --model=resnet9; registered models: airbench94, resnet101, "
                      "resnet110, resnet152, resnet18, resnet20, resnet26, resnet32, resnet34, resnet44, "
-                     "resnet50, resnet56, simple_cnn, or keras:<name>$"):
+                     "resnet50, resnet56, separable_resnet, simple_cnn, xresnet101, xresnet152, xresnet18, "
+                     "xresnet18_sa, xresnet34, xresnet34_sa, xresnet50, xresnet50_sa, xresnet50_sa_maxblur, "
+                     "xresnet50_sa_maxpool, or keras:<name>$"):
     build(model="resnet9")
   with pytest.raises(UserError, match="unknown --activation=rectify; e.g. relu"):
     build(activation="rectify")

@@ -6,9 +6,11 @@ import tensorflow as tf
 
 from cnn import gradients
 from cnn import optim
-from cnn import steps
 from cnn.config import Config
 from cnn.errors import UserError
+from cnn.training import evaluator as evaluator_lib
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 
 
 class Net(tf.keras.Model):
@@ -105,7 +107,7 @@ def test_eval_uses_the_moving_average_and_training_keeps_the_raw_weights():
   optimizer.build(model.trainable_variables)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
   strategy = tf.distribute.get_strategy()
-  train_step = steps.make_train_loop(model, optimizer, loss_fn, steps.Metrics("train"), strategy, 8)
+  train_step = train_step_lib.make_train_loop(model, optimizer, loss_fn, metrics_lib.Metrics("train"), strategy, 8)
   iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
   for _ in range(5):
     train_step(iterator)
@@ -114,8 +116,8 @@ def test_eval_uses_the_moving_average_and_training_keeps_the_raw_weights():
               for v in model.trainable_variables]
   assert any(not np.allclose(r, a) for r, a in zip(raw, averages))
 
-  eval_metrics = steps.Metrics("eval")
-  eval_step = steps.make_eval_step(model, loss_fn, eval_metrics, strategy)
+  eval_metrics = metrics_lib.Metrics("eval")
+  eval_step = evaluator_lib.make_eval_step(model, loss_fn, eval_metrics, strategy)
   with optim.averaged_weights(model, optimizer):
     for variable, average in zip(model.trainable_variables, averages):
       np.testing.assert_array_equal(variable.numpy(), average)
@@ -141,7 +143,8 @@ def train_net(config, steps_count=4):
   optimizer = optim.build_optimizer(config, model.trainable_variables, statistics=optim.averaged_statistics(model))
   optimizer.build(model.trainable_variables)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-  train_step = steps.make_train_loop(model, optimizer, loss_fn, steps.Metrics("train"), tf.distribute.get_strategy(), 8)
+  train_step = train_step_lib.make_train_loop(model, optimizer, loss_fn, metrics_lib.Metrics("train"),
+                                              tf.distribute.get_strategy(), 8)
   iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
   statistics = []  # The BatchNorm statistics after each step.
   for _ in range(steps_count):

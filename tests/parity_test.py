@@ -20,9 +20,13 @@ Seen while writing these: Keras's unfused BatchNorm (TF backend) loses float32 p
 gradient where torch's does not. ResNet-18 after two steps with weight decay 1.0 (lr 1e-3): Keras's
 gradients of stage3_block1 1% off the float64 ones, torch's float32 ones 4e-6; Keras in float64
 agrees with torch in float64 to 2e-7. The ResNet Ranger case here runs without weight decay for that
-reason (the tutorial cases test it). The ResNet cases build Keras's own BatchNormalization layer; the
-fused one (cnn/models/batch_norm.py, the models' default) departs from PyTorch by far more
-(`test_the_fused_batch_norm_step_is_pytorchs`, expected to fail until that is fixed).
+reason (the tutorial cases test it). The ResNet cases here build Keras's own BatchNormalization layer;
+the fused one (cnn/models/batch_norm.py, the models' default): `test_the_fused_batch_norm_step_is_pytorchs`.
+A ReLU ResNet is ill-conditioned at float32 rounding: a ReLU input within ~1e-6 of 0 lands on either
+side depending on the order of a sum, that one element's gradient is then all or nothing, and a few
+steps amplify it to 1e-3..3e-2. Which BatchNorm departs is luck of the data (seed 0: the fused one;
+seeds 1, 3: both; seed 4: Keras's); with a smooth activation both agree to 1e-6 on every seed
+(`test_relu_resnets_depart_at_one_relu_input_within_rounding_of_zero`).
 `pip install -e '.[parity]'` installs torch; without it these tests skip.
 """
 
@@ -36,8 +40,9 @@ import tensorflow as tf
 torch = pytest.importorskip("torch", reason="PyTorch measures these tests: pip install -e '.[parity]'")
 import torch_twins  # pylint: disable=wrong-import-position
 
+from cnn import models  # pylint: disable=wrong-import-position
 from cnn import optim  # pylint: disable=wrong-import-position
-from cnn import trainer  # pylint: disable=wrong-import-position
+from cnn.training import trainer  # pylint: disable=wrong-import-position
 from cnn.config import Config  # pylint: disable=wrong-import-position
 from cnn.data import DatasetInfo  # pylint: disable=wrong-import-position
 from cnn.models import batch_norm  # pylint: disable=wrong-import-position
@@ -260,15 +265,63 @@ def test_our_step_is_pytorchs(case, monkeypatch):
     assert min(gaps.values()) > TOLERANCE and max(gaps.values()) > 1000 * TOLERANCE, gaps
 
 
+ACTIVATIONS = {"relu": torch.nn.functional.relu, "silu": torch.nn.functional.silu, "mish": torch.nn.functional.mish}
+
+
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason="the fused BatchNorm (cnn/models/batch_norm.py) departs from PyTorch: "
-                   "losses 1e-3 apart by step 3, weights 1.9e-2 after 4 steps (Keras's layer: 1e-6); seen 2026-12-06")
-def test_the_fused_batch_norm_step_is_pytorchs():
+@pytest.mark.parametrize("activation, seed", [("mish", 0), ("silu", 3)])
+def test_the_fused_batch_norm_step_is_pytorchs(activation, seed):
+  # Smooth activations (mish: also our custom-gradient Mish against F.mish); under ReLU, rounding decides
+  # (test_relu_resnets_depart_at_one_relu_input_within_rounding_of_zero). Seeds 0 and 3 made ReLU depart.
   settings, steps, recipe = CASES["resnet18_nesterov_l2_smoothing"]
-  config = Config(**settings)
-  images, labels = data(config.model, steps, config.batch_size)
+  config = Config(**settings, activation=activation)
+  images, labels = data(config.model, steps, config.batch_size, seed)
   start, ours = train_ours(config, images, labels)
-  assert_same_run(ours, train_twin(twin_of(config), start, recipe, images, labels, config.batch_size), start)
+  twin = torch_twins.ResNet18(10, ACTIVATIONS[activation])
+  assert_same_run(ours, train_twin(twin, start, recipe, images, labels, config.batch_size), start)
+
+
+def relu_inputs_and_gradients(model: tf.keras.Model, images: np.ndarray, labels: np.ndarray):
+  """The ResNet blocks' ReLU inputs ({block: [first, after the add]}) and the gradients, of one training step."""
+  inputs = {}
+  for block in model.blocks:
+    block.activation = lambda z, name=block.name: inputs.setdefault(name, []).append(z) or tf.nn.relu(z)
+  dtype = model.trainable_variables[0].dtype
+  with tf.GradientTape() as tape:
+    logits = model(tf.constant(images, dtype), training=True)
+    loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+  gradients = tape.gradient(loss, model.trainable_variables)
+  return inputs, {v.path: g.numpy().astype(np.float64) for v, g in zip(model.trainable_variables, gradients)}
+
+
+@pytest.mark.e2e
+def test_relu_resnets_depart_at_one_relu_input_within_rounding_of_zero(monkeypatch):
+  # The fused BatchNorm on seed 0 (the ReLU case above) against Keras's layer in float64: one ReLU input
+  # of the whole step, at 1.2e-6 of 0 (seen), is on the other side of 0; every gradient above that block
+  # is float64's to 1e-5, every conv kernel's below it is off by ~2e-3. Its BatchNorms' own gradients, given
+  # the same upstream gradient, are float64's to 1e-6 (seen: 1e-7..9e-7).
+  config = Config(**CASES["resnet18_nesterov_l2_smoothing"][0])
+  images, labels = data(config.model, 1, config.batch_size)
+  info = DatasetInfo("parity", images.shape[1:], 10, tuple(map(str, range(10))))
+  runs = {}
+  for fused, precision in ((False, "float64"), (True, "float32")):
+    monkeypatch.setattr(batch_norm, "FUSED", fused)
+    tf.keras.utils.set_random_seed(0)
+    with models.precision_policy(precision):
+      model = models.build_model(config, info)
+    model(tf.constant(images[:2], precision))
+    reinitialize(model)
+    runs[precision] = relu_inputs_and_gradients(model, images, labels)
+  (exact, exact_gradients), (fused_inputs, gradients) = runs["float64"], runs["float32"]
+  flips = {(block, i): np.abs(z.numpy()[(z.numpy() > 0) != (fused_inputs[block][i].numpy() > 0)])
+           for block, zs in exact.items() for i, z in enumerate(zs)}
+  flips = {k: v for k, v in flips.items() if v.size}
+  assert list(flips) == [("stage1_block2", 1)] and flips["stage1_block2", 1].size == 1, flips
+  assert flips["stage1_block2", 1][0] < 1e-5
+  gaps = {p: np.linalg.norm(g - exact_gradients[p]) / np.linalg.norm(exact_gradients[p]) for p, g in gradients.items()}
+  below = [p for p in gaps if "stem" in p or "stage1" in p]
+  assert max(g for p, g in gaps.items() if p not in below) < 1e-5, gaps
+  assert min(gaps[p] for p in below if p.endswith("kernel")) > 1e-4, gaps  # Seen: 2.0e-3..2.7e-3.
 
 
 def gap(ours: Run, theirs: Run) -> float:

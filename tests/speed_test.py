@@ -1,6 +1,7 @@
 """Speed features: precisions, loss scaling, steps per loop, XLA, FLOPs counting and retrace warnings."""
 
 import dataclasses
+import importlib
 import json
 import logging
 import statistics
@@ -11,13 +12,13 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
 
 from cnn import data as data_lib
-from cnn import actions
-from cnn import evaluator
 from cnn import flops
 from cnn import throughput
-from cnn import trainer
 from cnn.config import Config
-from conftest import run_cli
+from cnn.training import actions
+from cnn.training import evaluator
+from cnn.training import trainer
+from conftest import REPO, run_cli
 from streaming_run_test import write_jpegs
 
 INFO = data_lib.DatasetInfo("random", (32, 32, 3), 10, tuple(map(str, range(10))))
@@ -209,9 +210,17 @@ def test_precision_and_target_accuracy_are_validated():
     dataclasses.replace(Config(), target_accuracy=1.5).validate()
 
 
+def import_bench(monkeypatch):
+  """benchmarks/bench.py as a module: benchmarks/ is not a package, and bench.py imports keras_fit beside it.
+
+  Imported inside the tests: it defines its flags on import."""
+  monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+  return importlib.import_module("bench")
+
+
 @pytest.mark.e2e
-def test_bench_runs_end_to_end_on_mock_data_and_writes_its_json(mock_tfds, tmp_path):
-  from cnn import bench  # pylint: disable=import-outside-toplevel  # Defines its flags on import.
+def test_bench_runs_end_to_end_on_mock_data_and_writes_its_json(mock_tfds, tmp_path, monkeypatch):
+  bench = import_bench(monkeypatch)
   output = tmp_path / "bench.json"
   code, stderr = run_cli(bench.main, [
       "--bench_steps=4", "--lead_in_steps=2", "--rounds=3", "--search_rounds=1", "--search_steps=2",
@@ -235,8 +244,8 @@ def test_bench_runs_end_to_end_on_mock_data_and_writes_its_json(mock_tfds, tmp_p
 
 
 @pytest.mark.e2e
-def test_bench_runs_on_a_folder_of_images_whose_splits_stream(tmp_path):
-  from cnn import bench  # pylint: disable=import-outside-toplevel  # Defines its flags on import.
+def test_bench_runs_on_a_folder_of_images_whose_splits_stream(tmp_path, monkeypatch):
+  bench = import_bench(monkeypatch)
   root = write_jpegs(tmp_path / "jpegs", 8)  # train/ 24 and val/ 12 JPEGs of 64×48, 3 classes.
   output = tmp_path / "bench.json"
   code, stderr = run_cli(bench.main, [

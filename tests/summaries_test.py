@@ -30,12 +30,13 @@ from cnn import gradients
 from cnn import models
 from cnn import render
 from cnn import run_dir as run_dir_lib
-from cnn import steps
 from cnn import summaries
 from cnn import train
-from cnn.config import OPERATIONAL_FIELDS
 from cnn.config import Config
+from cnn.config import OPERATIONAL_FIELDS
 from cnn.models.simple_cnn import SimpleCNN
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 from conftest import run_cli, run_dir_files
 from streaming_run_test import write_jpegs
 import tiny_tfds
@@ -335,16 +336,16 @@ def _histogram_step_gradients(log_dir: pathlib.Path, strategy_name: str, precisi
       if precision == "mixed_float16":
         optimizer = tf.keras.optimizers.LossScaleOptimizer(optimizer)
       optimizer.build(model.trainable_variables)
-      metrics = steps.Metrics("train")
+      metrics = metrics_lib.Metrics("train")
     histograms = summaries.GradientHistograms(model, strategy)
     tags = [f"gradients/{v.path.split('/', 1)[1]}" for v in model.trainable_variables]
     with tf.GradientTape() as tape:  # Cross-replica: reads the (mirrored) weights as one device does.
       loss = tf.reduce_mean(loss_fn(labels, tf.cast(model(images, training=True), tf.float32)))
     expected = dict(zip(tags, (g.numpy() for g in tape.gradient(loss, model.trainable_variables))))
     writer = tf.summary.create_file_writer(str(log_dir))
-    train_loop = steps.make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_size=8,
-                                       transforms=transforms,
-                                       gradient_summary=histograms.record)
+    train_loop = train_step_lib.make_train_loop(model, optimizer, loss_fn, metrics, strategy, global_batch_size=8,
+                                                transforms=transforms,
+                                                gradient_summary=histograms.record)
     train_loop(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, labels)))),
                histograms=True)
     histograms.write(writer, 1)

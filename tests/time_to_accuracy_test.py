@@ -5,9 +5,9 @@ import json
 import pytest
 import tensorflow as tf
 
-from cnn import actions
 from cnn import checkpoints
 from cnn import train
+from cnn.training import actions
 from checkpoints_test import tiny_args
 from conftest import run_cli
 

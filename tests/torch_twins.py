@@ -121,11 +121,11 @@ class TutorialCNN(Twin):
 
 
 class BasicBlock(nn.Module):
-  """cnn/models/imagenet_resnet.py's basic block: 3×3 → BN → ReLU → 3×3 → BN, + shortcut, ReLU."""
+  """cnn/models/imagenet_resnet.py's basic block: 3×3 → BN → act → 3×3 → BN, + shortcut, act (ReLU by default)."""
 
-  def __init__(self, cin: int, cout: int, stride: int):
+  def __init__(self, cin: int, cout: int, stride: int, activation: Callable[[torch.Tensor], torch.Tensor] = F.relu):
     super().__init__()
-    self.stride = stride
+    self.stride, self.activation = stride, activation
     self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, bias=False), BatchNorm(cout)
     self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, bias=False), BatchNorm(cout)
     self.projection = stride > 1 or cin != cout
@@ -133,10 +133,10 @@ class BasicBlock(nn.Module):
       self.shortcut_conv, self.shortcut_bn = nn.Conv2d(cin, cout, 1, stride, bias=False), BatchNorm(cout)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
-    y = F.relu(self.bn1(self.conv1(same_padding(x, 3, self.stride))))
+    y = self.activation(self.bn1(self.conv1(same_padding(x, 3, self.stride))))
     y = self.bn2(self.conv2(same_padding(y, 3, 1)))
     shortcut = self.shortcut_bn(self.shortcut_conv(same_padding(x, 1, self.stride))) if self.projection else x
-    return F.relu(y + shortcut)
+    return self.activation(y + shortcut)
 
   def entries(self, path: str):
     out = {**_conv_entries(f"{path}/conv1", self.conv1), **_bn_entries(f"{path}/bn1", self.bn1),
@@ -148,21 +148,25 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(Twin):
-  """cnn/models/imagenet_resnet.py's resnet18 (v1.5, no ResNet-D): 7×7/2 stem, 3×3/2 max-pool, 4 stages."""
+  """cnn/models/imagenet_resnet.py's resnet18 (v1.5, no ResNet-D): 7×7/2 stem, 3×3/2 max-pool, 4 stages.
 
-  def __init__(self, num_classes: int):
+  `activation`: --activation's function in torch (F.relu, F.silu, F.mish).
+  """
+
+  def __init__(self, num_classes: int, activation: Callable[[torch.Tensor], torch.Tensor] = F.relu):
     super().__init__()
+    self.activation = activation
     self.stem_conv, self.stem_bn = nn.Conv2d(3, 64, 7, 2, bias=False), BatchNorm(64)
     self.blocks, self.block_names, cin = nn.ModuleList(), [], 64
     for stage, width in enumerate((64, 128, 256, 512), start=1):
       for i in (1, 2):
-        self.blocks.append(BasicBlock(cin, width, 2 if stage > 1 and i == 1 else 1))
+        self.blocks.append(BasicBlock(cin, width, 2 if stage > 1 and i == 1 else 1, activation))
         self.block_names.append(f"resnet18/stage{stage}_block{i}")
         cin = width
     self.logits = nn.Linear(512, num_classes)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
-    x = F.relu(self.stem_bn(self.stem_conv(same_padding(x, 7, 2))))
+    x = self.activation(self.stem_bn(self.stem_conv(same_padding(x, 7, 2))))
     x = F.max_pool2d(same_padding(x, 3, 2, value=-math.inf), 3, 2)
     for block in self.blocks:
       x = block(x)

@@ -17,8 +17,8 @@ from cnn import checkpoints
 from cnn import data
 from cnn import run_dir as run_dir_lib
 from cnn import train
-from cnn import trainer
 from cnn.config import Config
+from cnn.training import trainer
 from conftest import REPO, run_cli, run_dir_files
 import tiny_tfds
 

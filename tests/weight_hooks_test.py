@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cnn import steps
 from cnn import weight_hooks
 from cnn.config import Config
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 from optim_test import Net
 
 
@@ -80,8 +81,8 @@ def train_tiny(config, num_steps, steps_per_loop=1):
   optimizer.build(model.trainable_variables)
   hooks = weight_hooks.build_weight_hooks(config, model, steps_per_epoch=4, total_steps=num_steps)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-  train_step = steps.make_train_loop(model, optimizer, loss_fn, steps.Metrics("train"), strategy, 8,
-                                     weight_hooks=hooks)
+  train_step = train_step_lib.make_train_loop(model, optimizer, loss_fn, metrics_lib.Metrics("train"), strategy, 8,
+                                              weight_hooks=hooks)
   for step in range(0, num_steps, steps_per_loop):
     train_step(iterator, min(steps_per_loop, num_steps - step), step)
   return {v.path: v.numpy() for v in model.variables}

@@ -16,13 +16,16 @@ def _mish_gradient(x: tf.Tensor, upstream: tf.Tensor) -> tf.Tensor:
 
   With e = exp(x), n = e (e + 2): tanh(softplus(x)) = n / (n + 2) and sigmoid(x) = e / (1 + e), so
   mish'(x) = tanh(softplus(x)) + x sigmoid(x) (1 - tanh²(softplus(x))) needs one exponential.
-  Above x = 20, tanh(softplus(x)) and sigmoid(x) are 1 in float32: clamping keeps e² finite.
+  Above x = 20, tanh(softplus(x)) and sigmoid(x) are 1 in float32 (and e² overflows): selected, not
+  clamped before the exp, which XLA's CPU loop ran 1.7× slower (a `minimum` in front of the exp; seen:
+  30 against 18 ms of CPU on [64, 32, 32, 128] float32, ReluGrad 14), with the same values.
   """
   x32 = tf.cast(x, tf.float32)
-  e = tf.exp(tf.minimum(x32, 20.0))
+  e = tf.exp(x32)
   n = e * (e + 2.0)
-  t = n / (n + 2.0)
-  derivative = t + x32 * (e / (1.0 + e)) * (1.0 - t * t)
+  large = x32 > 20.0
+  t = tf.where(large, 1.0, n / (n + 2.0))
+  derivative = t + x32 * tf.where(large, 1.0, e / (1.0 + e)) * (1.0 - t * t)
   return tf.cast(tf.cast(upstream, tf.float32) * derivative, x.dtype)
 
 

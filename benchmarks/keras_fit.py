@@ -1,7 +1,7 @@
 """The seeds' recipe, importable: the tutorial's Keras `Sequential`, compiled as the seeds compile it.
 
 `benchmarks/seed_recipe.py` trains it with `model.fit` on numpy arrays, exactly as the seeds do;
-`python -m cnn.bench` times it against this project's trainer.
+`benchmarks/bench.py` times it against this project's trainer.
 """
 
 from typing import Optional, Sequence

@@ -1,10 +1,10 @@
 """A run: set it up, train and evaluate it, and write its results.
 
 `train_and_evaluate` reads top to bottom in banner sections, each delegating to a plain function
-below it. Who does what: when things happen, cnn/controller.py; the compiled train loop,
-cnn/train_loop.py (its math in cnn/steps.py); one pass over eval data, cnn/evaluator.py; what
-happens after a step or an eval, cnn/actions.py; checkpoints, cnn/checkpoints.py; signals,
-cnn/preemption.py.
+below it. Who does what (in cnn/training/ unless said): when things happen, controller.py; what is
+trained and one call of the compiled train loop, trainer.py (the train step in train_step.py); one
+pass over eval data, evaluator.py; what happens after a step or an eval, actions.py; checkpoints,
+cnn/checkpoints.py; signals, preemption.py.
 """
 
 import contextlib
@@ -19,37 +19,30 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from cnn import actions
 from cnn import augment
 from cnn import checkpoints
-from cnn import controller as controller_lib
 from cnn import data as data_lib
 from cnn import distribute
-from cnn import eval_sets
-from cnn import evaluator as evaluator_lib
+from cnn import durations
 from cnn import flops
-from cnn import gradients
-from cnn import init_from
-from cnn import losses
-from cnn import metrics_csv
-from cnn import models
-from cnn import optim
 from cnn import plugins
-from cnn import preemption
 from cnn import run_dir as run_dir_lib
-from cnn import steps
 from cnn import summaries
 from cnn import system_errors
 from cnn import throughput as throughput_lib
-from cnn import train_loop as train_loop_lib
-from cnn import weight_hooks as weight_hooks_lib
 from cnn.config import Config
 from cnn.data import service as data_service
-from cnn.models.layer_table import layer_table
+from cnn.training import actions
+from cnn.training import controller as controller_lib
+from cnn.training import eval_sets
+from cnn.training import evaluator as evaluator_lib
+from cnn.training import metrics_csv
+from cnn.training import preemption
+from cnn.training import trainer as trainer_lib
 
 
 def train_and_evaluate(config: Config) -> dict[str, Any]:
-  """Trains `config.model` on `config.dataset`, evaluating when due (cnn/controller.py).
+  """Trains `config.model` on `config.dataset`, evaluating when due (cnn/training/controller.py).
 
   Writes flags.txt, results.json, metrics.csv, checkpoints and TensorBoard event files into the run directory.
   A run directory that holds a run with the same settings resumes it from its latest checkpoint;
@@ -74,7 +67,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
     # ---------------------------------------------------------------- Model
     # Built before the splits are read, so that a bad name or shape fails in a second.
     source = data_lib.open_dataset(config)
-    model, model_table = build_model_in_scope(config, source.info, strategy)
+    model, model_table = trainer_lib.build_model_in_scope(config, source.info, strategy)
     best_metric = eval_sets.best_metric(config, source.info.num_classes)  # Checks --eval_splits, --eval_top_k.
 
     # ---------------------------------------------------------------- Data
@@ -83,52 +76,45 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
       model.initialize_from_data(data.preprocess(data_lib.head_images(data.train_split, 5000)))
 
     # ---------------------------------------------------------------- Training state
-    training = build_training(config, model, strategy, data.steps_per_epoch, data.total_steps, source.info.num_classes)
+    training = trainer_lib.build_training(config, model, strategy, data.steps_per_epoch, data.total_steps,
+                                          source.info.num_classes)
     throughput = measure_flops(config, training, source.info, strategy)
     writers = start_run_dir(config, run_dir, chief, strategy, source.info, model, model_table, data)
     write_dir = distribute.worker_dir(strategy, run_dir)  # A temporary directory on non-chief workers.
     time_to_accuracy = actions.TimeToAccuracy(config.target_accuracy)  # Its clock is in the checkpoint.
-    checkpointer = checkpoints.Checkpointer(
-        run_dir, model, training.optimizer, training.train_metrics.variables(), config.keep_checkpoints, write_dir,
-        training.weight_hooks.variables() if training.weight_hooks else (), config.keep_best, best_metric,
-        time_to_accuracy.variables())
-    train_loop = start_train_loop(config, run_dir, resuming, checkpointer, training, data, writers)
+    checkpointer = build_checkpointer(config, run_dir, write_dir, training, best_metric, time_to_accuracy)
+    trainer = start_trainer(config, run_dir, resuming, checkpointer, training, data, writers)
 
     # ---------------------------------------------------------------- Loop
     cadence, final_sets = build_evaluators(data, training)
     eval_summaries = actions.EvalSummaries(writers, run_dir if strategy.extended.should_save_summary else None,
                                            source.info.class_names, config)
-    write_csv = ([actions.WriteMetricsCsv(metrics_table(run_dir, train_loop.step), data.steps_per_epoch)]
+    write_csv = ([actions.WriteMetricsCsv(metrics_table(run_dir, trainer.step), data.steps_per_epoch)]
                  if chief else [])
     controller = controller_lib.Controller(
-        config, train_loop, cadence, checkpointer, preemption.Preemption(strategy, run_dir),
+        config, trainer, cadence, checkpointer, preemption.Preemption(strategy, run_dir),
         summaries.Profiler(os.path.join(run_dir, "train"), config.profile_steps if chief else (0, 0),
                            data.total_steps),
-        controller_lib.Progress(train_loop, throughput, writers, model, training.optimizer, data.total_steps),
+        controller_lib.Progress(trainer, throughput, writers, model, training.optimizer, data.total_steps,
+                                training.schedule),
         step_actions=[actions.NanGuard(checkpointer, training.optimizer), time_to_accuracy.after_step],
         eval_actions=[eval_summaries, time_to_accuracy,  # Before the save: the target's step is saved.
                       actions.SaveCheckpoints(checkpointer, best_metric), *write_csv],
         steps_per_epoch=data.steps_per_epoch, total_steps=data.total_steps,
-        eval_every=controller_lib.eval_every_steps(config, data.steps_per_epoch))
-    first_step = train_loop.step
+        cadence=durations.cadence(config, data.steps_per_epoch, data.total_steps))
+    first_step = trainer.step
     time_to_accuracy.start()
     with (controller.preemption, contextlib.closing(writers), contextlib.closing(eval_summaries),
           _removed(write_dir, not chief)):
       step = controller.run()
-      final = final_evaluations(controller, final_sets)
 
       # -------------------------------------------------------------- Results
-      results = {**final, "train_accuracy": train_loop.metrics.result()["accuracy"],
-                 "train_loss": train_loop.metrics.result()["loss"], "train_seconds": controller.train_seconds,
-                 "wall_seconds": time.perf_counter() - controller.loop_start,  # Training and evaluation.
-                 "steps": step, "epochs": step / data.steps_per_epoch, "num_parameters": model.count_params(),
-                 **speed_results(throughput, step - first_step, controller, cadence),
+      results = {**final_evaluations(controller, final_sets),
+                 **train_results(controller, step, first_step, data.steps_per_epoch, model, throughput, cadence),
                  **time_to_accuracy.results()}
       writers.scalars(writers.run, {k: v for k, v in results.items() if not isinstance(v, str)}, step)
   if chief:
-    run_dir_lib.write_results(run_dir, results)
-    print(f"{config.eval_split} accuracy: {results['eval_accuracy']:.4f}  (loss {results['eval_loss']:.4f}, "
-          f"{step} steps, {controller.train_seconds:.0f} s of training; results in {run_dir})")
+    _write_results(run_dir, results, config.eval_split, controller.train_seconds)
   return results
 
 
@@ -151,27 +137,6 @@ def _report_finished(run_dir: str, finished: dict[str, Any]) -> dict[str, Any]:
         f"{finished['eval_accuracy']:.4f}); nothing to do (a larger --train_steps or --epochs extends it)",
         flush=True)
   return finished
-
-
-# ------------------------------------------------------------------ Model.
-
-def build_model_in_scope(config: Config, info: data_lib.DatasetInfo,
-                         strategy: tf.distribute.Strategy) -> tuple[tf.keras.Model, str]:
-  """`models.build_model` under `config.precision`, its variables in `strategy`'s scope, with
-  --init_from applied; returns it and its layer table.
-
-  The Keras global precision policy is `config.precision` while the model is built, and as it was after.
-  """
-  with models.precision_policy(config.precision), strategy.scope():
-    model = models.build_model(config, info)
-    model(tf.zeros((1, *info.image_shape)))  # Builds the variables.
-  if config.init_from:  # A resumed run restores its own checkpoint over this.
-    init_from.initialize(model, config.init_from, info.num_classes)
-  per_replica_batch = config.batch_size // strategy.num_replicas_in_sync
-  augment.check_pairing(config.augment, per_replica_batch, config.batch_size)  # Also checks the names.
-  model_table = layer_table(model, info.image_shape)
-  logging.info("Model %s:\n%s", config.model, model_table)
-  return model, model_table
 
 
 # ------------------------------------------------------------------ Data.
@@ -213,7 +178,7 @@ class RunData:
 
   @property
   def eval_sets(self) -> list[tuple[str, Any]]:
-    """(name, split) of each eval set (cnn/eval_sets.py): --eval_split, --eval_splits, then --test_split if set."""
+    """(name, split) of each eval set (eval_sets.py): --eval_split, --eval_splits, then --test_split if set."""
     return [(eval_sets.PRIMARY, self.eval_split), *self.named_splits] + (
         [(eval_sets.split_name(self.config.test_split), self.test_split)] if self.test_split is not None else [])
 
@@ -250,51 +215,7 @@ def open_data(config: Config, source: data_lib.DataSource, strategy: tf.distribu
 
 # ------------------------------------------------------------------ Training state.
 
-@dataclasses.dataclass
-class Training:
-  """What the loop drives: the model, its optimizer, loss and metrics, and the compiled loop and step."""
-  model: tf.keras.Model
-  optimizer: tf.keras.optimizers.Optimizer
-  loss_fn: tf.keras.losses.Loss
-  train_metrics: steps.Metrics
-  eval_metrics: steps.Metrics
-  train_loop: steps.TrainLoop
-  eval_step: steps.EvalStep
-  weight_hooks: Optional[weight_hooks_lib.WeightHooks]  # Freezing and lookahead, if the config has them.
-  histograms: Optional[summaries.GradientHistograms]  # With --histogram_every_steps, if due in the run.
-
-
-def build_training(config: Config, model: tf.keras.Model, strategy: tf.distribute.Strategy,
-                   steps_per_epoch: int, total_steps: int, num_classes: int = 0) -> Training:
-  """The optimizer (its schedule needs the run's length), loss, metrics and compiled loop and step for `model`.
-
-  `num_classes` (0: unknown) sets the eval metrics' top-k (cnn/eval_sets.py). With --histogram_every_steps
-  the train loop copies the applied gradients on histogram steps
-  (`summaries.GradientHistograms`, behind a `tf.cond`): no summary op in the compiled loop.
-  """
-  with strategy.scope():
-    optimizer = optim.build_optimizer(config, model.trainable_variables, steps_per_epoch, total_steps,
-                                      optim.averaged_statistics(model))
-    optimizer.build(model.trainable_variables)  # Before the loop is traced (see steps.make_train_loop).
-    train_metrics = steps.Metrics("train")
-    eval_metrics = steps.Metrics("eval", eval_sets.top_k(config, num_classes) if num_classes else 0)
-    weight_hooks = weight_hooks_lib.build_weight_hooks(config, model, steps_per_epoch, total_steps)
-  loss_fn = losses.build_loss(config, augment.needs_soft_labels(config.augment))
-  eval_loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")  # Unsmoothed.
-  due = 0 < config.histogram_every_steps <= total_steps  # Else never due: no histogram ops to trace.
-  histograms = summaries.GradientHistograms(model, strategy) if due else None
-  train_loop = steps.make_train_loop(model, optimizer, loss_fn, train_metrics, strategy, config.batch_size,
-                                     config.jit_compile, gradients.build_transforms(config, model.trainable_variables),
-                                     weight_hooks, histograms.record if histograms else None)
-  return Training(
-      model=model, optimizer=optimizer, loss_fn=loss_fn, train_metrics=train_metrics,
-      eval_metrics=eval_metrics, train_loop=train_loop,
-      eval_step=steps.make_eval_step(augment.with_tta(model, config.tta), eval_loss_fn, eval_metrics, strategy,
-                                     config.jit_compile),
-      weight_hooks=weight_hooks, histograms=histograms)
-
-
-def measure_flops(config: Config, training: Training, info: data_lib.DatasetInfo,
+def measure_flops(config: Config, training: trainer_lib.Training, info: data_lib.DatasetInfo,
                   strategy: tf.distribute.Strategy) -> throughput_lib.Throughput:
   """Counts the model's FLOPs (cnn/flops.py), logs them, and returns the run's throughput accounting."""
   per_replica_batch = config.batch_size // strategy.num_replicas_in_sync
@@ -328,9 +249,18 @@ def start_run_dir(config: Config, run_dir: str, chief: bool, strategy: tf.distri
   return writers
 
 
-def start_train_loop(config: Config, run_dir: str, resuming: bool, checkpointer: checkpoints.Checkpointer,
-                     training: Training, data: RunData, writers: summaries.Writers) -> train_loop_lib.TrainLoop:
-  """Restores the latest checkpoint when resuming, and starts the train loop at its step."""
+def build_checkpointer(config: Config, run_dir: str, write_dir: str, training: trainer_lib.Training,
+                       best_metric: str, time_to_accuracy: actions.TimeToAccuracy) -> checkpoints.Checkpointer:
+  """What a checkpoint holds: model, optimizer, running train metrics, weight hooks' state, the target's clock."""
+  return checkpoints.Checkpointer(
+      run_dir, training.model, training.optimizer, training.train_metrics.variables(), config.keep_checkpoints,
+      write_dir, training.weight_hooks.variables() if training.weight_hooks else (), config.keep_best, best_metric,
+      time_to_accuracy.variables())
+
+
+def start_trainer(config: Config, run_dir: str, resuming: bool, checkpointer: checkpoints.Checkpointer,
+                     training: trainer_lib.Training, data: RunData, writers: summaries.Writers) -> trainer_lib.Trainer:
+  """Restores the latest checkpoint when resuming, and starts the trainer at its step."""
   step = checkpointer.restore() if resuming else 0
   if step:
     print(f"Resuming {run_dir} from step {step} (epoch {step // data.steps_per_epoch + 1}) of "
@@ -338,13 +268,13 @@ def start_train_loop(config: Config, run_dir: str, resuming: bool, checkpointer:
   iterator = iter(data.train_dataset(step))
   if config.write_graph and not step:
     summaries.write_graph(writers.train, training.train_loop, iterator)
-  return train_loop_lib.TrainLoop(training.train_loop, iterator, training.train_metrics, writers.train, step,
-                                  training.histograms)
+  return trainer_lib.Trainer(training.train_loop, iterator, training.train_metrics, writers.train, step,
+                             training.histograms)
 
 
 # ------------------------------------------------------------------ Results.
 
-def build_evaluators(data: RunData, training: Training) -> tuple[list[evaluator_lib.Evaluator],
+def build_evaluators(data: RunData, training: trainer_lib.Training) -> tuple[list[evaluator_lib.Evaluator],
                                                                   list[evaluator_lib.Evaluator]]:
   """The evaluators of every evaluation (--eval_split's, then --eval_splits'), and of the final one (--test_split)."""
   evaluators = [evaluator_lib.Evaluator(name, split, data.eval_dataset(split), training.eval_step,
@@ -377,6 +307,24 @@ def metrics_table(run_dir: str, step: int) -> metrics_csv.MetricsCsv:
   table = metrics_csv.MetricsCsv(os.path.join(run_dir, metrics_csv.FILE))
   table.truncate(step)
   return table
+
+
+def train_results(controller: controller_lib.Controller, step: int, first_step: int, steps_per_epoch: int,
+                  model: tf.keras.Model, throughput: throughput_lib.Throughput,
+                  evaluators: list[evaluator_lib.Evaluator]) -> dict[str, Any]:
+  """The run's train metrics, times, length and speed, as results.json keys (this process began at `first_step`)."""
+  metrics = controller.trainer.metrics.result()
+  return {"train_accuracy": metrics["accuracy"], "train_loss": metrics["loss"],
+          "train_seconds": controller.train_seconds,
+          "wall_seconds": time.perf_counter() - controller.loop_start,  # Training and evaluation.
+          "steps": step, "epochs": step / steps_per_epoch, "num_parameters": model.count_params(),
+          **speed_results(throughput, step - first_step, controller, evaluators)}
+
+
+def _write_results(run_dir: str, results: dict[str, Any], eval_split: str, train_seconds: float) -> None:
+  run_dir_lib.write_results(run_dir, results)
+  print(f"{eval_split} accuracy: {results['eval_accuracy']:.4f}  (loss {results['eval_loss']:.4f}, "
+        f"{results['steps']} steps, {train_seconds:.0f} s of training; results in {run_dir})")
 
 
 def speed_results(throughput: throughput_lib.Throughput, steps_here: int, controller: controller_lib.Controller,

@@ -9,9 +9,9 @@ The prefix is also the set's TensorBoard directory in the run directory (`eval/`
 
 import re
 
-from cnn import steps
 from cnn.config import Config
 from cnn.errors import UserError
+from cnn.training import metrics as metrics_lib
 
 PRIMARY = "eval"  # The name of --eval_split's set.
 EMA_SUFFIX = "_ema"
@@ -66,7 +66,7 @@ def reported_prefix(name: str, averaged: bool) -> str:
 def metric_names(config: Config, num_classes: int) -> list[str]:
   """Every `<prefix>/<metric>` an evaluation of the run reports, in metrics.csv's order."""
   k = top_k(config, num_classes)
-  metrics = ["loss", "accuracy"] + ([steps.top_k_name(k)] if k else [])
+  metrics = ["loss", "accuracy"] + ([metrics_lib.top_k_name(k)] if k else [])
   names = [PRIMARY] + [name for name, _ in named_splits(config.eval_splits)]
   return [f"{prefix}/{metric}" for name in names for prefix in prefixes(name, bool(config.ema_decay))
           for metric in metrics]

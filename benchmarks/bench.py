@@ -1,4 +1,4 @@
-"""Is the custom loop worth it? `python -m cnn.bench --data_dir=../shared/tfds` times, side by side:
+"""Is the custom loop worth it? `PYTHONPATH=. python benchmarks/bench.py --data_dir=../shared/tfds` times, side by side:
 
   A  the seeds' recipe: Keras `Sequential`, `compile`, `model.fit` on numpy arrays;
   B  the same `model.fit` on this project's `tf.data` pipeline;
@@ -39,14 +39,14 @@ import tensorflow as tf
 from cnn import cli
 from cnn import data as data_lib
 from cnn import flags
-from cnn import keras_fit
 from cnn import models
 from cnn import optim
-from cnn import evaluator
-from cnn import trainer
 from cnn.config import Config
 from cnn.data import stream
 from cnn.errors import UserError
+from cnn.training import evaluator
+from cnn.training import trainer
+import keras_fit  # benchmarks/keras_fit.py, beside this script.
 
 flags.define_config_flags()
 _EVAL_EXAMPLES = absl_flags.DEFINE_integer("eval_examples", 2000, "Evaluate on the first N examples of "

@@ -5,8 +5,10 @@ import pytest
 import tensorflow as tf
 
 from cnn import gradients
-from cnn import steps
 from cnn.models.simple_cnn import SimpleCNN
+from cnn.training import evaluator as evaluator_lib
+from cnn.training import metrics as metrics_lib
+from cnn.training import train_step as train_step_lib
 
 
 @pytest.mark.e2e
@@ -16,11 +18,11 @@ def test_train_step_fits_one_fixed_batch():
   labels = tf.random.uniform((32,), maxval=10, dtype=tf.int32)
   model = SimpleCNN(num_classes=10)
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-  train_metrics, eval_metrics = steps.Metrics("train"), steps.Metrics("eval")
+  train_metrics, eval_metrics = metrics_lib.Metrics("train"), metrics_lib.Metrics("eval")
   strategy = tf.distribute.get_strategy()
-  train_step = steps.make_train_loop(model, tf.keras.optimizers.Adam(1e-3), loss_fn, train_metrics, strategy,
-                                     global_batch_size=32)
-  eval_step = steps.make_eval_step(model, loss_fn, eval_metrics, strategy)
+  train_step = train_step_lib.make_train_loop(model, tf.keras.optimizers.Adam(1e-3), loss_fn, train_metrics, strategy,
+                                              global_batch_size=32)
+  eval_step = evaluator_lib.make_eval_step(model, loss_fn, eval_metrics, strategy)
 
   eval_step((images, labels, tf.range(32)))
   before = eval_metrics.result()
@@ -45,9 +47,9 @@ def test_train_step_clips_the_gradients_to_their_global_norm():
   model(images)
   before = [v.numpy() for v in model.trainable_variables]
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-  train_step = steps.make_train_loop(model, tf.keras.optimizers.SGD(1.0), loss_fn, steps.Metrics("train"),
-                                     tf.distribute.get_strategy(), global_batch_size=8,
-                                     transforms=[gradients.clip_by_global_norm(1e-3)])
+  train_step = train_step_lib.make_train_loop(model, tf.keras.optimizers.SGD(1.0), loss_fn,
+                                              metrics_lib.Metrics("train"), tf.distribute.get_strategy(),
+                                              global_batch_size=8, transforms=[gradients.clip_by_global_norm(1e-3)])
   outputs = train_step(iter(tf.data.Dataset.from_tensors((images, labels)).repeat()))
   moved = np.sqrt(sum(np.sum((b - v.numpy())**2) for b, v in zip(before, model.trainable_variables)))
   assert float(outputs["gradient_norm"]) > 1e-2  # The norm before clipping is reported ...

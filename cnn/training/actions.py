@@ -1,9 +1,9 @@
 """Actions: small things a run does after a train loop call or after an evaluation.
 
-The controller (cnn/controller.py) runs `step_actions` after every call of the train loop, before
-any checkpoint is saved, and `eval_actions` after every evaluation (--eval_every_steps), each in
+The controller (cnn/training/controller.py) runs `step_actions` after every call of the train loop, before
+any checkpoint is saved, and `eval_actions` after every evaluation (--eval_every), each in
 list order. A new action is a class (or function) with the same call signature, added to the list in
-`cnn/trainer.py`.
+`cnn/training/run.py`.
 """
 
 import dataclasses
@@ -16,12 +16,12 @@ import numpy as np
 import tensorflow as tf
 
 from cnn import checkpoints
-from cnn import eval_sets
-from cnn import evaluator as evaluator_lib
-from cnn import guard
-from cnn import metrics_csv
 from cnn import summaries
 from cnn.config import Config
+from cnn.training import eval_sets
+from cnn.training import evaluator as evaluator_lib
+from cnn.training import guard
+from cnn.training import metrics_csv
 
 
 @dataclasses.dataclass
@@ -30,7 +30,7 @@ class EvalEvent:
 
   `results` and `outputs` are --eval_split's with the weights the run reports (the averages under
   --ema_decay); `passes` are every eval set's with every set of weights, and `metrics` all their
-  results by name (`eval/accuracy`, `eval_ema/top5_accuracy`, `val/loss`: cnn/eval_sets.py).
+  results by name (`eval/accuracy`, `eval_ema/top5_accuracy`, `val/loss`: cnn/training/eval_sets.py).
   """
   step: int
   epoch: int
@@ -46,7 +46,7 @@ EvalAction = Callable[[EvalEvent], None]
 
 
 class NanGuard:
-  """Stops the run at a non-finite loss or gradient norm (cnn/guard.py), before anything is saved."""
+  """Stops the run at a non-finite loss or gradient norm (cnn/training/guard.py), before anything is saved."""
 
   def __init__(self, checkpointer: checkpoints.Checkpointer, optimizer: tf.keras.optimizers.Optimizer):
     self.checkpointer, self.optimizer = checkpointer, optimizer
@@ -97,7 +97,7 @@ class SaveCheckpoints:
 
 
 class WriteMetricsCsv:
-  """A row of metrics.csv per evaluation (cnn/metrics_csv.py): step, epoch (fractional), every metric."""
+  """A row of metrics.csv per evaluation (cnn/training/metrics_csv.py): step, epoch (fractional), every metric."""
 
   def __init__(self, table: metrics_csv.MetricsCsv, steps_per_epoch: int):
     self.table, self.steps_per_epoch = table, steps_per_epoch

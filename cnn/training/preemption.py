@@ -1,6 +1,6 @@
 """Preemption: SIGTERM/SIGINT become a stop after the current step, agreed by every worker.
 
-The controller (cnn/controller.py) asks `Preemption.requested()` after each call of the train
+The controller (cnn/training/controller.py) asks `Preemption.requested()` after each call of the train
 loop and after each evaluation; when it says yes, `stop` saves a checkpoint and raises
 `Interrupted` with the command that resumes the run. A second signal acts at once.
 """

@@ -1,0 +1,204 @@
+"""fast.ai's xresnet: xresnet18, xresnet34, xresnet50, xresnet101, xresnet152 and their `_sa` variants.
+
+The network of fast.ai's Imagenette/Imagewoof baselines (fastai2 `vision/models/xresnet.py`, January
+2020, and fastai's since): He et al.'s ResNet with the "Bag of Tricks" changes (He et al. 2019):
+
+  * stem: three 3×3 conv-BN-activation layers of 32, 32 and 64 filters, the first with stride 2, then
+    a 3×3/2 max-pool (or `MaxBlurPool`);
+  * four stages of widths 64, 128, 256, 512 (stages 2-4 halve the image in their first block) of basic
+    blocks (3×3 → 3×3, expansion 1: xresnet18, 34) or bottlenecks (1×1 → 3×3 with the stride → 1×1 of
+    4× the width, expansion 4: xresnet50, 101, 152);
+  * a block whose shape changes takes its shortcut through a 2×2 average pool (when it strides; a max
+    pool with `shortcut_pool="max"`, as fast.ai's 2020-01 runs with `--pool MaxPool`; `MaxBlurPool` with
+    "maxblur"), then a 1×1 conv and BatchNorm (ResNet-D);
+  * the last BatchNorm of each block starts with gamma 0 (each block starts as the identity);
+  * `self_attention`: a `SimpleSelfAttention` after the convs of the last block of the first stage
+    (fast.ai's `sa=True`: its stage `len(layers) - 4`, block `blocks - 1`);
+  * global average pooling and a dense layer.
+
+Convs and the dense layer are initialised as fast.ai's `init_cnn` does: He normal over fan-in
+(torch's `kaiming_normal_`), biases 0. BatchNorm: momentum 0.9 (torch's 0.1), epsilon 1e-5, fused.
+`--activation` replaces ReLU everywhere (fast.ai's runs: mish). Strided convs and pools pad "same"
+(TensorFlow's asymmetric padding; torch pads 1 on each side). Parameter counts with a 1000-class head:
+tests/xresnet_test.py (fast.ai's definitions, rebuilt in plain torch).
+"""
+
+from typing import Callable, Sequence
+
+import tensorflow as tf
+
+from cnn.config import Config
+from cnn.data import DatasetInfo
+from cnn.models import activations
+from cnn.models import batch_norm
+from cnn.models import registry
+from cnn.models.blur_pool import MaxBlurPool, check_image_shape
+from cnn.models.self_attention import SimpleSelfAttention
+
+# name: (expansion, blocks per stage)
+ARCHITECTURES = {
+    "xresnet18": (1, (2, 2, 2, 2)),
+    "xresnet34": (1, (3, 4, 6, 3)),
+    "xresnet50": (4, (3, 4, 6, 3)),
+    "xresnet101": (4, (3, 4, 23, 3)),
+    "xresnet152": (4, (3, 8, 36, 3)),
+}
+WIDTHS = (64, 128, 256, 512)
+STEM_WIDTHS = (32, 32, 64)
+
+
+def he_normal_fan_in() -> tf.keras.initializers.Initializer:
+  """torch's `kaiming_normal_` (fast.ai's `init_cnn`): N(0, 2 / fan_in). A new one per layer: a Keras 3
+  initializer draws its seed once, when made."""
+  return tf.keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
+
+
+def conv(filters: int, kernel_size: int, strides: int, name: str) -> tf.keras.layers.Conv2D:
+  """A conv without bias (BatchNorm follows), initialised as fast.ai's."""
+  return tf.keras.layers.Conv2D(filters, kernel_size, strides, padding="same", use_bias=False,
+                                kernel_initializer=he_normal_fan_in(), name=name)
+
+
+def bn(name: str, zero_gamma: bool = False) -> tf.keras.layers.BatchNormalization:
+  """torch's BatchNorm2d defaults (momentum 0.1, epsilon 1e-5), fused; gamma 0 for a block's last."""
+  return batch_norm.batch_norm(name, momentum=0.9, epsilon=1e-5, gamma_initializer="zeros" if zero_gamma else "ones")
+
+
+def dense_head(num_classes: int) -> tf.keras.layers.Dense:
+  """The logits layer, float32 (mixed precision), He normal over fan-in and zero bias (`init_cnn`)."""
+  return tf.keras.layers.Dense(num_classes, kernel_initializer=he_normal_fan_in(), name="logits", dtype="float32")
+
+
+def stem_pool(kind: str) -> tf.keras.layers.Layer:
+  """The pool after the stem: "max" (3×3/2) or "maxblur" (`MaxBlurPool`)."""
+  if kind == "max":
+    return tf.keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")
+  if kind == "maxblur":
+    return MaxBlurPool(name="stem_pool")
+  raise ValueError(f"unknown stem pool {kind!r}: max or maxblur")
+
+
+def downsampling_pool(kind: str, strides: int) -> tf.keras.layers.Layer:
+  """A downsampling shortcut's pool: "avg" or "max" (`strides`×`strides`), or "maxblur" (`MaxBlurPool`)."""
+  if kind == "maxblur":
+    return MaxBlurPool(name="pool")
+  pool = {"avg": tf.keras.layers.AveragePooling2D, "max": tf.keras.layers.MaxPooling2D}[kind]
+  return pool(strides, padding="same", name="pool")
+
+
+class ConvBN(tf.keras.layers.Layer):
+  """conv → BN [→ activation]: fast.ai's `ConvLayer`."""
+
+  def __init__(self, filters: int, kernel_size: int, strides: int = 1, activation=None, zero_gamma: bool = False,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.conv = conv(filters, kernel_size, strides, "conv")
+    self.bn = bn("bn", zero_gamma)
+    self.activation = activation
+
+  def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    x = self.bn(self.conv(x), training=training)
+    return x if self.activation is None else self.activation(x)
+
+
+class XResBlock(tf.keras.layers.Layer):
+  """fast.ai's `ResBlock`: act(convs(x) [→ self-attention] + [pool →] [1×1 conv → BN](x))."""
+
+  def __init__(self, expansion: int, width: int, in_channels: int, strides: int,
+               activation: Callable[[tf.Tensor], tf.Tensor], self_attention: bool = False,
+               shortcut_pool: str = "avg", **kwargs):
+    super().__init__(**kwargs)
+    self.activation = activation
+    self.out_channels = width * expansion
+    shapes = ([(width, 1, 1), (width, 3, strides), (self.out_channels, 1, 1)] if expansion == 4 else
+              [(width, 3, strides), (self.out_channels, 3, 1)])
+    last = len(shapes)
+    self.convs = [ConvBN(f, k, s, None if i == last else activation, zero_gamma=i == last, name=f"conv{i}")
+                  for i, (f, k, s) in enumerate(shapes, start=1)]
+    self.attention = SimpleSelfAttention(name="attention") if self_attention else None
+    self.pool = downsampling_pool(shortcut_pool, strides) if strides > 1 else None
+    self.shortcut = ConvBN(self.out_channels, 1, name="shortcut") if in_channels != self.out_channels else None
+
+  def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    y = x
+    for layer in self.convs:
+      y = layer(y, training=training)
+    if self.attention is not None:
+      y = self.attention(y, training=training)
+    if self.pool is not None:
+      x = self.pool(x)
+    if self.shortcut is not None:
+      x = self.shortcut(x, training=training)
+    return self.activation(y + x)
+
+
+class XResNet(tf.keras.Model):
+  """fast.ai's xresnet (see the module doc).
+
+  Args:
+    num_classes: size of the logits layer.
+    expansion: 1 (basic blocks) or 4 (bottlenecks).
+    blocks_per_stage: blocks in each of the four stages, e.g. (3, 4, 6, 3).
+    activation: an activation name (`activations.get`).
+    self_attention: `SimpleSelfAttention` in the last block of the first stage.
+    stem_pool_kind: "max" or "maxblur".
+    shortcut_pool: "avg", "max" or "maxblur", the downsampling shortcuts' pool.
+  """
+
+  def __init__(self, num_classes: int, expansion: int, blocks_per_stage: Sequence[int], activation: str = "relu",
+               self_attention: bool = False, stem_pool_kind: str = "max", shortcut_pool: str = "avg",
+               name: str = "xresnet"):
+    super().__init__(name=name)
+    act = activations.get(activation)
+    self.stem = [ConvBN(f, 3, 2 if i == 1 else 1, act, name=f"stem{i}") for i, f in enumerate(STEM_WIDTHS, 1)]
+    self.stem_pool = stem_pool(stem_pool_kind)
+    self.blocks, channels = [], STEM_WIDTHS[-1]
+    for stage, (width, count) in enumerate(zip(WIDTHS, blocks_per_stage)):
+      for i in range(count):
+        block = XResBlock(expansion, width, channels, 2 if stage > 0 and i == 0 else 1, act,
+                          self_attention=self_attention and stage == 0 and i == count - 1,
+                          shortcut_pool=shortcut_pool, name=f"stage{stage + 1}_block{i + 1}")
+        self.blocks.append(block)
+        channels = block.out_channels
+    self.pool = tf.keras.layers.GlobalAveragePooling2D(name="pool")
+    self.logits = dense_head(num_classes)
+
+  def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+    x = images
+    for layer in self.stem:
+      x = layer(x, training=training)
+    x = self.stem_pool(x)
+    for block in self.blocks:
+      x = block(x, training=training)
+    return self.logits(self.pool(x))
+
+
+# Registered variants: suffix → (self-attention, stem pool, shortcut pool).
+VARIANTS = {
+    "": (False, "max", "avg"),
+    "_sa": (True, "max", "avg"),  # fast.ai's baseline runs (train_imagenette.py --sa 1).
+    "_sa_maxpool": (True, "max", "max"),  # --sa 1 --pool MaxPool, as fast.ai's 2020-01 runs.
+    # ... with every max-pool made a MaxBlurPool (ducha-aiki's "2020-01 + MaxBlurPool" leaderboard entries).
+    "_sa_maxblur": (True, "maxblur", "maxblur"),
+}
+
+
+def _register(name: str, expansion: int, blocks_per_stage: tuple[int, ...], variant: tuple[bool, str, str]) -> None:
+  self_attention, stem_pool_kind, shortcut_pool = variant
+
+  @registry.register(name)
+  def build(config: Config, info: DatasetInfo) -> XResNet:
+    if stem_pool_kind == "maxblur":  # The stem's pool and the three shortcut pools; UserError for small images.
+      check_image_shape(name, info.image_shape, same_halvings=1, pools=4)
+    return XResNet(info.num_classes, expansion, blocks_per_stage, config.activation, self_attention,
+                   stem_pool_kind, shortcut_pool, name=name)
+
+  build.__doc__ = (f"{name}: fast.ai's xresnet, {blocks_per_stage} blocks per stage (self-attention "
+                   f"{self_attention}, stem pool {stem_pool_kind}, shortcut pool {shortcut_pool}).")
+
+
+# Every depth plain; 18, 34 and 50 with self-attention; xresnet50 with the pooling variants too.
+for _name, (_expansion, _blocks) in ARCHITECTURES.items():
+  for _suffix, _variant in VARIANTS.items():
+    if _suffix == "" or (_suffix == "_sa" and _name in ("xresnet18", "xresnet34")) or _name == "xresnet50":
+      _register(_name + _suffix, _expansion, _blocks, _variant)
