@@ -76,6 +76,16 @@ def test_resnet_d_has_the_deep_stem_and_average_pooled_shortcuts():
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("name, fan_in", [("resnet18", 512), ("resnet50", 2048)])
+def test_the_logits_layer_starts_as_torchvisions_linear(name, fan_in):
+  # Before: Keras's Glorot kernel and zero bias, logits about 2.4x wider than PyTorch's at the start.
+  model, _ = build(TINY, model=name)
+  bound = fan_in ** -0.5
+  kernel, bias = model.logits.kernel.numpy(), model.logits.bias.numpy()
+  assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound and np.all(bias != 0)
+  np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3), rtol=0.1)  # Uniform's; Glorot's is 1.4-2.4x.
+
+
 def test_zero_init_residual_zeroes_only_the_last_batch_norm_gamma_of_each_block():
   model, _ = build(TINY, model="resnet18", zero_init_residual=True)
   for block in model.blocks:

@@ -60,9 +60,9 @@ def main() -> None:
   args = parser.parse_args()
   torch.set_num_threads(1)
   data = batches(args.data, args.image_size)
-  rows = {"ours (Keras Dense: Glorot)": [], "torch (Linear default)": [], "torch + Glorot Linear": []}
+  rows = {"ours": [], "torch (Linear default)": [], "torch + Glorot Linear": []}
   for seed in range(args.seeds):
-    rows["ours (Keras Dense: Glorot)"].append(our_loss(seed, data))
+    rows["ours"].append(our_loss(seed, data))
     for name, variants in (("torch (Linear default)", []), ("torch + Glorot Linear", ["glorot_fc"])):
       torch.manual_seed(seed)
       rows[name].append(torch_loss(resnet18(10, variants), data))

@@ -50,6 +50,19 @@ def _conv(filters: int, kernel_size: int, strides: int, name: str) -> tf.keras.l
                                 kernel_initializer=he_fan_out, name=name)
 
 
+def _linear(units: int, fan_in: int) -> tf.keras.layers.Dense:
+  """The logits layer as torchvision starts it (nn.Linear's default: weights and biases U(±1/√fan_in)).
+
+  Not Keras's Glorot-uniform kernel, whose logits start about 2.4× wider: the loss at initialisation
+  was 2.88 against PyTorch's 2.42 on Imagewoof (10 classes) and our first epoch trained behind it
+  (benchmarks/README.md, run-level parity). A new initializer per layer (see `_conv`).
+  """
+  bound = fan_in ** -0.5
+  return tf.keras.layers.Dense(units, name="logits", dtype="float32",
+                               kernel_initializer=tf.keras.initializers.RandomUniform(-bound, bound),
+                               bias_initializer=tf.keras.initializers.RandomUniform(-bound, bound))
+
+
 def _batch_norm(name: str, zero_gamma: bool = False) -> tf.keras.layers.BatchNormalization:
   return batch_norm.batch_norm(name, momentum=0.9, epsilon=1e-5, gamma_initializer="zeros" if zero_gamma else "ones")
 
@@ -128,7 +141,7 @@ class ImageNetResNet(tf.keras.Model):
         self.blocks.append(block)
         channels = block.out_channels
     self.pool = tf.keras.layers.GlobalAveragePooling2D(name="pool")
-    self.logits = tf.keras.layers.Dense(num_classes, name="logits", dtype="float32")
+    self.logits = _linear(num_classes, _WIDTHS[-1] * (4 if bottleneck else 1))
 
   def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
     x = images
