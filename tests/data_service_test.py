@@ -18,13 +18,19 @@ import tiny_tfds
 from tiny_tfds import sharded
 
 
+# Jobs whose readers are gone end within a second, not the default minutes: stopping a worker waits for
+# its jobs (the module's teardown took 117 s in CI).
+_QUICK_JOB_GC = dict(job_gc_check_interval_ms=200, job_gc_timeout_ms=500)
+
+
 @pytest.fixture(scope="module", name="service")
 def fixture_service():
   """grpc://127.0.0.1:PORT of an in-process dispatcher with one worker."""
-  dispatcher = tf.data.experimental.service.DispatchServer(tf.data.experimental.service.DispatcherConfig(port=0))
+  dispatcher = tf.data.experimental.service.DispatchServer(tf.data.experimental.service.DispatcherConfig(
+      port=0, **_QUICK_JOB_GC))
   address = dispatcher.target.split("://")[1]
-  worker = tf.data.experimental.service.WorkerServer(
-      tf.data.experimental.service.WorkerConfig(dispatcher_address=address, worker_address="127.0.0.1:%port%"))
+  worker = tf.data.experimental.service.WorkerServer(tf.data.experimental.service.WorkerConfig(
+      dispatcher_address=address, worker_address="127.0.0.1:%port%", heartbeat_interval_ms=200))
   yield f"grpc://{address}"
   worker.stop()
   dispatcher.stop()
@@ -41,10 +47,11 @@ def _service(workers, listed):
   ports = [_free_port() for _ in range(workers)]
   addresses = [f"127.0.0.1:{port}" for port in ports]
   dispatcher = tf.data.experimental.service.DispatchServer(tf.data.experimental.service.DispatcherConfig(
-      port=0, worker_addresses=addresses if listed else None))
+      port=0, worker_addresses=addresses if listed else None, **_QUICK_JOB_GC))
   target = dispatcher.target.split("://")[1]
   servers = [tf.data.experimental.service.WorkerServer(tf.data.experimental.service.WorkerConfig(
-      dispatcher_address=target, worker_address=address, port=port)) for address, port in zip(addresses, ports)]
+      dispatcher_address=target, worker_address=address, port=port, heartbeat_interval_ms=200))
+      for address, port in zip(addresses, ports)]
   return f"grpc://{target}", [dispatcher, *servers]
 
 
