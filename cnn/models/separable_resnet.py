@@ -32,7 +32,7 @@ from cnn.models import activations
 from cnn.models import registry
 from cnn.models.blur_pool import MaxBlurPool, check_image_shape
 from cnn.models.self_attention import SimpleSelfAttention
-from cnn.models.xresnet import WIDTHS, ConvBN, bn, conv, dense_head, stem_pool
+from cnn.models.xresnet import WIDTHS, ConvBN, StemBlocksHead, bn, conv, dense_head, stem_pool
 
 BLOCKS_PER_STAGE = (3, 6, 8, 3)
 STEM_WIDTHS = (32, 64, 64)
@@ -86,7 +86,7 @@ class SeparableBottleneck(tf.keras.layers.Layer):
     return self.activation(y + x)
 
 
-class SeparableResNet(tf.keras.Model):
+class SeparableResNet(StemBlocksHead):
   """The leaderboard entry's network (see the module doc).
 
   Args:
@@ -113,15 +113,6 @@ class SeparableResNet(tf.keras.Model):
         channels = block.out_channels
     self.pool = tf.keras.layers.GlobalAveragePooling2D(name="pool")
     self.logits = dense_head(num_classes)
-
-  def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-    x = images
-    for layer in self.stem:
-      x = layer(x, training=training)
-    x = self.stem_pool(x)
-    for block in self.blocks:
-      x = block(x, training=training)
-    return self.logits(self.pool(x))
 
 
 @registry.register("separable_resnet")

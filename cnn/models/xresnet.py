@@ -132,7 +132,23 @@ class XResBlock(tf.keras.layers.Layer):
     return self.activation(y + x)
 
 
-class XResNet(tf.keras.Model):
+class StemBlocksHead(tf.keras.Model):
+  """The forward pass the xresnet family shares: stem layers, stem pool, blocks, global pool, logits.
+
+  Subclasses build `stem` (a list of layers), `stem_pool`, `blocks` (a list), `pool` and `logits`.
+  """
+
+  def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+    x = images
+    for layer in self.stem:
+      x = layer(x, training=training)
+    x = self.stem_pool(x)
+    for block in self.blocks:
+      x = block(x, training=training)
+    return self.logits(self.pool(x))
+
+
+class XResNet(StemBlocksHead):
   """fast.ai's xresnet (see the module doc).
 
   Args:
@@ -162,15 +178,6 @@ class XResNet(tf.keras.Model):
         channels = block.out_channels
     self.pool = tf.keras.layers.GlobalAveragePooling2D(name="pool")
     self.logits = dense_head(num_classes)
-
-  def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-    x = images
-    for layer in self.stem:
-      x = layer(x, training=training)
-    x = self.stem_pool(x)
-    for block in self.blocks:
-      x = block(x, training=training)
-    return self.logits(self.pool(x))
 
 
 # Registered variants: suffix → (self-attention, stem pool, shortcut pool).
