@@ -6,6 +6,10 @@ beside torch 2.13 here, so nothing of it is used. Written from the definitions, 
   * `xresnet`: fastai2's `XResNet` and `ResBlock` (January 2020): stem `ConvLayer`s 3→32/2, 32→32,
     32→64, max-pool 3/2, stages of `ResBlock`s whose identity path is [AvgPool(2) →] [1×1 conv → BN],
     `SimpleSelfAttention` (`sa`) in the last block of stage `len(layers) - 4`, then pooling and Linear;
+  * `xse_resnext`: fastai2's `xse_resnext50` (January 2020): the same `XResNet` of `SEResNeXtBlock`s,
+    `ResBlock`s with a 3×3 conv of 32 groups, floor(nf·4/64)·32 wide (also the first 1×1's width), and an
+    `SEModule` (pool → 1×1 conv with bias → activation → 1×1 conv with bias → sigmoid → product with the
+    input, ceil(ch // 16 / 8)·8 hidden channels) after the convs, before `SimpleSelfAttention`;
   * `SelfAttention`: fastai's `SimpleSelfAttention` (a spectrally normalised 1×1 `Conv1d`, gamma 0);
   * `separable_resnet`: liuyao12's `ResNet_separable.ipynb` model (model_constructor's `Net` with the
     notebook's `NewLayer`/`NewResBlock`, depth multiplier `dm`);
@@ -13,6 +17,7 @@ beside torch 2.13 here, so nothing of it is used. Written from the definitions, 
     binomial blur with reflect padding, bilinear resize by 0.5).
 """
 
+import math
 from typing import Callable
 
 import torch
@@ -57,16 +62,34 @@ class SelfAttention(nn.Module):
     return (self.gamma * o + x).view(*size)
 
 
+class SEModule(nn.Module):
+  """fastai2's SEModule: x · sigmoid(conv(act(conv(avgpool(x))))), 1×1 convs with biases."""
+
+  def __init__(self, channels: int, reduction: int, act: Activation):
+    super().__init__()
+    hidden = math.ceil(channels // reduction / 8) * 8
+    self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1), act(),
+                              nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return x * self.gate(x)
+
+
 class ResBlock(nn.Module):
-  """fastai2's ResBlock (expansion 1 or 4), identity path [pool →] [1×1 conv → BN]."""
+  """fastai2's ResBlock (expansion 1 or 4), identity path [pool →] [1×1 conv → BN]; with `groups` > 1 its
+  SEResNeXtBlock (the 3×3 conv grouped, floor(nf·4/64)·groups wide, SE of `reduction` if > 0)."""
 
   def __init__(self, expansion: int, ni: int, nf: int, stride: int, act: Activation, sa: bool = False,
-               pool: str = "avg"):
+               pool: str = "avg", groups: int = 1, reduction: int = 0):
     super().__init__()
-    nf, ni, nh = nf * expansion, ni * expansion, nf
-    convs = ([conv_layer(ni, nh, 3, stride, act), conv_layer(nh, nf, 3, zero_bn=True)] if expansion == 1 else
-             [conv_layer(ni, nh, 1, act=act), conv_layer(nh, nh, 3, stride, act), conv_layer(nh, nf, 1, zero_bn=True)])
-    self.convpath = nn.Sequential(*convs, *([SelfAttention(nf)] if sa else []))
+    nh = math.floor(nf * (4 / 64)) * groups if groups > 1 else nf
+    nf, ni = nf * expansion, ni * expansion
+    convs = ([conv_layer(ni, nh, 3, stride, act, groups=groups), conv_layer(nh, nf, 3, zero_bn=True)]
+             if expansion == 1 else
+             [conv_layer(ni, nh, 1, act=act), conv_layer(nh, nh, 3, stride, act, groups=groups),
+              conv_layer(nh, nf, 1, zero_bn=True)])
+    se = [SEModule(nf, reduction, act)] if reduction else []
+    self.convpath = nn.Sequential(*convs, *se, *([SelfAttention(nf)] if sa else []))
     pooling = {"avg": lambda: nn.AvgPool2d(2, ceil_mode=True), "max": lambda: nn.MaxPool2d(2, ceil_mode=True),
                "maxblur": lambda: MaxBlurPool()}[pool]
     self.idpath = nn.Sequential(*([pooling()] if stride != 1 else []),
@@ -88,19 +111,26 @@ def init_cnn(module: nn.Module) -> None:
 
 
 def xresnet(expansion: int, layers, num_classes: int = 1000, act: str = "relu", sa: bool = False,
-            pool: str = "avg", stem_pool: nn.Module | None = None) -> nn.Sequential:
-  """fastai2's XResNet(expansion, layers, c_out=num_classes, sa=sa, act_cls=act, pool=pool)."""
+            pool: str = "avg", stem_pool: nn.Module | None = None, groups: int = 1,
+            reduction: int = 0) -> nn.Sequential:
+  """fastai2's XResNet(expansion, layers, c_out=num_classes, sa=sa, act_cls=act, pool=pool); `groups` > 1:
+  of SEResNeXtBlocks (`xse_resnext`)."""
   act_cls = activation_class(act)
   sizes = [3, 32, 32, 64]
   stem = [conv_layer(sizes[i], sizes[i + 1], 3, 2 if i == 0 else 1, act_cls) for i in range(3)]
   widths = [64 // expansion, 64, 128, 256, 512]
   blocks = [ResBlock(expansion, widths[i] if j == 0 else widths[i + 1], widths[i + 1], 2 if i > 0 and j == 0 else 1,
-                     act_cls, sa=sa and i == 0 and j == count - 1, pool=pool)
+                     act_cls, sa=sa and i == 0 and j == count - 1, pool=pool, groups=groups, reduction=reduction)
             for i, count in enumerate(layers) for j in range(count)]
   model = nn.Sequential(*stem, stem_pool or nn.MaxPool2d(3, 2, 1), *blocks, nn.AdaptiveAvgPool2d(1),
                         nn.Flatten(), nn.Linear(512 * expansion, num_classes))
   init_cnn(model)
   return model
+
+
+def xse_resnext50(num_classes: int = 1000, act: str = "relu", sa: bool = False, pool: str = "avg") -> nn.Sequential:
+  """fastai2's xse_resnext50: XResNet(SEResNeXtBlock, 4, [3, 4, 6, 3], groups=32, reduction=16, p=None)."""
+  return xresnet(4, (3, 4, 6, 3), num_classes, act, sa, pool, groups=32, reduction=16)
 
 
 def max_blur_pool(x: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ Convs and the dense layer are initialised as fast.ai's `init_cnn` does: He norma
 tests/xresnet_test.py (fast.ai's definitions, rebuilt in plain torch).
 """
 
+import math
 from typing import Callable, Sequence
 
 import tensorflow as tf
@@ -43,6 +44,9 @@ ARCHITECTURES = {
     "xresnet101": (4, (3, 4, 23, 3)),
     "xresnet152": (4, (3, 8, 36, 3)),
 }
+# fastai2's xse_resnext50 (`SEResNeXtBlock`, se_kwargs2): bottlenecks, grouped 3×3 convs, squeeze-excitation.
+SE_RESNEXT = {"xse_resnext50": (4, (3, 4, 6, 3))}
+SE_RESNEXT_GROUPS, SE_REDUCTION = 32, 16
 WIDTHS = (64, 128, 256, 512)
 STEM_WIDTHS = (32, 32, 64)
 
@@ -53,9 +57,10 @@ def he_normal_fan_in() -> tf.keras.initializers.Initializer:
   return tf.keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
 
 
-def conv(filters: int, kernel_size: int, strides: int, name: str) -> tf.keras.layers.Conv2D:
-  """A conv without bias (BatchNorm follows), initialised as fast.ai's."""
-  return tf.keras.layers.Conv2D(filters, kernel_size, strides, padding="same", use_bias=False,
+def conv(filters: int, kernel_size: int, strides: int, name: str, groups: int = 1,
+         use_bias: bool = False) -> tf.keras.layers.Conv2D:
+  """A conv, without bias where BatchNorm follows, initialised as fast.ai's (biases 0)."""
+  return tf.keras.layers.Conv2D(filters, kernel_size, strides, padding="same", groups=groups, use_bias=use_bias,
                                 kernel_initializer=he_normal_fan_in(), name=name)
 
 
@@ -90,9 +95,9 @@ class ConvBN(tf.keras.layers.Layer):
   """conv → BN [→ activation]: fast.ai's `ConvLayer`."""
 
   def __init__(self, filters: int, kernel_size: int, strides: int = 1, activation=None, zero_gamma: bool = False,
-               **kwargs):
+               groups: int = 1, **kwargs):
     super().__init__(**kwargs)
-    self.conv = conv(filters, kernel_size, strides, "conv")
+    self.conv = conv(filters, kernel_size, strides, "conv", groups)
     self.bn = bn("bn", zero_gamma)
     self.activation = activation
 
@@ -101,20 +106,49 @@ class ConvBN(tf.keras.layers.Layer):
     return x if self.activation is None else self.activation(x)
 
 
+class SqueezeExcite(tf.keras.layers.Layer):
+  """fast.ai's `SEModule`: x · sigmoid(1×1 conv(act(1×1 conv(mean over positions of x)))).
+
+  The hidden width is `ceil(channels // reduction / 8) * 8`; both convs have biases (no BatchNorm).
+  """
+
+  def __init__(self, channels: int, reduction: int, activation: Callable[[tf.Tensor], tf.Tensor], **kwargs):
+    super().__init__(**kwargs)
+    self.pool = tf.keras.layers.GlobalAveragePooling2D(keepdims=True, name="pool")
+    self.squeeze = conv(math.ceil(channels // reduction / 8) * 8, 1, 1, "squeeze", use_bias=True)
+    self.excite = conv(channels, 1, 1, "excite", use_bias=True)
+    self.activation = activation
+
+  def call(self, x: tf.Tensor) -> tf.Tensor:
+    return x * tf.sigmoid(self.excite(self.activation(self.squeeze(self.pool(x)))))
+
+
+def resnext_width(width: int, groups: int, base_width: int = 4) -> int:
+  """fast.ai's `SEResNeXtBlock`: the grouped conv's width, `floor(width · base_width / 64) · groups`."""
+  return math.floor(width * (base_width / 64)) * groups
+
+
 class XResBlock(tf.keras.layers.Layer):
-  """fast.ai's `ResBlock`: act(convs(x) [→ self-attention] + [pool →] [1×1 conv → BN](x))."""
+  """fast.ai's `ResBlock`: act(convs(x) [→ SE] [→ self-attention] + [pool →] [1×1 conv → BN](x)).
+
+  `groups` > 1 makes it fast.ai's `SEResNeXtBlock`: the strided 3×3 conv is grouped and `resnext_width`
+  wide; `se_reduction` > 0 adds a `SqueezeExcite` after the convs.
+  """
 
   def __init__(self, expansion: int, width: int, in_channels: int, strides: int,
                activation: Callable[[tf.Tensor], tf.Tensor], self_attention: bool = False,
-               shortcut_pool: str = "avg", **kwargs):
+               shortcut_pool: str = "avg", groups: int = 1, se_reduction: int = 0, **kwargs):
     super().__init__(**kwargs)
     self.activation = activation
     self.out_channels = width * expansion
-    shapes = ([(width, 1, 1), (width, 3, strides), (self.out_channels, 1, 1)] if expansion == 4 else
-              [(width, 3, strides), (self.out_channels, 3, 1)])
+    hidden = resnext_width(width, groups) if groups > 1 else width
+    # fast.ai's nh1 = nh2: a bottleneck's first 1×1 is as wide as its 3×3.
+    shapes = ([(hidden, 1, 1, 1), (hidden, 3, strides, groups), (self.out_channels, 1, 1, 1)] if expansion == 4 else
+              [(hidden, 3, strides, groups), (self.out_channels, 3, 1, 1)])
     last = len(shapes)
-    self.convs = [ConvBN(f, k, s, None if i == last else activation, zero_gamma=i == last, name=f"conv{i}")
-                  for i, (f, k, s) in enumerate(shapes, start=1)]
+    self.convs = [ConvBN(f, k, s, None if i == last else activation, zero_gamma=i == last, groups=g, name=f"conv{i}")
+                  for i, (f, k, s, g) in enumerate(shapes, start=1)]
+    self.se = SqueezeExcite(self.out_channels, se_reduction, activation, name="se") if se_reduction else None
     self.attention = SimpleSelfAttention(name="attention") if self_attention else None
     self.pool = downsampling_pool(shortcut_pool, strides) if strides > 1 else None
     self.shortcut = ConvBN(self.out_channels, 1, name="shortcut") if in_channels != self.out_channels else None
@@ -123,6 +157,8 @@ class XResBlock(tf.keras.layers.Layer):
     y = x
     for layer in self.convs:
       y = layer(y, training=training)
+    if self.se is not None:
+      y = self.se(y)
     if self.attention is not None:
       y = self.attention(y, training=training)
     if self.pool is not None:
@@ -159,11 +195,13 @@ class XResNet(StemBlocksHead):
     self_attention: `SimpleSelfAttention` in the last block of the first stage.
     stem_pool_kind: "max" or "maxblur".
     shortcut_pool: "avg", "max" or "maxblur", the downsampling shortcuts' pool.
+    groups: > 1: ResNeXt blocks, their 3×3 convs grouped (`XResBlock`); fast.ai's xse_resnext: 32.
+    se_reduction: > 0: a `SqueezeExcite` of that reduction in every block; fast.ai's xse_resnext: 16.
   """
 
   def __init__(self, num_classes: int, expansion: int, blocks_per_stage: Sequence[int], activation: str = "relu",
                self_attention: bool = False, stem_pool_kind: str = "max", shortcut_pool: str = "avg",
-               name: str = "xresnet"):
+               groups: int = 1, se_reduction: int = 0, name: str = "xresnet"):
     super().__init__(name=name)
     act = activations.get(activation)
     self.stem = [ConvBN(f, 3, 2 if i == 1 else 1, act, name=f"stem{i}") for i, f in enumerate(STEM_WIDTHS, 1)]
@@ -173,7 +211,8 @@ class XResNet(StemBlocksHead):
       for i in range(count):
         block = XResBlock(expansion, width, channels, 2 if stage > 0 and i == 0 else 1, act,
                           self_attention=self_attention and stage == 0 and i == count - 1,
-                          shortcut_pool=shortcut_pool, name=f"stage{stage + 1}_block{i + 1}")
+                          shortcut_pool=shortcut_pool, groups=groups, se_reduction=se_reduction,
+                          name=f"stage{stage + 1}_block{i + 1}")
         self.blocks.append(block)
         channels = block.out_channels
     self.pool = tf.keras.layers.GlobalAveragePooling2D(name="pool")
@@ -190,7 +229,8 @@ VARIANTS = {
 }
 
 
-def _register(name: str, expansion: int, blocks_per_stage: tuple[int, ...], variant: tuple[bool, str, str]) -> None:
+def _register(name: str, expansion: int, blocks_per_stage: tuple[int, ...], variant: tuple[bool, str, str],
+              groups: int = 1, se_reduction: int = 0) -> None:
   self_attention, stem_pool_kind, shortcut_pool = variant
 
   @registry.register(name)
@@ -198,14 +238,17 @@ def _register(name: str, expansion: int, blocks_per_stage: tuple[int, ...], vari
     if stem_pool_kind == "maxblur":  # The stem's pool and the three shortcut pools; UserError for small images.
       check_image_shape(name, info.image_shape, same_halvings=1, pools=4)
     return XResNet(info.num_classes, expansion, blocks_per_stage, config.activation, self_attention,
-                   stem_pool_kind, shortcut_pool, name=name)
+                   stem_pool_kind, shortcut_pool, groups, se_reduction, name=name)
 
-  build.__doc__ = (f"{name}: fast.ai's xresnet, {blocks_per_stage} blocks per stage (self-attention "
+  family = f"xse_resnext (groups {groups}, SE reduction {se_reduction})" if groups > 1 else "xresnet"
+  build.__doc__ = (f"{name}: fast.ai's {family}, {blocks_per_stage} blocks per stage (self-attention "
                    f"{self_attention}, stem pool {stem_pool_kind}, shortcut pool {shortcut_pool}).")
 
 
-# Every depth plain; 18, 34 and 50 with self-attention; xresnet50 with the pooling variants too.
+# Every depth plain; 18, 34 and 50 with self-attention; xresnet50 and xse_resnext50 with the pooling variants too.
 for _name, (_expansion, _blocks) in ARCHITECTURES.items():
   for _suffix, _variant in VARIANTS.items():
     if _suffix == "" or (_suffix == "_sa" and _name in ("xresnet18", "xresnet34")) or _name == "xresnet50":
       _register(_name + _suffix, _expansion, _blocks, _variant)
+for _suffix, _variant in VARIANTS.items():
+  _register("xse_resnext50" + _suffix, *SE_RESNEXT["xse_resnext50"], _variant, SE_RESNEXT_GROUPS, SE_REDUCTION)
