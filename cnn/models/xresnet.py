@@ -1,4 +1,4 @@
-"""fast.ai's xresnet: xresnet18, xresnet34, xresnet50, xresnet101, xresnet152 and their `_sa` variants.
+"""fast.ai's xresnet: xresnet18, xresnet34, xresnet50, xresnet101, xresnet152, xse_resnext50 and variants.
 
 The network of fast.ai's Imagenette/Imagewoof baselines (fastai2 `vision/models/xresnet.py`, January
 2020, and fastai's since): He et al.'s ResNet with the "Bag of Tricks" changes (He et al. 2019):
@@ -15,6 +15,13 @@ The network of fast.ai's Imagenette/Imagewoof baselines (fastai2 `vision/models/
   * `self_attention`: a `SimpleSelfAttention` after the convs of the last block of the first stage
     (fast.ai's `sa=True`: its stage `len(layers) - 4`, block `blocks - 1`);
   * global average pooling and a dense layer.
+
+`xse_resnext50` (fastai2's, of `SEResNeXtBlock`s at commit 3faec089: the network of fast.ai's 2020-01
+Imagewoof runs, `--arch xse_resnext50 --pool MaxPool --sa 1`) is xresnet50 with each bottleneck's 3×3
+conv in 32 groups, floor(width·4/64)·32 wide (as is the 1×1 before it), and a squeeze-excitation
+(`SqueezeExcite`: mean over positions → 1×1 conv with bias to ceil(C // 16 / 8)·8 channels → activation
+→ 1×1 conv with bias → sigmoid, times the input) after the convs, before self-attention and the sum.
+Keras runs a grouped conv on CPU as an XLA-compiled function (TensorFlow's CPU kernel has no groups).
 
 Convs and the dense layer are initialised as fast.ai's `init_cnn` does: He normal over fan-in
 (torch's `kaiming_normal_`), biases 0. BatchNorm: momentum 0.9 (torch's 0.1), epsilon 1e-5, fused.
