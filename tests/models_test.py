@@ -72,7 +72,8 @@ def test_unknown_names_list_the_valid_ones():
                      "resnet110, resnet152, resnet18, resnet20, resnet26, resnet32, resnet34, resnet44, "
                      "resnet50, resnet56, separable_resnet, simple_cnn, xresnet101, xresnet152, xresnet18, "
                      "xresnet18_sa, xresnet34, xresnet34_sa, xresnet50, xresnet50_sa, xresnet50_sa_maxblur, "
-                     "xresnet50_sa_maxpool, or keras:<name>$"):
+                     "xresnet50_sa_maxpool, xse_resnext50, xse_resnext50_sa, xse_resnext50_sa_maxblur, "
+                     "xse_resnext50_sa_maxpool, or keras:<name>$"):
     build(model="resnet9")
   with pytest.raises(UserError, match="unknown --activation=rectify; e.g. relu"):
     build(activation="rectify")

@@ -31,7 +31,7 @@ TRAINABLE = {
 TRAINABLE.update({name: count - head_parameters(name, 1000) + head_parameters(name, 10)
                   for name, count in PUBLISHED.items()})
 TRAINABLE.update(expected_counts(10))  # fast.ai's xresnets and the leaderboard's separable_resnet.
-SIDE = {"separable_resnet": 48, "xresnet50_sa_maxblur": 48}  # Blur pools need 3 pixels; the others build on 16.
+SIDE = {"separable_resnet": 48, "xresnet50_sa_maxblur": 48, "xse_resnext50_sa_maxblur": 48}  # Blur pools need 3 pixels; the others build on 16.
 
 
 def trainable_count(model):
