@@ -1,5 +1,6 @@
 """The Imagewoof leaderboard's networks and layers: fast.ai's xresnet and xse_resnext50, SimpleSelfAttention,
-MaxBlurPool and liuyao12's separable_resnet, against their definitions (tests/leaderboard_twins.py, plain torch) and numpy.
+MaxBlurPool and liuyao12's separable_resnet, against their definitions (tests/leaderboard_twins.py, plain
+torch) and numpy.
 
 Parameter counts are written out below; with torch installed the twins recount them from the authors'
 definitions. Models are built on small images: counts do not depend on the image size.
@@ -210,7 +211,8 @@ def test_a_real_train_step_moves_the_weights(name, side):
   assert attention in moved
   assert f"{name}/stage1_block3/attention/u" in moved  # The power iteration ran.
   if name.startswith("xse"):  # The SE gate's input, the block's convs, is 0 only in the first step.
-    assert {f"{name}/stage1_block3/se/{conv}/{v}" for conv in ("squeeze", "excite") for v in ("kernel", "bias")} <= moved
+    se = {f"{name}/stage1_block3/se/{conv}/{v}" for conv in ("squeeze", "excite") for v in ("kernel", "bias")}
+    assert se <= moved
 
 
 def _variable(model, path):

@@ -21,7 +21,7 @@ Imagewoof runs, `--arch xse_resnext50 --pool MaxPool --sa 1`) is xresnet50 with 
 conv in 32 groups, floor(width·4/64)·32 wide (as is the 1×1 before it), and a squeeze-excitation
 (`SqueezeExcite`: mean over positions → 1×1 conv with bias to ceil(C // 16 / 8)·8 channels → activation
 → 1×1 conv with bias → sigmoid, times the input) after the convs, before self-attention and the sum.
-Keras runs a grouped conv on CPU as an XLA-compiled function (TensorFlow's CPU kernel has no groups).
+Keras runs a grouped conv on CPU as an XLA-compiled function (its workaround for TensorFlow's CPU kernel).
 
 Convs and the dense layer are initialised as fast.ai's `init_cnn` does: He normal over fan-in
 (torch's `kaiming_normal_`), biases 0. BatchNorm: momentum 0.9 (torch's 0.1), epsilon 1e-5, fused.
