@@ -61,6 +61,12 @@ class Config:
   eval_crop_fraction: float = _field(0.875, "Images of varying size: evaluation takes the centre square of this "
                                      "fraction of the shorter side, resized to --image_size.", above=0.0,
                                      maximum=1.0)
+  eval_resize: str = _field("shorter_side", "Images of varying size, the evaluation view: shorter_side (the "
+                            "centre square of --eval_crop_fraction of the shorter side, aspect kept: torchvision's "
+                            "Resize + CenterCrop) or whole_image (the whole image squashed to a square of "
+                            "--image_size / --eval_crop_fraction, then its centre --image_size crop: fastai's "
+                            "RandomResizedCrop validation view, whose val_xtra=0.14 at 128 px is a fraction of "
+                            "128/152).", choices=("shorter_side", "whole_image"))
 
   _section("Model")
   model: str = _field("simple_cnn", "Registered model name.")

@@ -65,6 +65,20 @@ def test_eval_centre_crop_geometry():
   assert gray.shape == (32, 32, 3)
 
 
+def test_eval_whole_image_view_is_fastais_squash_then_centre_crop():
+  # fastai's validation view at 128 px: the whole image resized to 152 × 152, then its centre 128 × 128.
+  fraction = 128 / 152
+  assert [int(v) for v in preprocess.center_window(tf.constant([300, 400, 3]), fraction, "whole_image")] == [
+      23, 31, 253, 337]
+  rows, cols = np.meshgrid(np.linspace(0, 1, 300), np.linspace(0, 1, 400), indexing="ij")
+  image = np.stack([rows * 255, cols * 255, (rows + cols) * 127], -1).round().astype(np.uint8)  # Smooth ramps.
+  view = preprocess.eval_image(image, 128, fraction, "whole_image").numpy()
+  squashed = tf.image.resize(tf.constant(image, tf.float32), (152, 152)).numpy()[12:140, 12:140] / 255
+  np.testing.assert_allclose(view, squashed, atol=3 / 255)
+  kept_aspect = preprocess.eval_image(image, 128, fraction).numpy()  # The default view differs: it keeps the aspect.
+  assert np.abs(kept_aspect - squashed).max() > 20 / 255
+
+
 @pytest.mark.e2e
 def test_streaming_batches_have_the_shapes_and_grayscale_and_png_become_rgb(tmp_path):
   split = listing(write_folder(tmp_path / "pets"))
@@ -76,14 +90,16 @@ def test_streaming_batches_have_the_shapes_and_grayscale_and_png_become_rgb(tmp_
   assert [b[0].shape[0] for b in batches] == [5, 5, 2]
 
 
-def test_streaming_eval_is_eval_image_of_the_decoded_file(tmp_path):
+@pytest.mark.parametrize("eval_resize", ["shorter_side", "whole_image"])
+def test_streaming_eval_is_eval_image_of_the_decoded_file(tmp_path, eval_resize):
   # What an exported model computes on a decoded photo is what evaluation fed the model.
   split = listing(write_folder(tmp_path / "pets"), "val")
-  settings = preprocess.Preprocessing(SIZE, crop_fraction=0.875)
+  settings = preprocess.Preprocessing(SIZE, crop_fraction=0.875, eval_resize=eval_resize)
   streamed = np.concatenate([b[0] for b in data.eval_dataset(split, 5, preprocessing=settings)])
   for path, view in zip(split.paths, streamed):
     decoded = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    np.testing.assert_allclose(view, preprocess.eval_image(decoded, SIZE, 0.875), atol=1e-6, err_msg=path)
+    np.testing.assert_allclose(view, preprocess.eval_image(decoded, SIZE, 0.875, eval_resize), atol=1e-6,
+                               err_msg=path)
 
 
 def test_streaming_equals_in_memory_when_the_crop_is_the_whole_image(tmp_path):

@@ -6,7 +6,9 @@ dataset without one: to its own size). For JPEG only
 the window is decoded (`tf.io.decode_and_crop_jpeg`). Flips and the rest come after, on batches
 (`--augment`). Evaluation: the centre square of side `crop_fraction` × the shorter side, resized to
 `image_size` — the anchors' "resize the shorter side to image_size / crop_fraction, take the centre
-image_size crop", done crop-first so that the resize touches only the window.
+image_size crop", done crop-first so that the resize touches only the window. `eval_resize="whole_image"`
+is fastai's view instead: the whole image squashed to a square of image_size / crop_fraction, then the
+centre image_size crop (crop-first too: the centre crop_fraction of each side, resized to a square).
 
 Fixed-size datasets (`center_crop=False`) see the whole image, resized to `image_size` when it is
 set, exactly as the in-memory back-end stores them. Outputs are uint8 [S, S, channels] (grayscale and
@@ -21,7 +23,7 @@ import tensorflow as tf
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-  """Settings (flags --image_size, --train_crop, --crop_scale, --crop_ratio, --eval_crop_fraction).
+  """Settings (flags --image_size, --train_crop, --crop_scale, --crop_ratio, --eval_crop_fraction, --eval_resize).
 
   `random_crop`: training views are random-resized crops; otherwise training sees the eval view.
   `center_crop`: the eval view is the centre crop (images of varying size); otherwise the whole
@@ -31,6 +33,7 @@ class Preprocessing:
   scale: tuple[float, float] = (0.08, 1.0)
   ratio: tuple[float, float] = (3 / 4, 4 / 3)
   crop_fraction: float = 0.875
+  eval_resize: str = "shorter_side"  # Or "whole_image" (fastai's validation view).
   random_crop: bool = True
   center_crop: bool = True
   channels: int = 3
@@ -74,11 +77,19 @@ def random_window(shape: tf.Tensor, seed: tf.Tensor, scale, ratio) -> tuple[tf.T
   return begin[0], begin[1], size[0], size[1]
 
 
-def center_window(shape: tf.Tensor, crop_fraction: float) -> tuple[tf.Tensor, ...]:
-  """(y, x, h, w) of the centre square of side crop_fraction × the shorter side."""
+def center_window(shape: tf.Tensor, crop_fraction: float, eval_resize: str = "shorter_side") -> tuple[tf.Tensor, ...]:
+  """(y, x, h, w) of the centre square of side crop_fraction × the shorter side ("shorter_side"), or of the
+  centre crop_fraction of each side ("whole_image": the window that a squash-then-centre-crop keeps)."""
   height, width = tf.cast(shape[0], tf.int32), tf.cast(shape[1], tf.int32)
-  side = tf.maximum(tf.cast(tf.round(crop_fraction * tf.cast(tf.minimum(height, width), tf.float32)), tf.int32), 1)
-  return (height - side) // 2, (width - side) // 2, side, side
+
+  def fraction_of(side):
+    return tf.maximum(tf.cast(tf.round(crop_fraction * tf.cast(side, tf.float32)), tf.int32), 1)
+
+  if eval_resize == "whole_image":
+    h, w = fraction_of(height), fraction_of(width)
+  else:
+    h = w = fraction_of(tf.minimum(height, width))
+  return (height - h) // 2, (width - w) // 2, h, w
 
 
 def train_image(encoded: tf.Tensor, seed: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
@@ -102,15 +113,16 @@ def eval_encoded(encoded: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
   image = tf.io.decode_image(encoded, channels=settings.channels, expand_animations=False)
   if not settings.center_crop:
     return _to_uint8(image, settings.image_size)
-  return _eval_uint8(image, settings.image_size, settings.crop_fraction)
+  return _eval_uint8(image, settings.image_size, settings.crop_fraction, settings.eval_resize)
 
 
-def _eval_uint8(image: tf.Tensor, image_size: int, crop_fraction: float) -> tf.Tensor:
-  y, x, h, w = center_window(tf.shape(image), crop_fraction)
+def _eval_uint8(image: tf.Tensor, image_size: int, crop_fraction: float, eval_resize: str) -> tf.Tensor:
+  y, x, h, w = center_window(tf.shape(image), crop_fraction, eval_resize)
   return _to_uint8(image[y:y + h, x:x + w], image_size)
 
 
-def eval_image(image: tf.Tensor, image_size: int, crop_fraction: float = 0.875) -> tf.Tensor:
+def eval_image(image: tf.Tensor, image_size: int, crop_fraction: float = 0.875,
+               eval_resize: str = "shorter_side") -> tf.Tensor:
   """The evaluation view of a decoded uint8 image [H, W, C] of any size, float32 [S, S, 3] in [0, 1].
 
   What evaluation feeds the model for the same image (before standardisation): an exported model
@@ -119,7 +131,7 @@ def eval_image(image: tf.Tensor, image_size: int, crop_fraction: float = 0.875) 
   image = tf.convert_to_tensor(image)
   if image.shape[-1] == 1:
     image = tf.image.grayscale_to_rgb(image)
-  return tf.cast(_eval_uint8(image[:, :, :3], image_size, crop_fraction), tf.float32) / 255.0
+  return tf.cast(_eval_uint8(image[:, :, :3], image_size, crop_fraction, eval_resize), tf.float32) / 255.0
 
 
 def decoded_eval_view(image: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
@@ -129,5 +141,5 @@ def decoded_eval_view(image: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
   `image_size` (when set), as training stored it. float32 [S, S, C] in [0, 1].
   """
   if settings.center_crop:
-    return eval_image(image, settings.image_size, settings.crop_fraction)
+    return eval_image(image, settings.image_size, settings.crop_fraction, settings.eval_resize)
   return tf.cast(_to_uint8(tf.convert_to_tensor(image), settings.image_size), tf.float32) / 255.0
