@@ -14,28 +14,42 @@ tests/leaderboard_twins.py, for the models named there. Run it from the reposito
 from absl import app
 
 from benchmarks import resnet_speed
-from cnn.models.xresnet import ARCHITECTURES
+from cnn.models.xresnet import ARCHITECTURES, SE_RESNEXT
 
 FLAGS = resnet_speed.FLAGS
 
 
 def leaderboard_twin(name: str):
-  """The torch twin of our model `name`: xresnet18 … xresnet152, their `_sa` variants, separable_resnet."""
+  """The torch twin of our model `name`: xresnet18 … xresnet152 and xse_resnext50, their `_sa` variants (max-pooled
+  shortcuts as `_sa_maxpool`, max-blur as `_sa_maxblur`), separable_resnet."""
   from tests import leaderboard_twins  # pylint: disable=import-outside-toplevel  # Needs torch.
 
   if name == "separable_resnet":
     return leaderboard_twins.separable_resnet(FLAGS.num_classes, act=FLAGS.activation)
-  base, _, variant = name.partition("_")
-  expansion, layers = ARCHITECTURES[base]
+  base, variant = _split(name)
   pool = {"sa_maxpool": "max", "sa_maxblur": "maxblur"}.get(variant, "avg")
+  if base in SE_RESNEXT:
+    if variant == "sa_maxblur":
+      raise ValueError(f"{name}: no torch twin with max-blur pooling")
+    return leaderboard_twins.xse_resnext50(FLAGS.num_classes, FLAGS.activation, sa=variant.startswith("sa"), pool=pool)
+  expansion, layers = ARCHITECTURES[base]
   stem_pool = leaderboard_twins.MaxBlurPool() if variant == "sa_maxblur" else None
   return leaderboard_twins.xresnet(expansion, layers, FLAGS.num_classes, FLAGS.activation, sa=variant.startswith("sa"),
                                    pool=pool, stem_pool=stem_pool)
 
 
+def _split(name: str) -> tuple[str, str]:
+  """("xse_resnext50", "sa_maxpool") from "xse_resnext50_sa_maxpool"; ("xresnet50", "sa") from "xresnet50_sa"."""
+  for base in (*SE_RESNEXT, *ARCHITECTURES):
+    if name == base or name.startswith(base + "_"):
+      return base, name[len(base) + 1:]
+  return name, ""
+
+
 def main(argv):
   # resnet_speed builds its PyTorch side as torch_resnet(*_ARCHITECTURES[name]): name each of ours there.
-  names = [name for name in FLAGS.models if name == "separable_resnet" or name.partition("_")[0] in ARCHITECTURES]
+  names = [name for name in FLAGS.models
+           if name == "separable_resnet" or _split(name)[0] in (*ARCHITECTURES, *SE_RESNEXT)]
   resnet_speed._ARCHITECTURES.update({name: (name,) for name in names})  # pylint: disable=protected-access
   plain = resnet_speed.torch_resnet
   resnet_speed.torch_resnet = lambda *spec: leaderboard_twin(spec[0]) if spec[0] in names else plain(*spec)

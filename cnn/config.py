@@ -58,6 +58,10 @@ class Config:
                                          above=0.0, maximum=1.0)
   crop_ratio: tuple[float, ...] = _field((0.75, 4 / 3), "random_resized: MIN,MAX aspect ratio (width/height).",
                                          above=0.0)
+  crop_sampler: str = _field("tensorflow", "random_resized: how windows are drawn: tensorflow "
+                             "(tf.image.sample_distorted_bounding_box: aspect ratio and height uniform, windows clamped "
+                             "into the image) or torchvision (RandomResizedCrop's, fastai's too: area uniform, aspect "
+                             "ratio log-uniform, misses redrawn).", choices=("tensorflow", "torchvision"))
   eval_crop_fraction: float = _field(0.875, "Images of varying size: evaluation takes the centre square of this "
                                      "fraction of the shorter side, resized to --image_size.", above=0.0,
                                      maximum=1.0)

@@ -1,7 +1,8 @@
 """ImageNet-style preprocessing of encoded or decoded images of any size, stateless.
 
 Training: a random-resized crop (a window of `scale` of the image's area and `ratio` aspect ratio,
-drawn by `tf.image.stateless_sample_distorted_bounding_box`), resized to `image_size` (a fixed-size
+drawn by `tf.image.stateless_sample_distorted_bounding_box`, or as torchvision's `RandomResizedCrop` draws
+it: `crop_sampler="torchvision"`), resized to `image_size` (a fixed-size
 dataset without one: to its own size). For JPEG only
 the window is decoded (`tf.io.decode_and_crop_jpeg`). Flips and the rest come after, on batches
 (`--augment`). Evaluation: the centre square of side `crop_fraction` × the shorter side, resized to
@@ -17,13 +18,15 @@ back-ends feed the model alike.
 """
 
 import dataclasses
+import math
 
 import tensorflow as tf
 
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-  """Settings (flags --image_size, --train_crop, --crop_scale, --crop_ratio, --eval_crop_fraction, --eval_resize).
+  """Settings (flags --image_size, --train_crop, --crop_scale, --crop_ratio, --crop_sampler, --eval_crop_fraction,
+  --eval_resize).
 
   `random_crop`: training views are random-resized crops; otherwise training sees the eval view.
   `center_crop`: the eval view is the centre crop (images of varying size); otherwise the whole
@@ -38,6 +41,7 @@ class Preprocessing:
   center_crop: bool = True
   channels: int = 3
   fixed_size: tuple[int, ...] = ()  # (H, W) of a fixed-size dataset's images, used when image_size is 0.
+  crop_sampler: str = "tensorflow"  # Or "torchvision" (RandomResizedCrop's distribution, as fastai's too).
 
   @property
   def shape(self) -> tuple[int, int, int]:
@@ -68,13 +72,47 @@ def _decode_window(encoded: tf.Tensor, window_fn, channels: int = 3) -> tf.Tenso
   return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
 
 
-def random_window(shape: tf.Tensor, seed: tf.Tensor, scale, ratio) -> tuple[tf.Tensor, ...]:
-  """(y, x, h, w) of a random-resized-crop window in an image of `shape` [H, W, C]."""
+def random_window(shape: tf.Tensor, seed: tf.Tensor, scale, ratio,
+                  sampler: str = "tensorflow") -> tuple[tf.Tensor, ...]:
+  """(y, x, h, w) of a random-resized-crop window in an image of `shape` [H, W, C], a pure function of `seed`.
+
+  `sampler="tensorflow"`: `tf.image.stateless_sample_distorted_bounding_box` (aspect ratio uniform, height
+  uniform, windows clamped into the image; after 10 misses the whole image). `"torchvision"`:
+  `torchvision_window`.
+  """
+  if sampler == "torchvision":
+    return torchvision_window(shape, seed, scale, ratio)
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       tf.cast(shape, tf.int32), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
       min_object_covered=scale[0], aspect_ratio_range=ratio, area_range=scale, max_attempts=10,
       use_image_if_no_bounding_boxes=True)  # After 10 misses: the whole image, as the anchors do.
   return begin[0], begin[1], size[0], size[1]
+
+
+def torchvision_window(shape: tf.Tensor, seed: tf.Tensor, scale, ratio, attempts: int = 10) -> tuple[tf.Tensor, ...]:
+  """(y, x, h, w) drawn as torchvision's `RandomResizedCrop.get_params` draws it (fastai's too), statelessly.
+
+  Each of `attempts` draws takes an area uniform in `scale` × the image's and an aspect ratio log-uniform in
+  `ratio`; the first window that fits is placed uniformly. If none fits: the centre crop of the whole image,
+  its aspect ratio clamped into `ratio`.
+  """
+  height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+  area_seed, ratio_seed, place_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+  area = height * width * tf.random.stateless_uniform([attempts], area_seed, scale[0], scale[1])
+  log_ratio = tf.random.stateless_uniform([attempts], ratio_seed, math.log(ratio[0]), math.log(ratio[1]))
+  aspect = tf.exp(log_ratio)
+  w, h = tf.round(tf.sqrt(area * aspect)), tf.round(tf.sqrt(area / aspect))  # Half to even, as Python's round.
+  fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+  first = tf.argmax(tf.cast(fits, tf.int32))  # The first that fits (0 when none does).
+  in_ratio = width / height
+  fallback_w = tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width)
+  fallback_h = tf.where(in_ratio < ratio[0], tf.round(width / ratio[0]), height)
+  h = tf.where(tf.reduce_any(fits), h[first], fallback_h)
+  w = tf.where(tf.reduce_any(fits), w[first], fallback_w)
+  offsets = tf.floor(tf.random.stateless_uniform([2], place_seed) * tf.stack([height - h + 1, width - w + 1]))
+  offsets = tf.where(tf.reduce_any(fits), offsets, tf.floor(tf.stack([height - h, width - w]) / 2))
+  y, x, h, w = (tf.cast(v, tf.int32) for v in (offsets[0], offsets[1], h, w))
+  return y, x, h, w
 
 
 def center_window(shape: tf.Tensor, crop_fraction: float, eval_resize: str = "shorter_side") -> tuple[tf.Tensor, ...]:
@@ -99,8 +137,8 @@ def train_image(encoded: tf.Tensor, seed: tf.Tensor, settings: Preprocessing) ->
   """
   if not settings.random_crop:
     return eval_encoded(encoded, settings)
-  window = _decode_window(encoded, lambda shape: random_window(shape, seed, settings.scale, settings.ratio),
-                          settings.channels)
+  window = _decode_window(encoded, lambda shape: random_window(shape, seed, settings.scale, settings.ratio,
+                                                                      settings.crop_sampler), settings.channels)
   return _to_uint8(window, settings.shape[:2])  # A fixed-size dataset without --image_size: its own size.
 
 
