@@ -62,6 +62,9 @@ class Config:
                              "(tf.image.sample_distorted_bounding_box: aspect ratio and height uniform, windows clamped "
                              "into the image) or torchvision (RandomResizedCrop's, fastai's too: area uniform, aspect "
                              "ratio log-uniform, misses redrawn).", choices=("tensorflow", "torchvision"))
+  resize_antialias: bool = _field(False, "Antialias every resize of the images (training and evaluation views, "
+                                  "--image_size on a fixed-size dataset): a filter as wide as the shrink, as PIL's "
+                                  "(fastai's and torchvision's on PIL images); off: plain bilinear.")
   eval_crop_fraction: float = _field(0.875, "Images of varying size: evaluation takes the centre square of this "
                                      "fraction of the shorter side, resized to --image_size.", above=0.0,
                                      maximum=1.0)

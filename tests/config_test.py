@@ -1,9 +1,16 @@
 """Config.validate: settings that do not fit together are refused in one line, naming the flags."""
 
+import pathlib
+
 import pytest
 
+from cnn import flags as cnn_flags
+from cnn import models  # pylint: disable=unused-import  # Registers the models.
 from cnn.config import Config
 from cnn.errors import UserError
+from cnn.models import registry
+
+EXPERIMENTS = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -23,3 +30,11 @@ def test_normalization_statistics_that_would_be_ignored_are_refused(settings, me
 def test_normalization_statistics_given_together_or_not_at_all_are_valid():
   Config(normalization="standardize").validate()
   Config(normalization="standardize", normalization_mean=(0.5,) * 3, normalization_std=(0.2,) * 3).validate()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXPERIMENTS.glob("*.cfg")
+                                        if not p.name.endswith("_sweep.cfg")))  # Sweeps: sweep_test plans them.
+def test_every_recipe_in_experiments_parses_to_a_valid_config(name):
+  config = cnn_flags.config_from_flagfile(str(EXPERIMENTS / name))  # Unknown flags and bad values raise.
+  config.validate()
+  assert config.model in registry.names() or config.model.startswith("keras:"), config.model

@@ -77,3 +77,34 @@ def test_the_crop_sampler_flag_reaches_the_training_views(tiny_data_dir):
     views[sampler] = [next(iter(data.train_dataset(split, 8, seed=0)))[0].numpy() for _ in range(2)]
     np.testing.assert_array_equal(*views[sampler])  # Each sampler is a pure function of the seed.
   assert not np.array_equal(views["tensorflow"][0], views["torchvision"][0])
+
+
+def _checkerboard_png(side=64):
+  board = (np.indices((side, side)).sum(axis=0) % 2 * 255).astype(np.uint8)
+  return tf.io.encode_png(np.repeat(board[..., None], 3, axis=-1))
+
+
+def test_antialiased_views_average_what_they_shrink_and_exports_see_the_same():
+  # A one-pixel checkerboard shrunk 64 → 13: plain bilinear samples it (stark aliasing, std 42), antialiasing
+  # averages it to grey, as PIL's resize does. Training views (a whole-image window) and evaluation views alike.
+  encoded = _checkerboard_png()
+  for antialias, grey in ((False, False), (True, True)):
+    settings = preprocess.Preprocessing(13, scale=(1.0, 1.0), ratio=(1.0, 1.0), crop_fraction=1.0, antialias=antialias)
+    views = [preprocess.eval_encoded(encoded, settings), preprocess.train_image(encoded, tf.constant([1, 2]), settings)]
+    for view in views:
+      assert view.shape == (13, 13, 3) and (np.std(view.numpy()) < 10) == grey, np.std(view.numpy())
+    exported = preprocess.decoded_eval_view(tf.io.decode_png(encoded, channels=3), settings)
+    np.testing.assert_allclose(exported * 255, views[0].numpy().astype(np.float32), atol=1e-3)
+
+
+def test_antialiased_fixed_size_images_are_resized_alike_in_memory_and_streaming(tiny_data_dir, tmp_path):
+  images = {}
+  for antialias in (False, True):
+    source = data.open_dataset(Config(dataset=tiny_tfds.NAME, data_dir=tiny_data_dir, download=False, image_size=7,
+                                      resize_antialias=antialias, data_cache_dir=str(tmp_path / "cache")))
+    (held,), (streamed,) = data.open_splits(source, ["test"], -1), data.open_splits(source, ["test"], 0)
+    assert isinstance(held, data.Split) and isinstance(streamed, stream.StreamSplit)
+    np.testing.assert_array_equal(held.images, stream.decode_all(streamed))
+    images[antialias] = held.images
+  assert images[True].shape == (len(images[True]), 7, 7, 3)
+  assert not np.array_equal(images[False], images[True])  # Not one cache entry for both.

@@ -14,7 +14,8 @@ centre image_size crop (crop-first too: the centre crop_fraction of each side, r
 Fixed-size datasets (`center_crop=False`) see the whole image, resized to `image_size` when it is
 set, exactly as the in-memory back-end stores them. Outputs are uint8 [S, S, channels] (grayscale and
 RGBA converted to `channels`), rounded as the in-memory back-end stores its images, so that both
-back-ends feed the model alike.
+back-ends feed the model alike. Resizing is bilinear; `antialias=True` widens the filter when it shrinks, as
+PIL's (fastai's, torchvision's on PIL images) does.
 """
 
 import dataclasses
@@ -26,7 +27,7 @@ import tensorflow as tf
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
   """Settings (flags --image_size, --train_crop, --crop_scale, --crop_ratio, --crop_sampler, --eval_crop_fraction,
-  --eval_resize).
+  --eval_resize, --resize_antialias).
 
   `random_crop`: training views are random-resized crops; otherwise training sees the eval view.
   `center_crop`: the eval view is the centre crop (images of varying size); otherwise the whole
@@ -42,6 +43,7 @@ class Preprocessing:
   channels: int = 3
   fixed_size: tuple[int, ...] = ()  # (H, W) of a fixed-size dataset's images, used when image_size is 0.
   crop_sampler: str = "tensorflow"  # Or "torchvision" (RandomResizedCrop's distribution, as fastai's too).
+  antialias: bool = False  # Every resize, training and evaluation views alike.
 
   @property
   def shape(self) -> tuple[int, int, int]:
@@ -49,11 +51,12 @@ class Preprocessing:
     return (*((self.image_size,) * 2 if self.image_size else self.fixed_size), self.channels)
 
 
-def _to_uint8(image: tf.Tensor, size: "int | tuple[int, int]") -> tf.Tensor:
+def _to_uint8(image: tf.Tensor, size: "int | tuple[int, int]", antialias: bool = False) -> tf.Tensor:
   """`image` resized to `size` (a side, or (height, width)) and rounded to uint8; as it is for size 0."""
   if not size:  # A fixed-size dataset at its own size.
     return image
-  resized = tf.image.resize(image, (size, size) if isinstance(size, int) else size)  # Bilinear, as load_split's.
+  resized = tf.image.resize(image, (size, size) if isinstance(size, int) else size,  # Bilinear, as load_split's.
+                            antialias=antialias)
   return tf.saturate_cast(tf.round(resized), tf.uint8)
 
 
@@ -139,7 +142,8 @@ def train_image(encoded: tf.Tensor, seed: tf.Tensor, settings: Preprocessing) ->
     return eval_encoded(encoded, settings)
   window = _decode_window(encoded, lambda shape: random_window(shape, seed, settings.scale, settings.ratio,
                                                                       settings.crop_sampler), settings.channels)
-  return _to_uint8(window, settings.shape[:2])  # A fixed-size dataset without --image_size: its own size.
+  # A fixed-size dataset without --image_size: its own size.
+  return _to_uint8(window, settings.shape[:2], settings.antialias)
 
 
 def eval_encoded(encoded: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
@@ -150,17 +154,18 @@ def eval_encoded(encoded: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
   """
   image = tf.io.decode_image(encoded, channels=settings.channels, expand_animations=False)
   if not settings.center_crop:
-    return _to_uint8(image, settings.image_size)
-  return _eval_uint8(image, settings.image_size, settings.crop_fraction, settings.eval_resize)
+    return _to_uint8(image, settings.image_size, settings.antialias)
+  return _eval_uint8(image, settings.image_size, settings.crop_fraction, settings.eval_resize, settings.antialias)
 
 
-def _eval_uint8(image: tf.Tensor, image_size: int, crop_fraction: float, eval_resize: str) -> tf.Tensor:
+def _eval_uint8(image: tf.Tensor, image_size: int, crop_fraction: float, eval_resize: str,
+                antialias: bool) -> tf.Tensor:
   y, x, h, w = center_window(tf.shape(image), crop_fraction, eval_resize)
-  return _to_uint8(image[y:y + h, x:x + w], image_size)
+  return _to_uint8(image[y:y + h, x:x + w], image_size, antialias)
 
 
 def eval_image(image: tf.Tensor, image_size: int, crop_fraction: float = 0.875,
-               eval_resize: str = "shorter_side") -> tf.Tensor:
+               eval_resize: str = "shorter_side", antialias: bool = False) -> tf.Tensor:
   """The evaluation view of a decoded uint8 image [H, W, C] of any size, float32 [S, S, 3] in [0, 1].
 
   What evaluation feeds the model for the same image (before standardisation): an exported model
@@ -169,7 +174,8 @@ def eval_image(image: tf.Tensor, image_size: int, crop_fraction: float = 0.875,
   image = tf.convert_to_tensor(image)
   if image.shape[-1] == 1:
     image = tf.image.grayscale_to_rgb(image)
-  return tf.cast(_eval_uint8(image[:, :, :3], image_size, crop_fraction, eval_resize), tf.float32) / 255.0
+  return tf.cast(_eval_uint8(image[:, :, :3], image_size, crop_fraction, eval_resize, antialias),
+                 tf.float32) / 255.0
 
 
 def decoded_eval_view(image: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
@@ -179,5 +185,5 @@ def decoded_eval_view(image: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
   `image_size` (when set), as training stored it. float32 [S, S, C] in [0, 1].
   """
   if settings.center_crop:
-    return eval_image(image, settings.image_size, settings.crop_fraction, settings.eval_resize)
-  return tf.cast(_to_uint8(tf.convert_to_tensor(image), settings.image_size), tf.float32) / 255.0
+    return eval_image(image, settings.image_size, settings.crop_fraction, settings.eval_resize, settings.antialias)
+  return tf.cast(_to_uint8(tf.convert_to_tensor(image), settings.image_size, settings.antialias), tf.float32) / 255.0

@@ -65,7 +65,8 @@ def open_dataset(config: Config) -> DataSource:
   settings = preprocess.Preprocessing(
       config.image_size, tuple(config.crop_scale), tuple(config.crop_ratio), config.eval_crop_fraction,
       config.eval_resize, random_crop=config.train_crop == "random_resized", center_crop=varying,
-      channels=info.image_shape[2], fixed_size=info.image_shape[:2], crop_sampler=config.crop_sampler)
+      channels=info.image_shape[2], fixed_size=info.image_shape[:2], crop_sampler=config.crop_sampler,
+      antialias=config.resize_antialias)
   return DataSource(info, builder, root, settings, cache.resolve_dir(config.data_cache_dir),
                     config.skip_bad_images)
 

@@ -109,7 +109,8 @@ def _open_tfds_split(source: DataSource, name: str, budget_bytes: int,
     streaming = tfds_stream.open_split(source.builder, name, source.preprocessing, source.cache_dir)
     return _hold(source, streaming, decoded_bytes, dataset=source.builder.info.name, split=name,
                  version=str(source.builder.info.version), files=cache.files_fingerprint(source.builder.data_dir))
-  return load_split(source.builder, name, source.preprocessing.image_size, source.cache_dir), decoded_bytes
+  return load_split(source.builder, name, source.preprocessing.image_size, source.cache_dir,
+                    source.preprocessing.antialias), decoded_bytes
 
 
 def _fits(name: str, decoded_bytes: int, budget_bytes: int, explain: bool) -> bool:
@@ -131,26 +132,27 @@ def _folder_split_name(root: pathlib.Path, name: str) -> str:
 
 
 def load_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int = 0,
-               cache_dir: Optional[pathlib.Path] = None) -> Split:
+               cache_dir: Optional[pathlib.Path] = None, antialias: bool = False) -> Split:
   """Reads and decodes a whole split (TFDS slicing allowed) into memory.
 
-  `image_size` > 0 resizes every image to that height and width (bilinear, back to uint8). With a
-  `cache_dir` (see `cnn.data.cache`), a split decoded before is memory-mapped from there instead.
+  `image_size` > 0 resizes every image to that height and width (bilinear, antialiased with `antialias`,
+  back to uint8). With a `cache_dir` (see `cnn.data.cache`), a split decoded before is memory-mapped from
+  there instead.
   """
   entry = cache_dir and cache.key(
       dataset=builder.info.name, version=str(builder.info.version), split=split, image_size=image_size,
-      files=cache.files_fingerprint(builder.data_dir))
+      files=cache.files_fingerprint(builder.data_dir), **({"antialias": True} if antialias else {}))
   cached = cache.load(cache_dir, entry) if cache_dir else None
   if cached is not None:
     return Split(*cached)
-  loaded = _decode_split(builder, split, image_size)
+  loaded = _decode_split(builder, split, image_size, antialias)
   if cache_dir and not cache.save(cache_dir, entry, loaded.images, loaded.labels):
     logging.warning("Could not write the data cache in %s (not writable?); the next run decodes again",
                     cache_dir)
   return loaded
 
 
-def _decode_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int) -> Split:
+def _decode_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int, antialias: bool) -> Split:
   """A split read from TFDS and decoded into memory (see `load_split`)."""
   try:
     # One file at a time: as_dataset interleaves the shards otherwise, and streaming reads in file order.
@@ -158,7 +160,8 @@ def _decode_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int
                             read_config=tfds.ReadConfig(interleave_cycle_length=1))
     if image_size:
       ds = ds.map(lambda image, label: (tf.saturate_cast(tf.round(tf.image.resize(
-          image, (image_size, image_size))), tf.uint8), label), num_parallel_calls=tf.data.AUTOTUNE)
+          image, (image_size, image_size), antialias=antialias)), tf.uint8), label),
+                  num_parallel_calls=tf.data.AUTOTUNE)
   except (ValueError, KeyError, AssertionError) as e:
     raise UserError(f"bad split '{split}' for {builder.info.name}: {str(e).splitlines()[0]} "
                     f"(splits: {', '.join(builder.info.splits)})") from None
