@@ -37,7 +37,8 @@ def write_jpegs(root, per_class, copies=1, val_per_class=4):
 
 
 def folder_args(root, run_dir, *extra):
-  return [f"--dataset=folder:{root}", "--data_memory_budget_mb=0", "--model=resnet20", "--summary_images=0",
+  # The tutorial network: these tests are about the data path, and it starts 4 s faster than resnet20.
+  return [f"--dataset=folder:{root}", "--data_memory_budget_mb=0", "--model=simple_cnn", "--summary_images=0",
           "--nowrite_graph", "--histogram_every_steps=0", "--nodownload", f"--run_dir={run_dir}", *extra]
 
 
