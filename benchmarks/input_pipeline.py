@@ -8,7 +8,7 @@ random-resized crop decoded by window, resize, flip, standardise) and reads `--b
 a warm-up of 3, with tf.data's thread pool limited to each of `--cores` threads. Divide a host's
 images/s need by the per-core figure for the cores the input pipeline needs.
 
-With `--recipe=experiments/imagewoof_5ep.cfg` (or `--model=NAME`: float32, SGD) it also times that
+With `--recipe=experiments/imagewoof_resnet26d_5ep.cfg` (or `--model=NAME`: float32, SGD) it also times that
 recipe's train step (its model, precision, optimizer and batch size; `--steps` after a warm-up) fed
 by the pipeline and fed one cached batch, alternately, and prints their ratio: the fraction of the
 step's speed the input pipeline leaves (1.0: not input-bound).

@@ -171,7 +171,7 @@ def test_the_imagewoof_recipe_runs_on_a_small_folder_of_photos(tmp_path):
       for i in range(count):  # JPEGs of varying aspect ratios, as Imagewoof's.
         pixels = rng.integers(0, 255, (40 + 8 * i, 48, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(tmp_path / "woof" / split / label / f"{i}.JPEG")
-  code, stderr = run_cli(train.main, ["--flagfile=experiments/imagewoof_5ep.cfg", f"--dataset=folder:{tmp_path / 'woof'}",
+  code, stderr = run_cli(train.main, ["--flagfile=experiments/imagewoof_resnet26d_5ep.cfg", f"--dataset=folder:{tmp_path / 'woof'}",
                                       "--image_size=32", "--batch_size=8", "--eval_batch_size=8", "--train_steps=3",
                                       "--lr_hold_epochs=0.5", f"--run_dir={tmp_path / 'run'}"])  # 3 steps: 1 held.
   assert code == 0, stderr
@@ -180,8 +180,18 @@ def test_the_imagewoof_recipe_runs_on_a_small_folder_of_photos(tmp_path):
   assert "--activation=mish" in flags_txt and "--lookahead_every=6" in flags_txt
 
 
+def test_the_leaderboard_recipe_keeps_the_run_rules_and_is_fastais_run():
+  recipe = cnn_flags.config_from_flagfile("experiments/imagewoof_5ep.cfg")
+  # The leaderboard's rules: 5 epochs at 128 px, random initialisation, no test-time augmentation.
+  assert (recipe.epochs, recipe.image_size, recipe.init_from, recipe.tta) == (5, 128, "", "none")
+  assert recipe == cnn_flags.config_from_flagfile("experiments/imagewoof_xse_resnext50_fastai.cfg")
+  assert (recipe.model, recipe.activation, recipe.optimizer, recipe.batch_size) == (
+      "xse_resnext50_sa_maxpool", "mish", "radam", 64)
+  assert (recipe.crop_sampler, recipe.resize_antialias, recipe.eval_resize) == ("torchvision", True, "whole_image")
+
+
 def test_the_20_epoch_recipe_is_the_5_epoch_one_held_for_three_quarters_of_its_length():
-  five, twenty = (cnn_flags.config_from_flagfile(f"experiments/imagewoof_{n}ep.cfg") for n in (5, 20))
+  five, twenty = (cnn_flags.config_from_flagfile(f"experiments/imagewoof_resnet26d_{n}ep.cfg") for n in (5, 20))
   assert (twenty.epochs, five.epochs) == (20, 5)
   assert (twenty.lr_warmup_epochs + twenty.lr_hold_epochs) / 20 == (five.lr_warmup_epochs + five.lr_hold_epochs) / 5
   assert dataclasses.replace(twenty, epochs=5, lr_hold_epochs=five.lr_hold_epochs) == five
