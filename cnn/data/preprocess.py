@@ -51,12 +51,14 @@ class Preprocessing:
     return (*((self.image_size,) * 2 if self.image_size else self.fixed_size), self.channels)
 
 
-def _to_uint8(image: tf.Tensor, size: "int | tuple[int, int]", antialias: bool = False) -> tf.Tensor:
-  """`image` resized to `size` (a side, or (height, width)) and rounded to uint8; as it is for size 0."""
+def resize_to_uint8(image: tf.Tensor, size: "int | tuple[int, int]", antialias: bool = False) -> tf.Tensor:
+  """`image` resized to `size` (a side, or (height, width)) and rounded to uint8; as it is for size 0.
+
+  The one resize of every view, and of the in-memory back-end's `--image_size` (`splits.load_split`).
+  """
   if not size:  # A fixed-size dataset at its own size.
     return image
-  resized = tf.image.resize(image, (size, size) if isinstance(size, int) else size,  # Bilinear, as load_split's.
-                            antialias=antialias)
+  resized = tf.image.resize(image, (size, size) if isinstance(size, int) else size, antialias=antialias)  # Bilinear.
   return tf.saturate_cast(tf.round(resized), tf.uint8)
 
 
@@ -106,14 +108,13 @@ def torchvision_window(shape: tf.Tensor, seed: tf.Tensor, scale, ratio, attempts
   aspect = tf.exp(log_ratio)
   w, h = tf.round(tf.sqrt(area * aspect)), tf.round(tf.sqrt(area / aspect))  # Half to even, as Python's round.
   fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-  first = tf.argmax(tf.cast(fits, tf.int32))  # The first that fits (0 when none does).
+  any_fits, first = tf.reduce_any(fits), tf.argmax(tf.cast(fits, tf.int32))  # The first that fits.
   in_ratio = width / height
   fallback_w = tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width)
   fallback_h = tf.where(in_ratio < ratio[0], tf.round(width / ratio[0]), height)
-  h = tf.where(tf.reduce_any(fits), h[first], fallback_h)
-  w = tf.where(tf.reduce_any(fits), w[first], fallback_w)
+  h, w = tf.where(any_fits, h[first], fallback_h), tf.where(any_fits, w[first], fallback_w)
   offsets = tf.floor(tf.random.stateless_uniform([2], place_seed) * tf.stack([height - h + 1, width - w + 1]))
-  offsets = tf.where(tf.reduce_any(fits), offsets, tf.floor(tf.stack([height - h, width - w]) / 2))
+  offsets = tf.where(any_fits, offsets, tf.floor(tf.stack([height - h, width - w]) / 2))
   y, x, h, w = (tf.cast(v, tf.int32) for v in (offsets[0], offsets[1], h, w))
   return y, x, h, w
 
@@ -143,7 +144,7 @@ def train_image(encoded: tf.Tensor, seed: tf.Tensor, settings: Preprocessing) ->
   window = _decode_window(encoded, lambda shape: random_window(shape, seed, settings.scale, settings.ratio,
                                                                       settings.crop_sampler), settings.channels)
   # A fixed-size dataset without --image_size: its own size.
-  return _to_uint8(window, settings.shape[:2], settings.antialias)
+  return resize_to_uint8(window, settings.shape[:2], settings.antialias)
 
 
 def eval_encoded(encoded: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
@@ -154,14 +155,14 @@ def eval_encoded(encoded: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
   """
   image = tf.io.decode_image(encoded, channels=settings.channels, expand_animations=False)
   if not settings.center_crop:
-    return _to_uint8(image, settings.image_size, settings.antialias)
+    return resize_to_uint8(image, settings.image_size, settings.antialias)
   return _eval_uint8(image, settings.image_size, settings.crop_fraction, settings.eval_resize, settings.antialias)
 
 
 def _eval_uint8(image: tf.Tensor, image_size: int, crop_fraction: float, eval_resize: str,
                 antialias: bool) -> tf.Tensor:
   y, x, h, w = center_window(tf.shape(image), crop_fraction, eval_resize)
-  return _to_uint8(image[y:y + h, x:x + w], image_size, antialias)
+  return resize_to_uint8(image[y:y + h, x:x + w], image_size, antialias)
 
 
 def eval_image(image: tf.Tensor, image_size: int, crop_fraction: float = 0.875,
@@ -186,4 +187,5 @@ def decoded_eval_view(image: tf.Tensor, settings: Preprocessing) -> tf.Tensor:
   """
   if settings.center_crop:
     return eval_image(image, settings.image_size, settings.crop_fraction, settings.eval_resize, settings.antialias)
-  return tf.cast(_to_uint8(tf.convert_to_tensor(image), settings.image_size, settings.antialias), tf.float32) / 255.0
+  resized = resize_to_uint8(tf.convert_to_tensor(image), settings.image_size, settings.antialias)
+  return tf.cast(resized, tf.float32) / 255.0

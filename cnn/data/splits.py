@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 
 from cnn.data import cache
 from cnn.data import folder
+from cnn.data import preprocess
 from cnn.data import stream
 from cnn.data import tfds_stream
 from cnn.data.sources import DataSource
@@ -141,6 +142,7 @@ def load_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int = 
   """
   entry = cache_dir and cache.key(
       dataset=builder.info.name, version=str(builder.info.version), split=split, image_size=image_size,
+      # Named only when on: the entries decoded before the flag existed keep their keys.
       files=cache.files_fingerprint(builder.data_dir), **({"antialias": True} if antialias else {}))
   cached = cache.load(cache_dir, entry) if cache_dir else None
   if cached is not None:
@@ -159,8 +161,7 @@ def _decode_split(builder: tfds.core.DatasetBuilder, split: str, image_size: int
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False,
                             read_config=tfds.ReadConfig(interleave_cycle_length=1))
     if image_size:
-      ds = ds.map(lambda image, label: (tf.saturate_cast(tf.round(tf.image.resize(
-          image, (image_size, image_size), antialias=antialias)), tf.uint8), label),
+      ds = ds.map(lambda image, label: (preprocess.resize_to_uint8(image, image_size, antialias), label),
                   num_parallel_calls=tf.data.AUTOTUNE)
   except (ValueError, KeyError, AssertionError) as e:
     raise UserError(f"bad split '{split}' for {builder.info.name}: {str(e).splitlines()[0]} "
