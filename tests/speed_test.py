@@ -183,9 +183,9 @@ def test_throughput_rates_and_time_to_accuracy():
   reached = actions.TimeToAccuracy(0.6)
   assert [reached.update(a, s, t) for a, s, t in [(0.5, 10, 1.0), (0.6, 20, 2.0), (0.7, 30, 3.0)]] == [
       False, True, False]
-  assert reached.results() == {"target_accuracy": 0.6, "time_to_accuracy_seconds": 2.0,
+  assert reached.results() == {"run_train_seconds": 0.0, "target_accuracy": 0.6, "time_to_accuracy_seconds": 2.0,
                                "time_to_accuracy_steps": 20}
-  assert actions.TimeToAccuracy(0.0).results() == {}
+  assert actions.TimeToAccuracy(0.0).results() == {"run_train_seconds": 0.0}
 
 
 def test_a_retrace_after_warm_up_is_logged_as_a_warning(caplog):

@@ -35,7 +35,7 @@ def test_evaluation_time_is_not_counted(clock):
   reached.after_step(10, {})  # 10 s more.
   clock[0] = 50.0
   reached(event(10, 0.7))
-  assert reached.results() == {"target_accuracy": 0.6, "time_to_accuracy_seconds": 20.0,
+  assert reached.results() == {"run_train_seconds": 20.0, "target_accuracy": 0.6, "time_to_accuracy_seconds": 20.0,
                                "time_to_accuracy_steps": 10}
 
 
@@ -57,7 +57,7 @@ def test_the_count_and_a_reached_target_are_carried_by_the_checkpoint(clock, tmp
   again = actions.TimeToAccuracy(0.6)
   tf.train.Checkpoint(**again.variables()).read(path).assert_consumed()
   again(event(15, 0.9))  # Reached before: kept.
-  assert again.results() == {"target_accuracy": 0.6, "time_to_accuracy_seconds": 10.0,
+  assert again.results() == {"run_train_seconds": 10.0, "target_accuracy": 0.6, "time_to_accuracy_seconds": 10.0,
                              "time_to_accuracy_steps": 10}
 
 
@@ -72,6 +72,9 @@ def test_a_resumed_run_keeps_the_step_its_first_part_reached_the_target_at(tiny_
   resumed = json.loads((run_dir / "results.json").read_text())
   assert resumed["steps"] == 24 and resumed["time_to_accuracy_steps"] == 12
   assert resumed["time_to_accuracy_seconds"] == first["time_to_accuracy_seconds"]
+  # train_seconds is this process's; run_train_seconds counts on from the first process's.
+  assert resumed["run_train_seconds"] > resumed["train_seconds"]
+  assert resumed["run_train_seconds"] > first["run_train_seconds"] > 0
 
 
 def test_a_checkpoint_from_before_the_run_state_was_saved_still_resumes(tmp_path):

@@ -148,10 +148,15 @@ class TimeToAccuracy:
     return True
 
   def results(self) -> dict[str, Any]:
+    """`run_train_seconds`: the whole run's training time, every process that resumed it included (the
+    steps a killed process ran past its last checkpoint are not: they were run again); the target's
+    step and seconds when there is a target."""
+    clock = {"run_train_seconds": float(self.train_seconds)}
     if not self.target:
-      return {}
+      return clock
     reached = int(self.steps) >= 0
-    return {"target_accuracy": self.target, "time_to_accuracy_seconds": float(self.seconds) if reached else None,
+    return {**clock, "target_accuracy": self.target,
+            "time_to_accuracy_seconds": float(self.seconds) if reached else None,
             "time_to_accuracy_steps": int(self.steps) if reached else None}
 
   def __call__(self, event: EvalEvent) -> None:
