@@ -2,7 +2,7 @@
 
   A  the seeds' recipe: Keras `Sequential`, `compile`, `model.fit` on numpy arrays;
   B  the same `model.fit` on this project's `tf.data` pipeline;
-  C  this project's trainer as configured (at its defaults: float32, 1 step per loop, no XLA);
+  C  this project's trainer as configured (at its defaults: float32, `--steps_per_loop=20`, no XLA);
   D  this project's trainer at the fastest settings for this machine: precision, steps per loop and
      XLA are chosen by a short measured search first, and the table says which won.
 

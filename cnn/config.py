@@ -176,7 +176,7 @@ class Config:
       choices=("keep", "average"))
   freeze_variables: str = _field(
       "", "Comma-separated regular expressions; trainable variables whose path matches one are trained "
-      "for --freeze_after_epochs, then no longer updated (airbench: whiten/bias after 3 epochs).")
+      "for --freeze_after (or --freeze_after_epochs), then no longer updated (airbench: whiten/bias after 3 epochs).")
   freeze_after: str = _field("", "With --freeze_variables: how long to train them before freezing, a duration "
                             "(500, 3ep, 0.1run; 0: frozen from the start); empty: --freeze_after_epochs.")
   freeze_after_epochs: float = _field(0.0, "With --freeze_variables: epochs to train them before freezing "
@@ -241,7 +241,7 @@ class Config:
   checkpoint_every_steps: int = _field(
       500, "Steps between checkpoints; one is also saved at each epoch end, at the end, and on "
       "SIGTERM/SIGINT (0: only those); --checkpoint_every wins when given.", minimum=0)
-  keep_checkpoints: int = _field(3, "Latest checkpoints kept (the best by eval accuracy is kept besides).",
+  keep_checkpoints: int = _field(3, "Latest checkpoints kept (the --keep_best best by --best_metric are kept besides).",
                                  minimum=1)
 
   def differences(self, other: "Config") -> list[str]:

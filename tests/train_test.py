@@ -125,6 +125,21 @@ def test_flags_txt_reproduces_the_config(tiny_data_dir, tmp_path):
 
 
 @pytest.mark.e2e
+def test_a_run_in_the_default_directory_resumes_from_its_flags_txt(mock_tfds, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # The default is runs/<dataset>-<model>-<time>, under the working directory.
+  assert run_cli(train.main, ["--train_steps=2", "--batch_size=16"])[0] == 0
+  [run_dir] = (tmp_path / "runs").iterdir()
+  flags_txt = f"runs/{run_dir.name}/flags.txt"
+  # Failed before: flags.txt said --run_dir= (empty), so this started another run in a new directory.
+  assert f"--run_dir=runs/{run_dir.name}\n" in (tmp_path / flags_txt).read_text()
+  code, stderr = run_cli(train.main, [f"--flagfile={flags_txt}", "--train_steps=4"])
+  assert code == 0, stderr
+  assert list((tmp_path / "runs").iterdir()) == [run_dir]
+  assert json.loads((run_dir / "results.json").read_text())["steps"] == 4
+  assert sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt-*.index")) == ["ckpt-2.index", "ckpt-4.index"]
+
+
+@pytest.mark.e2e
 def test_train_steps_wins_over_epochs(mock_tfds, tmp_path):
   run_dir = tmp_path / "run"
   code, stderr = run_cli(train.main, ["--epochs=3", "--train_steps=5", "--batch_size=16",

@@ -58,6 +58,7 @@ def train_and_evaluate(config: Config) -> dict[str, Any]:
     # ---------------------------------------------------------------- Set-up
     config.validate()
     run_dir = config.run_dir or run_dir_lib.default_run_dir(config)
+    config = dataclasses.replace(config, run_dir=run_dir)  # So flags.txt names it, and resumes it.
     resuming = run_dir_lib.check(run_dir, config)
     finished = run_dir_lib.finished_results(run_dir, config) if resuming else None
     if finished:  # Nothing to do, and nothing is written.
