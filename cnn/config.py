@@ -321,6 +321,8 @@ class Config:
       if len(low_high) != 2 or low_high[0] > low_high[1]:
         raise UserError(f"--{name}={_flag_text(low_high)} must be MIN,MAX with MIN <= MAX")
     durations.check(self)
+    if self.strategy == "multi_worker_mirrored" and not self.run_dir:  # The default has each worker's start time.
+      raise UserError("--strategy=multi_worker_mirrored needs --run_dir: every worker must name the same directory")
     if durations.of(self, "freeze_after").value and not self.freeze_variables:
       raise UserError(f"{durations.of(self, 'freeze_after').flag_name} needs --freeze_variables (the variables to "
                       "freeze)")

@@ -27,6 +27,13 @@ def test_normalization_statistics_that_would_be_ignored_are_refused(settings, me
     Config(**settings).validate()
 
 
+def test_a_multi_worker_run_names_its_directory():
+  # Each worker would have made its own runs/<dataset>-<model>-<time>, and resumed from none of the chief's.
+  with pytest.raises(UserError, match="^--strategy=multi_worker_mirrored needs --run_dir: every worker must name"):
+    Config(strategy="multi_worker_mirrored").validate()
+  Config(strategy="multi_worker_mirrored", run_dir="runs/shared").validate()
+
+
 def test_normalization_statistics_given_together_or_not_at_all_are_valid():
   Config(normalization="standardize").validate()
   Config(normalization="standardize", normalization_mean=(0.5,) * 3, normalization_std=(0.2,) * 3).validate()
