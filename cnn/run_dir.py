@@ -1,6 +1,7 @@
 """The run directory: what a run writes besides its event files, and guarding one in use."""
 
 import datetime
+import itertools
 import json
 import os
 import shutil
@@ -18,12 +19,23 @@ RESULTS_FILE = "results.json"
 
 
 def default_run_dir(config: Config) -> str:
-  """runs/<dataset>-<model>-<YYYYmmdd-HHMMSS>."""
+  """Creates and returns a new runs/<dataset>-<model>-<YYYYmmdd-HHMMSS>.
+
+  Runs started in the same second (a shell loop over seeds) get `-2`, `-3`, …: the directory is
+  claimed by creating it, so two processes never share one.
+  """
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   dataset = config.dataset
   if dataset.startswith("folder:"):  # folder:PATH → the folder's name
     dataset = os.path.basename(os.path.abspath(dataset[len("folder:"):]))
-  return os.path.join("runs", f"{dataset}-{config.model}-{stamp}")
+  base = os.path.join("runs", f"{dataset}-{config.model}-{stamp}")
+  for n in itertools.count(1):
+    path = base if n == 1 else f"{base}-{n}"
+    try:
+      os.makedirs(path)  # Atomic: fails if another run has it.
+      return path
+    except FileExistsError:
+      continue
 
 
 def check(run_dir: str, config: Config) -> bool:

@@ -139,6 +139,18 @@ def test_a_run_in_the_default_directory_resumes_from_its_flags_txt(mock_tfds, tm
   assert sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt-*.index")) == ["ckpt-2.index", "ckpt-4.index"]
 
 
+def test_runs_started_in_the_same_second_get_their_own_default_directory(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  # Failed before: both were runs/cifar10-simple_cnn-<the same second>, so the second run (another seed)
+  # was refused, or with the same settings resumed the first one's directory while it ran.
+  with mock.patch.object(run_dir_lib.datetime, "datetime", wraps=run_dir_lib.datetime.datetime) as clock:
+    clock.now.return_value = run_dir_lib.datetime.datetime(2026, 12, 6, 21, 30, 5)
+    paths = [run_dir_lib.default_run_dir(Config(seed=seed)) for seed in (0, 1, 2)]
+  assert paths == ["runs/cifar10-simple_cnn-20261206-213005", "runs/cifar10-simple_cnn-20261206-213005-2",
+                   "runs/cifar10-simple_cnn-20261206-213005-3"]
+  assert all((tmp_path / path).is_dir() for path in paths)
+
+
 @pytest.mark.e2e
 def test_train_steps_wins_over_epochs(mock_tfds, tmp_path):
   run_dir = tmp_path / "run"
