@@ -109,6 +109,10 @@ class Config:
   adam_epsilon: float = _field(1e-7, "Adam: epsilon, added to the root of the squared-gradient average.",
                                above=0.0)
   nesterov: bool = _field(False, "Nesterov momentum for SGD.")
+  sgd_momentum: str = _field("keras", "How SGD's momentum meets a changing rate: keras (u ← μ·u − lr·g, w ← w + u: "
+                             "the rate folded into the velocity, which carries earlier rates) or pytorch (b ← μ·b + g, "
+                             "w ← w − lr·b: torch.optim.SGD's, what PyTorch recipes are tuned with). Equal at a "
+                             "constant rate.", choices=("keras", "pytorch"))
   batch_size: int = _field(32, "Training batch size.", minimum=1)
   eval_batch_size: int = _field(256, "Evaluation batch size.", minimum=1)
   epochs: int = _field(5, "Training epochs (ignored when --train_steps is given).", minimum=1)

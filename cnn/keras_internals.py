@@ -15,6 +15,8 @@ were checked on (3.15).
     otherwise unused), to count skipped steps too.
   * cnn/optim.py, `RAdam`: `Adam._momentums` and `Adam._velocities` (its first and second moments,
     indexed by `_get_variable_index`), which RAdam's rectified update reads.
+  * cnn/optim.py, `PyTorchSGD`: `SGD.momentums` (its momentum slots, indexed by `_get_variable_index`),
+    which PyTorch's momentum keeps as its buffers.
 
 A new use goes in this list, with its canary.
 """

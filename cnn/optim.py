@@ -23,8 +23,8 @@ it drives Adam's bias correction and the EMA's first step.
 Conventions that differ from PyTorch's (tests/parity_test.py shows each, step for step):
   * SGD momentum: Keras folds the rate into the velocity (u ← μ·u − lr_t·g, w ← w + u), PyTorch
     applies the current rate to its buffer (b ← μ·b + g, w ← w − lr_t·b). The same updates at a
-    constant rate; when the rate changes, Keras's velocity still carries the earlier rates. We keep
-    Keras's (it is the optimizer's own arithmetic).
+    constant rate; when the rate changes, Keras's velocity still carries the earlier rates. Keras's is
+    the default; `--sgd_momentum=pytorch` is PyTorch's (`PyTorchSGD`), for recipes tuned in PyTorch.
   * Adam/AdamW: Keras adds ε to √v_t and rescales (ε of Kingma and Ba's "epsilon hat"), PyTorch's
     Adam/AdamW add it to √v̂_t: ε_torch = ε_keras/√(1−β2^t), negligible when ε ≪ √v̂. RAdam follows
     PyTorch's RAdam, which places ε as Keras does.
@@ -71,6 +71,27 @@ class _StatisticsAverage:
 
 class SGD(_StatisticsAverage, tf.keras.optimizers.SGD):
   """Keras's SGD (momentum, Nesterov), whose EMA also averages BatchNorm statistics."""
+
+
+class PyTorchSGD(SGD):
+  """SGD with PyTorch's momentum (`--sgd_momentum=pytorch`): the current rate applied to the buffer.
+
+      b ← μ·b + g;    w ← w − lr_t·b    (Nesterov: w ← w − lr_t·(g + μ·b))
+
+  as `torch.optim.SGD` with dampening 0. Keras's SGD keeps u = −Σ lr_s·μ^(t−s)·g_s instead, so the two
+  differ only while the rate changes (warm-up, decay). The same slot variables as Keras's SGD.
+  """
+
+  def update_step(self, gradient, variable, learning_rate):
+    lr = tf.cast(learning_rate, variable.dtype)
+    gradient = tf.cast(gradient, variable.dtype)
+    if self.momentum == 0:
+      self.assign_sub(variable, lr * gradient)
+      return
+    buffer = self.momentums[self._get_variable_index(variable)]
+    momentum = tf.cast(self.momentum, variable.dtype)
+    self.assign(buffer, momentum * buffer + gradient)
+    self.assign_sub(variable, lr * (gradient + momentum * buffer if self.nesterov else buffer))
 
 
 class Adam(_StatisticsAverage, tf.keras.optimizers.Adam):
@@ -218,7 +239,7 @@ def build_optimizer(config: Config, variables: Sequence[tf.Variable] = (), steps
     if config.optimizer == "adamw":
       extra["weight_decay"] = common.pop("weight_decay", 0.0)
   else:
-    cls = SGD
+    cls = PyTorchSGD if config.sgd_momentum == "pytorch" else SGD
     extra = dict(momentum=config.momentum, nesterov=config.nesterov or config.optimizer == "nesterov")
   optimizer = cls(**common, **extra)
   if kind == "decoupled" and config.weight_decay:

@@ -77,3 +77,12 @@ def test_adam_still_keeps_its_moments_where_radam_reads_them():
   moments = optimizer._momentums[index], optimizer._velocities[index]  # pylint: disable=protected-access
   np.testing.assert_allclose(moments[0].numpy(), [1.0, 2.0], err_msg="Adam._momentums moved: see cnn/keras_internals.py")
   np.testing.assert_allclose(moments[1].numpy(), [2.0, 8.0], err_msg="Adam._velocities moved: see cnn/keras_internals.py")
+
+
+def test_sgd_still_keeps_its_momentum_slots_where_pytorch_sgd_reads_them():
+  variable = tf.Variable([1.0, 2.0])
+  optimizer = tf.keras.optimizers.SGD(learning_rate=0.5, momentum=0.9)
+  optimizer.build([variable])
+  optimizer.apply_gradients([(tf.constant([2.0, 4.0]), variable)])
+  slot = optimizer.momentums[optimizer._get_variable_index(variable)]  # pylint: disable=protected-access
+  np.testing.assert_allclose(slot.numpy(), [-1.0, -2.0], err_msg="SGD.momentums moved: see cnn/keras_internals.py")

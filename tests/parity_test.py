@@ -8,7 +8,8 @@ initial weights and see the same batches, no augmentation, float32; after each s
 after the last the weights and EMA averages, agree to 1e-5 relative (BatchNorm statistics 5e-5).
 
 Where the two differ by design, a test says how and measures it:
-  * SGD momentum under a changing rate (`test_sgd_momentum_folds_the_rate_into_the_velocity`);
+  * SGD momentum under a changing rate (`test_sgd_momentum_folds_the_rate_into_the_velocity`), Keras's
+    by default; `--sgd_momentum=pytorch` is torch's (the pytorch_* cases);
   * Adam/AdamW's ε (`test_adamw_epsilon_is_keras_epsilon_hat`): equal here with ε → 0;
   * BatchNorm's moving variance, biased in Keras, unbiased in torch
     (`test_batch_norm_moving_variance_is_biased`): each twin BatchNorm also tracks the biased one;
@@ -201,6 +202,9 @@ RANGER = dict(optimizer="radam", learning_rate=1e-3, adam_epsilon=1e-8, weight_d
               weight_decay_exclude="bias,gamma,beta", lookahead_every=3, lookahead_decay=0.5,
               lookahead_decay_power=0.0)
 EXCLUDE = ("bias", "gamma", "beta")
+# Warm-up 1 epoch (2 steps) from 0.1 of the peak, hold 1, cosine to 0.05 at step 8: the rate changes every step.
+SCHEDULE = dict(momentum=0.9, learning_rate=0.1, lr_schedule="cosine", lr_warmup_epochs=1, lr_warmup_start_fraction=0.1,
+                lr_hold_epochs=1, lr_final_fraction=0.05)
 
 CASES = {
     "sgd_momentum_l2": (dict(**TUTORIAL, optimizer="sgd", learning_rate=0.05, **L2), 6,
@@ -220,6 +224,12 @@ CASES = {
                                 lr_final_fraction=0.05), 8,
                            TorchRecipe(sgd(momentum=0.0, lr=0.1),
                                        schedule=torch_twins.warmup_hold_cosine(2, 2, 8, 0.1, 0.05))),
+    # --sgd_momentum=pytorch under a changing rate is torch.optim.SGD itself (Keras's: the test below).
+    "pytorch_sgd_warmup_cosine": (dict(**TUTORIAL, optimizer="sgd", sgd_momentum="pytorch", **SCHEDULE), 8,
+                                  TorchRecipe(sgd(lr=0.1), schedule=torch_twins.warmup_hold_cosine(2, 2, 8, 0.1, 0.05))),
+    "pytorch_nesterov_l2_warmup_cosine": (dict(**TUTORIAL, optimizer="nesterov", sgd_momentum="pytorch", **SCHEDULE, **L2),
+                                          8, TorchRecipe(sgd(nesterov=True, lr=0.1), 5e-4, EXCLUDE,
+                                                         schedule=torch_twins.warmup_hold_cosine(2, 2, 8, 0.1, 0.05))),
     "ranger": (dict(**TUTORIAL, **RANGER), 8, TorchRecipe(radam(), 1e-2, EXCLUDE, lookahead=(3, 0.5))),
     "ema": (dict(**TUTORIAL, optimizer="sgd", learning_rate=0.05, ema_decay=0.8), 6,
             TorchRecipe(sgd(), ema_decay=0.8)),
@@ -333,9 +343,7 @@ def test_sgd_momentum_folds_the_rate_into_the_velocity():
   # Keras: u ← μ·u − lr_t·g, w ← w + u. PyTorch: b ← μ·b + g, w ← w − lr_t·b. Equal at a constant rate
   # (the sgd_momentum cases above); under warm-up, hold and cosine, Keras's velocity carries the earlier
   # rates. Ours is Keras's: equal to that convention written in torch, measurably not torch's SGD.
-  settings = dict(**TUTORIAL, optimizer="sgd", momentum=0.9, learning_rate=0.1, lr_schedule="cosine",
-                  lr_warmup_epochs=1, lr_warmup_start_fraction=0.1, lr_hold_epochs=1, lr_final_fraction=0.05)
-  config = Config(**settings)
+  config = Config(**TUTORIAL, optimizer="sgd", **SCHEDULE)
   images, labels = data(config.model, 8, config.batch_size)
   start, ours = train_ours(config, images, labels)
   schedule = torch_twins.warmup_hold_cosine(2, 2, 8, 0.1, 0.05)

@@ -18,7 +18,8 @@ timing code), and the `torchvision` it imports is a stand-in (PyPI's torchvision
 torch 2.13 here) whose `datasets.CIFAR10` returns the TFDS split (decoded once into a .npz cache by
 benchmarks/torch_reference.py in a separate process) and whose `transforms.Normalize` is torchvision's
 per-channel (x - mean) / std. Its hyperparameters are the authors' except `hyp['opt']['train_epochs']`
-(`--epochs`; the warm-up is 23% of the steps in its code, so it scales with the run), and each run is
+(`--epochs`; the warm-up is 23% of the steps in its code, so it scales with the run) and, for a shortened
+budget, the training set (`--train_images=N`: the first N images, what TFDS's `train[:N]` gives ours), and each run is
 seeded with `torch.manual_seed(--seed)` (the authors' runs are unseeded). Its TTA is its own (level 2:
 mirror + one-pixel translations). It prints one JSON line with the TTA accuracy.
 """
@@ -57,13 +58,20 @@ def cifar_arrays(data_dir: str, cache: str) -> dict:
     return dict(arrays)
 
 
-def fake_torchvision(arrays: dict) -> types.ModuleType:
-  """A `torchvision` module with just what airbench94.py uses: datasets.CIFAR10 and transforms.Normalize."""
+def fake_torchvision(arrays: dict, train_images: int = 0) -> types.ModuleType:
+  """A `torchvision` module with just what airbench94.py uses: datasets.CIFAR10 and transforms.Normalize.
+
+  Args:
+    arrays: CIFAR-10 as from `cifar_arrays`.
+    train_images: if not 0, its training set is the first this many images (TFDS's `train[:N]`).
+  """
 
   class CIFAR10:
     def __init__(self, root, download=False, train=True):
       split = "train" if train else "test"
-      self.data, self.targets, self.classes = arrays[f"{split}_images"], arrays[f"{split}_labels"].tolist(), CLASSES
+      count = train_images if train and train_images else None
+      self.data, self.targets = arrays[f"{split}_images"][:count], arrays[f"{split}_labels"][:count].tolist()
+      self.classes = CLASSES
 
   class Normalize:
     def __init__(self, mean, std):
@@ -92,7 +100,7 @@ class CpuEvent:
     return 1e3 * (end.t - self.t)
 
 
-def load_airbench(source: str, arrays: dict) -> types.ModuleType:
+def load_airbench(source: str, arrays: dict, train_images: int = 0) -> types.ModuleType:
   with open(source, "rb") as f:
     raw = f.read()
   if hashlib.sha256(raw).hexdigest() != SOURCE_SHA256:
@@ -101,7 +109,7 @@ def load_airbench(source: str, arrays: dict) -> types.ModuleType:
   for old, new in EDITS:
     assert text.count(old) == 1, old
     text = text.replace(old, new)
-  torchvision = fake_torchvision(arrays)
+  torchvision = fake_torchvision(arrays, train_images)
   sys.modules["torchvision"], sys.modules["torchvision.transforms"] = torchvision, torchvision.transforms
   torch.cuda.Event, torch.cuda.synchronize = CpuEvent, lambda: None
   module = types.ModuleType("airbench94")
@@ -118,19 +126,24 @@ def main() -> None:
   parser.add_argument("--work_dir", default="/tmp/refruns/airbench_torch", help="Its cifar10/*.pt cache.")
   parser.add_argument("--epochs", type=float, default=2)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--train_images", type=int, default=0,
+                      help="Train on the first this many training images (0: all 50,000); ours: --train_split=train[:N].")
   parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default).")
   args = parser.parse_args()
   start = time.perf_counter()
   if args.threads:
     torch.set_num_threads(args.threads)
-  airbench = load_airbench(args.source, cifar_arrays(args.data_dir, args.array_cache))
+  airbench = load_airbench(args.source, cifar_arrays(args.data_dir, args.array_cache), args.train_images)
   airbench.hyp["opt"]["train_epochs"] = args.epochs
-  os.makedirs(os.path.join(args.work_dir, "cifar10"), exist_ok=True)
-  os.chdir(args.work_dir)  # Its loader caches the tensors in ./cifar10/{train,test}.pt.
+  # Its loader caches the tensors in ./cifar10/{train,test}.pt: one directory per training-set size.
+  work_dir = f"{args.work_dir}_first{args.train_images}" if args.train_images else args.work_dir
+  os.makedirs(os.path.join(work_dir, "cifar10"), exist_ok=True)
+  os.chdir(work_dir)
   torch.manual_seed(args.seed)
   airbench.print_columns(airbench.logging_columns_list, is_head=True)
   accuracy = airbench.main(args.seed)
   print(json.dumps({"side": "torch", "seed": args.seed, "tta_accuracy": accuracy, "epochs": args.epochs,
+                    "train_images": args.train_images or 50000,
                     "wall_seconds": time.perf_counter() - start, "threads": torch.get_num_threads(),
                     "torch": torch.__version__}), flush=True)
 

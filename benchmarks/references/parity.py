@@ -4,12 +4,16 @@
     python benchmarks/references/parity.py --recipe=imagewoof --table          # the table of what has finished
     python benchmarks/references/parity.py --recipe=imagewoof --sides=torch --variant=keras_sgd --seeds=0,1,2
     python benchmarks/references/parity.py --recipe=airbench94 --source=PATH/legacy/airbench94.py --seeds=0,1,2
+    python benchmarks/references/parity.py --recipe=airbench94 --source=... --epochs=2 --train_images=25600
+    python benchmarks/references/parity.py --recipe=airbench94 --source=... --epochs=2 --train_images=25600 \
+        --sides=ours --ours_flags=--sgd_momentum=keras
 
 imagewoof: ours is `python -m cnn.train --flagfile=benchmarks/references/imagewoof_resnet18.cfg --seed=S`,
 the reference `benchmarks/references/imagewoof_resnet_torch.py --seed=S [--variant=V]`.
-airbench94: ours is `experiments/cifar10_airbench94.cfg` at `--epochs=2 --lr_warmup_epochs=0.46` (the
+airbench94: ours is `experiments/cifar10_airbench94.cfg` at `--epochs=E --lr_warmup_epochs=0.23×E` (the
 authors' warm-up is 23% of the steps), the reference the authors' script through airbench94_cpu.py at
-`--epochs=2`; both report the accuracy with their own TTA.
+`--epochs=E` (E = --epochs, 2 unless set); with --train_images=N both train on the first N training images
+(a shortened budget for a CPU); both report the accuracy with their own TTA on the whole test set.
 One run at a time, each logged to OUT/<recipe>_<side>[_<variant>]_s<S>.log (ours' run directory beside it);
 every result is appended to OUT/<recipe>.jsonl, and a run already there is not run again. Run from the
 repository root.
@@ -27,13 +31,36 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 OURS_FLAGS = {
     "imagewoof": [f"--flagfile={os.path.join(HERE, 'imagewoof_resnet18.cfg')}"],
-    "airbench94": ["--flagfile=experiments/cifar10_airbench94.cfg", "--epochs=2", "--lr_warmup_epochs=0.46",
-                   "--data_dir=../shared/tfds", "--nodownload", "--histogram_every_steps=0", "--summary_images=0"],
+    "airbench94": ["--flagfile=experiments/cifar10_airbench94.cfg", "--data_dir=../shared/tfds", "--nodownload",
+                   "--histogram_every_steps=0", "--summary_images=0"],
 }
 TORCH_COMMAND = {
     "imagewoof": [os.path.join(HERE, "imagewoof_resnet_torch.py")],
-    "airbench94": [os.path.join(HERE, "airbench94_cpu.py"), "--epochs=2"],
+    "airbench94": [os.path.join(HERE, "airbench94_cpu.py")],
 }
+
+
+def budget_flags(recipe: str, epochs: float, train_images: int) -> tuple[list[str], list[str]]:
+  """The flags that set airbench94's budget on each side: (ours, the reference's).
+
+  The authors' warm-up is 23% of the steps, so ours is --lr_warmup_epochs=0.23 × epochs; a shortened training
+  set is the first N images on both sides (TFDS's train[:N] and the same rows of the reference's arrays).
+  """
+  if recipe != "airbench94":
+    return [], []
+  ours = [f"--epochs={epochs:g}", f"--lr_warmup_epochs={0.23 * epochs:g}"]
+  torch_side = [f"--epochs={epochs:g}"]
+  if train_images:
+    ours.append(f"--train_split=train[:{train_images}]")
+    torch_side.append(f"--train_images={train_images}")
+  return ours, torch_side
+
+
+def budget_name(recipe: str, epochs: float, train_images: int) -> str:
+  """airbench94 at its 2-epoch budget on all images keeps the plain name; a shortened one is named by it."""
+  if recipe != "airbench94" or (epochs == 2 and not train_images):
+    return recipe
+  return f"{recipe}_e{epochs:g}" + (f"_first{train_images}" if train_images else "")
 # Our progress line at an epoch's last step holds that epoch's running mean loss (reset each epoch).
 OURS_PROGRESS = re.compile(r"step (\d+)/(\d+)\s+epoch (\d+)\s+loss ([\d.]+).*?(\d[\d,]*) images/s")
 
@@ -42,10 +69,15 @@ def side_name(side: str, variant: str) -> str:
   return f"{side}_{variant.replace(',', '+')}" if variant else side
 
 
-def run_ours(recipe: str, seed: int, out: str, log: str) -> dict:
-  run_dir = os.path.join(out, f"ours_s{seed}" if recipe == "imagewoof" else f"{recipe}_ours_s{seed}")
+def ours_label(flags: str) -> str:
+  """`--sgd_momentum=pytorch --x=1` → `sgd_momentum=pytorch+x=1` (a side name's variant part)."""
+  return "+".join(flag.lstrip("-") for flag in flags.split())
+
+
+def run_ours(recipe: str, seed: int, out: str, log: str, flags: list[str], name: str, label: str = "ours") -> dict:
+  run_dir = os.path.join(out, f"{label}_s{seed}" if recipe == "imagewoof" else f"{name}_{label}_s{seed}")
   with open(log, "w") as f:
-    subprocess.run([sys.executable, "-m", "cnn.train", *OURS_FLAGS[recipe], f"--seed={seed}",
+    subprocess.run([sys.executable, "-m", "cnn.train", *OURS_FLAGS[recipe], *flags, f"--seed={seed}",
                     f"--run_dir={run_dir}", "--overwrite"], stdout=f, stderr=subprocess.STDOUT, check=True)
   with open(os.path.join(run_dir, "results.json")) as f:
     results = json.load(f)
@@ -58,8 +90,8 @@ def run_ours(recipe: str, seed: int, out: str, log: str) -> dict:
           "train_seconds": results.get("train_seconds"), "results": results}
 
 
-def run_torch(recipe: str, seed: int, variant: str, source: str, threads: int, log: str) -> dict:
-  extra = [f"--variant={variant}"] if recipe == "imagewoof" else [f"--source={source}"]
+def run_torch(recipe: str, seed: int, variant: str, source: str, threads: int, log: str, budget: list[str]) -> dict:
+  extra = [f"--variant={variant}"] if recipe == "imagewoof" else [f"--source={source}", *budget]
   extra += [f"--threads={threads}"] if threads else []
   with open(log, "w") as f:
     subprocess.run([sys.executable, *TORCH_COMMAND[recipe], f"--seed={seed}", *extra], stdout=f,
@@ -100,13 +132,13 @@ def table(records: list[dict]) -> str:
     per_seed = ", ".join(f"s{r['seed']} {a:.2f}" for r, a in zip(runs, acc))
     rows.append(f"| {side} | {len(runs)} | {stats[side][0]:.2f} ± {stats[side][1]:.2f}% | "
                 f"{per_seed} | {losses} | {speed:.1f} | {wall:.0f} |")
-  if "ours" in stats:
-    rows.append("")
-    for side in sides[1:]:
-      diff = stats["ours"][0] - stats[side][0]
-      se = math.hypot(stats["ours"][1], stats[side][1])
+  rows.append("")
+  for ours in (s for s in sides if s.startswith("ours")):
+    for side in (s for s in sides if s.startswith("torch")):
+      diff = stats[ours][0] - stats[side][0]
+      se = math.hypot(stats[ours][1], stats[side][1])
       verdict = "within 2 SE" if abs(diff) <= 2 * se else "NOT within 2 SE"
-      rows.append(f"ours − {side}: {diff:+.2f} points, SE of the difference {se:.2f}: {verdict}")
+      rows.append(f"{ours} − {side}: {diff:+.2f} points, SE of the difference {se:.2f}: {verdict}")
   return "\n".join(rows)
 
 
@@ -118,30 +150,38 @@ def main() -> None:
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--sides", default="ours,torch")
   parser.add_argument("--variant", default="", help="The torch side's --variant.")
+  parser.add_argument("--ours_flags", default="",
+                      help="Extra flags for our side, space-separated (e.g. --sgd_momentum=pytorch); its rows are "
+                           "labelled ours_<flags>.")
+  parser.add_argument("--epochs", type=float, default=2, help="airbench94: epochs on both sides.")
+  parser.add_argument("--train_images", type=int, default=0,
+                      help="airbench94: train both sides on the first N training images (0: all).")
   parser.add_argument("--out", default="/tmp/refruns")
   parser.add_argument("--table", action="store_true", help="Only print the table of the finished runs.")
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
-  results_file = os.path.join(args.out, f"{args.recipe}.jsonl")
+  name = budget_name(args.recipe, args.epochs, args.train_images)
+  ours_budget, torch_budget = budget_flags(args.recipe, args.epochs, args.train_images)
+  results_file = os.path.join(args.out, f"{name}.jsonl")
   load = lambda: [json.loads(l) for l in open(results_file)] if os.path.exists(results_file) else []
   if not args.table:
     for seed in map(int, args.seeds.split(",")):
       for side in args.sides.split(","):
-        name = side_name(side, args.variant if side == "torch" else "")
-        if any(r["side"] == name and r["seed"] == seed for r in load()):
+        label = side_name(side, args.variant if side == "torch" else ours_label(args.ours_flags))
+        if any(r["side"] == label and r["seed"] == seed for r in load()):
           continue
-        prefix = "" if args.recipe == "imagewoof" else f"{args.recipe}_"
-        log = os.path.join(args.out, f"{prefix}{name}_s{seed}.log")
+        prefix = "" if args.recipe == "imagewoof" else f"{name}_"
+        log = os.path.join(args.out, f"{prefix}{label}_s{seed}.log")
         start = time.perf_counter()
         if side == "ours":
-          result = run_ours(args.recipe, seed, args.out, log)
+          result = run_ours(args.recipe, seed, args.out, log, ours_budget + args.ours_flags.split(), name, label)
         else:
-          result = run_torch(args.recipe, seed, args.variant, args.source, args.torch_threads, log)
-        result.update(side=name, seed=seed, wall_seconds=time.perf_counter() - start,
+          result = run_torch(args.recipe, seed, args.variant, args.source, args.torch_threads, log, torch_budget)
+        result.update(side=label, seed=seed, wall_seconds=time.perf_counter() - start,
                       load_average=os.getloadavg(), finished=time.strftime("%H:%M:%S"))
         with open(results_file, "a") as f:
           f.write(json.dumps(result) + "\n")
-        print(f"{name} s{seed}: {100 * result['val_accuracy']:.2f}% in {result['wall_seconds']:.0f} s", flush=True)
+        print(f"{label} s{seed}: {100 * result['val_accuracy']:.2f}% in {result['wall_seconds']:.0f} s", flush=True)
   print(table(load()))
 
 
