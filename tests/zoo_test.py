@@ -104,3 +104,12 @@ def test_airbench_convs_start_as_identity():
   np.testing.assert_array_equal(kernel[1, 1, :, :64], np.eye(64))
   assert np.abs(kernel[0, 0, :, :64]).max() == 0.0  # Only the centre tap.
   assert np.abs(kernel[..., 64:]).max() > 0.0  # The other filters are random.
+
+
+def test_airbench_head_starts_as_pytorchs_linear():
+  # Before: Keras's Glorot, U(±0.150) at 256 → 10, where the reference code's nn.Linear is U(±1/16).
+  model = Airbench94(10)
+  model(tf.zeros((1, 32, 32, 3)))
+  kernel, bound = model.head.kernel.numpy(), 256 ** -0.5
+  assert np.abs(kernel).max() <= bound
+  np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3), rtol=0.1)  # Uniform's; Glorot's is 2.4× wider.

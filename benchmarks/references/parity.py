@@ -156,6 +156,8 @@ def main() -> None:
   parser.add_argument("--epochs", type=float, default=2, help="airbench94: epochs on both sides.")
   parser.add_argument("--train_images", type=int, default=0,
                       help="airbench94: train both sides on the first N training images (0: all).")
+  parser.add_argument("--ours_label", default="", help="Our side's name in the table (default: ours[_<flags>]); "
+                      "name a code change the flags do not show.")
   parser.add_argument("--out", default="/tmp/refruns")
   parser.add_argument("--table", action="store_true", help="Only print the table of the finished runs.")
   args = parser.parse_args()
@@ -168,6 +170,7 @@ def main() -> None:
     for seed in map(int, args.seeds.split(",")):
       for side in args.sides.split(","):
         label = side_name(side, args.variant if side == "torch" else ours_label(args.ours_flags))
+        label = args.ours_label if side == "ours" and args.ours_label else label
         if any(r["side"] == label and r["seed"] == seed for r in load()):
           continue
         prefix = "" if args.recipe == "imagewoof" else f"{name}_"
