@@ -11,6 +11,8 @@ tests/leaderboard_twins.py, for the models named there. Run it from the reposito
 `cnn` is this checkout's).
 """
 
+import functools
+
 from absl import app
 
 from benchmarks import resnet_speed
@@ -19,22 +21,22 @@ from cnn.models.xresnet import ARCHITECTURES, SE_RESNEXT
 FLAGS = resnet_speed.FLAGS
 
 
-def leaderboard_twin(name: str):
+def leaderboard_twin(name: str, *, num_classes: int, activation: str, **unused):
   """The torch twin of our model `name`: xresnet18 … xresnet152 and xse_resnext50, their `_sa` variants (max-pooled
   shortcuts as `_sa_maxpool`, max-blur as `_sa_maxblur`), separable_resnet."""
   from tests import leaderboard_twins  # pylint: disable=import-outside-toplevel  # Needs torch.
 
+  del unused  # resnet_speed's --resnet_d and --zero_init_residual: these networks fix their own.
   if name == "separable_resnet":
-    return leaderboard_twins.separable_resnet(FLAGS.num_classes, act=FLAGS.activation)
+    return leaderboard_twins.separable_resnet(num_classes, act=activation)
   base, variant = _split(name)
   pool = {"sa_maxpool": "max", "sa_maxblur": "maxblur"}.get(variant, "avg")
-  if base in SE_RESNEXT:
-    if variant == "sa_maxblur":
-      raise ValueError(f"{name}: no torch twin with max-blur pooling")
-    return leaderboard_twins.xse_resnext50(FLAGS.num_classes, FLAGS.activation, sa=variant.startswith("sa"), pool=pool)
-  expansion, layers = ARCHITECTURES[base]
   stem_pool = leaderboard_twins.MaxBlurPool() if variant == "sa_maxblur" else None
-  return leaderboard_twins.xresnet(expansion, layers, FLAGS.num_classes, FLAGS.activation, sa=variant.startswith("sa"),
+  if base in SE_RESNEXT:
+    return leaderboard_twins.xse_resnext50(num_classes, activation, sa=variant.startswith("sa"), pool=pool,
+                                           stem_pool=stem_pool)
+  expansion, layers = ARCHITECTURES[base]
+  return leaderboard_twins.xresnet(expansion, layers, num_classes, activation, sa=variant.startswith("sa"),
                                    pool=pool, stem_pool=stem_pool)
 
 
@@ -47,12 +49,9 @@ def _split(name: str) -> tuple[str, str]:
 
 
 def main(argv):
-  # resnet_speed builds its PyTorch side as torch_resnet(*_ARCHITECTURES[name]): name each of ours there.
-  names = [name for name in FLAGS.models
-           if name == "separable_resnet" or _split(name)[0] in (*ARCHITECTURES, *SE_RESNEXT)]
-  resnet_speed._ARCHITECTURES.update({name: (name,) for name in names})  # pylint: disable=protected-access
-  plain = resnet_speed.torch_resnet
-  resnet_speed.torch_resnet = lambda *spec: leaderboard_twin(spec[0]) if spec[0] in names else plain(*spec)
+  for name in FLAGS.models:
+    if name == "separable_resnet" or _split(name)[0] in (*ARCHITECTURES, *SE_RESNEXT):
+      resnet_speed.resnet_twins.TWINS[name] = functools.partial(leaderboard_twin, name)
   resnet_speed.main(argv)
 
 

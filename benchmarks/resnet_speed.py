@@ -1,4 +1,4 @@
-"""ImageNet ResNets' train step against a PyTorch twin, side by side in one process.
+"""The ResNets' train step against a PyTorch twin, side by side in one process.
 
     pip install torch==2.13.0      # CPU build; a measuring tool here, not a dependency of cnn
     python benchmarks/resnet_speed.py [--models=resnet50] [--batch_sizes=32,64]
@@ -7,6 +7,7 @@
     #   --num_classes=10
     # Mish's step against ReLU's (ours only): ... --activations=relu,mish
     # where the step's time goes: --profile_dir=/tmp/prof (top ops by self time, per precision)
+    # the CIFAR ResNets: --models=resnet20,resnet56 --image_size=32 --num_classes=10 --batch_sizes=32,64,128
     # other models, before/after only: --models=airbench94 --before --image_size=32 --num_classes=10
 
 For each model, batch size and precision: our train step (`cnn.trainer.build_training`: forward,
@@ -29,6 +30,11 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+try:  # The PyTorch twins, beside this script: `python -m benchmarks.…` from the root, or the script itself.
+  from benchmarks import resnet_twins
+except ImportError:
+  import resnet_twins  # pylint: disable=import-error
+
 from cnn import hardware
 from cnn.training import trainer
 from cnn.config import Config
@@ -36,8 +42,9 @@ from cnn.data import DatasetInfo
 from cnn.models import activations
 from cnn.models import batch_norm
 
-flags.DEFINE_list("models", ["resnet50"], "ImageNet ResNets (resnet18, resnet26, resnet34, resnet50, ...) or, "
-                  "without a PyTorch twin (with --before: ours against ours before), any model.")
+flags.DEFINE_list("models", ["resnet50"], "Models with a PyTorch twin (resnet_twins.TWINS: the ImageNet ResNets "
+                  "resnet18 ... resnet101, the CIFAR ResNets resnet20 ... resnet110) or, without one (with "
+                  "--before: ours against ours before), any model.")
 flags.DEFINE_list("batch_sizes", ["32", "64"], "Batch sizes.")
 flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "float32 and/or mixed_bfloat16.")
 flags.DEFINE_integer("image_size", 128, "Image size.")
@@ -52,11 +59,6 @@ flags.DEFINE_integer("steps", 5, "Timed steps per side per round.")
 flags.DEFINE_bool("before", False, "Also time our step with Keras's BatchNormalization and Mish.")
 flags.DEFINE_string("profile_dir", "", "Trace a few of our steps here and print the top ops by self time.")
 FLAGS = flags.FLAGS
-
-_ARCHITECTURES = {"resnet18": (False, (2, 2, 2, 2)), "resnet26": (True, (2, 2, 2, 2)),
-                  "resnet34": (False, (3, 4, 6, 3)), "resnet50": (True, (3, 4, 6, 3)),
-                  "resnet101": (True, (3, 4, 23, 3))}
-
 
 def our_step(model_name: str, batch_size: int, precision: str, fused: bool, activation: str = ""):
   """A callable running one step of our train loop on a cached batch (`activation`: --activation's if empty)."""
@@ -83,7 +85,9 @@ def torch_step(model_name: str, batch_size: int, precision: str):
   """A callable running one PyTorch train step of the same network on a cached batch."""
   import torch  # pylint: disable=import-outside-toplevel  # A measuring tool, not a dependency.
 
-  model = torch_resnet(*_ARCHITECTURES[model_name]).to(memory_format=torch.channels_last)
+  model = resnet_twins.TWINS[model_name](
+      num_classes=FLAGS.num_classes, activation=FLAGS.activation, resnet_d=FLAGS.resnet_d,
+      zero_init_residual=FLAGS.zero_init_residual).to(memory_format=torch.channels_last)
   optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
   images = torch.randn(batch_size, 3, FLAGS.image_size, FLAGS.image_size).to(memory_format=torch.channels_last)
   labels = torch.randint(0, FLAGS.num_classes, (batch_size,))
@@ -99,46 +103,6 @@ def torch_step(model_name: str, batch_size: int, precision: str):
     return float(loss)
 
   return step
-
-
-def torch_resnet(bottleneck: bool, blocks_per_stage):
-  """Our ImageNet ResNet (cnn/models/imagenet_resnet.py) in plain torch, as torchvision builds it."""
-  from torch import nn  # pylint: disable=import-outside-toplevel
-
-  activation = (lambda: nn.Mish(inplace=True)) if FLAGS.activation == "mish" else (lambda: nn.ReLU(inplace=True))
-
-  def conv_bn(cin, cout, kernel, stride):
-    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout)]
-
-  class Block(nn.Module):
-    def __init__(self, cin, width, stride):
-      super().__init__()
-      self.out = width * 4 if bottleneck else width
-      shapes = ([(cin, width, 1, 1), (width, width, 3, stride), (width, self.out, 1, 1)] if bottleneck else
-                [(cin, width, 3, stride), (width, width, 3, 1)])
-      layers = []
-      for i, shape in enumerate(shapes):
-        layers += conv_bn(*shape) + ([activation()] if i < len(shapes) - 1 else [])
-      if FLAGS.zero_init_residual:
-        nn.init.zeros_(layers[-1].weight)
-      self.body, self.shortcut, self.activation = nn.Sequential(*layers), None, activation()
-      if stride > 1 or cin != self.out:
-        pool = FLAGS.resnet_d and stride > 1
-        self.shortcut = nn.Sequential(*([nn.AvgPool2d(stride, ceil_mode=True)] if pool else []),
-                                      *conv_bn(cin, self.out, 1, 1 if pool else stride))
-
-    def forward(self, x):
-      return self.activation(self.body(x) + (x if self.shortcut is None else self.shortcut(x)))
-
-  stem = [(3, 32, 3, 2), (32, 32, 3, 1), (32, 64, 3, 1)] if FLAGS.resnet_d else [(3, 64, 7, 2)]
-  layers = [layer for shape in stem for layer in conv_bn(*shape) + [activation()]]
-  layers.append(nn.MaxPool2d(3, 2, 1))
-  channels = 64
-  for stage, (width, count) in enumerate(zip((64, 128, 256, 512), blocks_per_stage)):
-    for i in range(count):
-      layers.append(Block(channels, width, 2 if stage > 0 and i == 0 else 1))
-      channels = layers[-1].out
-  return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, FLAGS.num_classes))
 
 
 def measure(steps: dict) -> dict[str, list[float]]:
@@ -190,7 +154,7 @@ def sides(model_name: str, batch_size: int, precision: str) -> dict:
   steps = {("ours", batch_size): our_step(model_name, batch_size, precision, fused=True)}
   if FLAGS.before:
     steps[("ours_before", batch_size)] = our_step(model_name, batch_size, precision, fused=False)
-  if model_name in _ARCHITECTURES:
+  if model_name in resnet_twins.TWINS:
     steps[("torch", batch_size)] = torch_step(model_name, batch_size, precision)
   return steps
 

@@ -128,9 +128,10 @@ def xresnet(expansion: int, layers, num_classes: int = 1000, act: str = "relu", 
   return model
 
 
-def xse_resnext50(num_classes: int = 1000, act: str = "relu", sa: bool = False, pool: str = "avg") -> nn.Sequential:
+def xse_resnext50(num_classes: int = 1000, act: str = "relu", sa: bool = False, pool: str = "avg",
+                  stem_pool: nn.Module | None = None) -> nn.Sequential:
   """fastai2's xse_resnext50: XResNet(SEResNeXtBlock, 4, [3, 4, 6, 3], groups=32, reduction=16, p=None)."""
-  return xresnet(4, (3, 4, 6, 3), num_classes, act, sa, pool, groups=32, reduction=16)
+  return xresnet(4, (3, 4, 6, 3), num_classes, act, sa, pool, stem_pool, groups=32, reduction=16)
 
 
 def max_blur_pool(x: torch.Tensor) -> torch.Tensor:
