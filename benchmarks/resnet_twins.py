@@ -12,8 +12,7 @@ def torch_resnet(bottleneck: bool, blocks_per_stage, *, num_classes: int, activa
   """Our ImageNet ResNet (cnn/models/imagenet_resnet.py) in plain torch, as torchvision builds it."""
   from torch import nn  # pylint: disable=import-outside-toplevel
 
-  mish = activation == "mish"
-  activation = (lambda: nn.Mish(inplace=True)) if mish else (lambda: nn.ReLU(inplace=True))
+  make_activation = (lambda: nn.Mish(inplace=True)) if activation == "mish" else (lambda: nn.ReLU(inplace=True))
 
   def conv_bn(cin, cout, kernel, stride):
     return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout)]
@@ -26,10 +25,10 @@ def torch_resnet(bottleneck: bool, blocks_per_stage, *, num_classes: int, activa
                 [(cin, width, 3, stride), (width, width, 3, 1)])
       layers = []
       for i, shape in enumerate(shapes):
-        layers += conv_bn(*shape) + ([activation()] if i < len(shapes) - 1 else [])
+        layers += conv_bn(*shape) + ([make_activation()] if i < len(shapes) - 1 else [])
       if zero_init_residual:
         nn.init.zeros_(layers[-1].weight)
-      self.body, self.shortcut, self.activation = nn.Sequential(*layers), None, activation()
+      self.body, self.shortcut, self.activation = nn.Sequential(*layers), None, make_activation()
       if stride > 1 or cin != self.out:
         pool = resnet_d and stride > 1
         self.shortcut = nn.Sequential(*([nn.AvgPool2d(stride, ceil_mode=True)] if pool else []),
@@ -39,7 +38,7 @@ def torch_resnet(bottleneck: bool, blocks_per_stage, *, num_classes: int, activa
       return self.activation(self.body(x) + (x if self.shortcut is None else self.shortcut(x)))
 
   stem = [(3, 32, 3, 2), (32, 32, 3, 1), (32, 64, 3, 1)] if resnet_d else [(3, 64, 7, 2)]
-  layers = [layer for shape in stem for layer in conv_bn(*shape) + [activation()]]
+  layers = [layer for shape in stem for layer in conv_bn(*shape) + [make_activation()]]
   layers.append(nn.MaxPool2d(3, 2, 1))
   channels = 64
   for stage, (width, count) in enumerate(zip((64, 128, 256, 512), blocks_per_stage)):
