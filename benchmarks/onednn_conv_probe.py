@@ -28,12 +28,17 @@ import sys
 from absl import app
 from absl import flags
 
-flags.DEFINE_enum("precision", "bf16", ["f32", "bf16"], "Activations' and weights' precision.")
-flags.DEFINE_list("shapes", ["32x32x256"], "batch x size x channels of the conv's input, NHWC.")
-flags.DEFINE_integer("steps", 40, "Training steps of the conv per side; medians over all but the first 10.")
-flags.DEFINE_integer("inter_op_threads", 1, "TensorFlow's inter-op threads (TF_NUM_INTEROP_THREADS); 0: its default.")
-flags.DEFINE_enum("side", "", ["", "tensorflow", "torch"], "Run only this side, in this process (no summary).")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The script's flags (defined when it runs, so that importing its functions defines none)."""
+  flags.DEFINE_enum("precision", "bf16", ["f32", "bf16"], "Activations' and weights' precision.")
+  flags.DEFINE_list("shapes", ["32x32x256"], "batch x size x channels of the conv's input, NHWC.")
+  flags.DEFINE_integer("steps", 40, "Training steps of the conv per side; medians over all but the first 10.")
+  flags.DEFINE_integer("inter_op_threads", 1, "TensorFlow's inter-op threads (TF_NUM_INTEROP_THREADS); 0: its default.")
+  flags.DEFINE_enum("side", "", ["", "tensorflow", "torch"], "Run only this side, in this process (no summary).")
+
 
 _WARMUP_CALLS = 10  # Primitive creation and first-touch of the buffers.
 
@@ -128,4 +133,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

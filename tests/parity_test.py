@@ -5,7 +5,7 @@ chain, weight hooks and compiled loop from `trainer.build_training`, one `train_
 The PyTorch side is written the way PyTorch users write it (tests/torch_twins.py: the networks, a
 hand-written Lookahead and EMA, `torch.optim`, `LambdaLR`, `clip_grad_norm_`). Both start from our
 initial weights and see the same batches, no augmentation, float32; after each step the losses, and
-after the last the weights and EMA averages, agree to 1e-5 relative (BatchNorm statistics 5e-5).
+after the last the weights and EMA averages, agree to 3e-5 relative (BatchNorm statistics 1.5e-4).
 
 Where the two differ by design, a test says how and measures it:
   * SGD momentum under a changing rate (`test_sgd_momentum_folds_the_rate_into_the_velocity`), Keras's
@@ -26,8 +26,10 @@ the fused one (cnn/models/batch_norm.py, the models' default): `test_the_fused_b
 A ReLU ResNet is ill-conditioned at float32 rounding: a ReLU input within ~1e-6 of 0 lands on either
 side depending on the order of a sum, that one element's gradient is then all or nothing, and a few
 steps amplify it to 1e-3..3e-2. Which BatchNorm departs is luck of the data (seed 0: the fused one;
-seeds 1, 3: both; seed 4: Keras's); with a smooth activation both agree to 1e-6 on every seed
-(`test_relu_resnets_depart_at_one_relu_input_within_rounding_of_zero`).
+seeds 1, 3: both; seed 4: Keras's; and on another host's kernels, seed 0 Keras's too: 2.8e-3 after 4
+steps on an AMD EPYC, where an Ice Lake Xeon gave 1e-6); with a smooth activation both agree to 1e-6 on
+every seed (`test_relu_resnets_depart_at_one_relu_input_within_rounding_of_zero`). So the ResNet cases run
+SiLU: what they test is the optimizers and BatchNorm, not on which side of 0 a rounding error falls.
 `pip install -e '.[parity]'` installs torch; without it these tests skip.
 """
 
@@ -48,7 +50,11 @@ from cnn.config import Config  # pylint: disable=wrong-import-position
 from cnn.data import DatasetInfo  # pylint: disable=wrong-import-position
 from cnn.models import batch_norm  # pylint: disable=wrong-import-position
 
-TOLERANCE = 1e-5  # Relative: ‖ours − torch‖ / ‖torch‖ per variable, and per loss.
+# Relative: ‖ours − torch‖ / ‖torch‖ per variable, and per loss. Rounding alone (float32, the two frameworks'
+# kernels summing in other orders) reached 1.7e-5 (warmup_hold_cosine's first conv after 8 steps at lr 0.1, on
+# an EPYC host; 1e-6 elsewhere); the smallest real difference tried there, the schedule's final rate 0.05 →
+# 0.06, gives 1.5e-3, a cosine one step longer 3.8e-2.
+TOLERANCE = 3e-5
 
 
 @dataclasses.dataclass
@@ -196,7 +202,7 @@ def radam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
 
 
 TUTORIAL = dict(model="simple_cnn", batch_size=16)
-RESNET18 = dict(model="resnet18", batch_size=8)
+RESNET18 = dict(model="resnet18", batch_size=8, activation="silu")  # SiLU: see the module docstring.
 L2 = dict(weight_decay=5e-4, weight_decay_type="l2", weight_decay_exclude="bias,gamma,beta")
 RANGER = dict(optimizer="radam", learning_rate=1e-3, adam_epsilon=1e-8, weight_decay=1e-2,
               weight_decay_exclude="bias,gamma,beta", lookahead_every=3, lookahead_decay=0.5,
@@ -254,8 +260,14 @@ def _default_kernels():
     tf.config.experimental.enable_op_determinism()
 
 
+ACTIVATIONS = {"relu": torch.nn.functional.relu, "silu": torch.nn.functional.silu, "mish": torch.nn.functional.mish}
+
+
 def twin_of(config: Config) -> torch_twins.Twin:
-  return torch_twins.ResNet18(10) if config.model == "resnet18" else torch_twins.TutorialCNN(10, 32)
+  activation = ACTIVATIONS[config.activation]
+  if config.model == "resnet18":
+    return torch_twins.ResNet18(10, activation)
+  return torch_twins.TutorialCNN(10, 32, activation)
 
 
 @pytest.mark.e2e
@@ -272,10 +284,8 @@ def test_our_step_is_pytorchs(case, monkeypatch):
   if theirs.unbiased_variances:  # BatchNorm: Keras's moving variance is biased, torch's running_var is not.
     # n/(n−1) per batch, n = batch·height·width: from 1e-4 (the stem, n = 8192) to 3% (stage 4, n = 32).
     gaps = relative_gaps(ours.values, theirs.unbiased_variances)
-    assert min(gaps.values()) > TOLERANCE and max(gaps.values()) > 1000 * TOLERANCE, gaps
+    assert min(gaps.values()) > TOLERANCE and max(gaps.values()) > 1e-2, gaps
 
-
-ACTIVATIONS = {"relu": torch.nn.functional.relu, "silu": torch.nn.functional.silu, "mish": torch.nn.functional.mish}
 
 
 @pytest.mark.e2e
@@ -284,7 +294,7 @@ def test_the_fused_batch_norm_step_is_pytorchs(activation, seed):
   # Smooth activations (mish: also our custom-gradient Mish against F.mish); under ReLU, rounding decides
   # (test_relu_resnets_depart_at_one_relu_input_within_rounding_of_zero). Seeds 0 and 3 made ReLU depart.
   settings, steps, recipe = CASES["resnet18_nesterov_l2_smoothing"]
-  config = Config(**settings, activation=activation)
+  config = Config(**{**settings, "activation": activation})
   images, labels = data(config.model, steps, config.batch_size, seed)
   start, ours = train_ours(config, images, labels)
   twin = torch_twins.ResNet18(10, ACTIVATIONS[activation])
@@ -310,7 +320,7 @@ def test_relu_resnets_depart_at_one_relu_input_within_rounding_of_zero(monkeypat
   # of the whole step, at 1.2e-6 of 0 (seen), is on the other side of 0; every gradient above that block
   # is float64's to 1e-5, every conv kernel's below it is off by ~2e-3. Its BatchNorms' own gradients, given
   # the same upstream gradient, are float64's to 1e-6 (seen: 1e-7..9e-7).
-  config = Config(**CASES["resnet18_nesterov_l2_smoothing"][0])
+  config = Config(**{**CASES["resnet18_nesterov_l2_smoothing"][0], "activation": "relu"})
   images, labels = data(config.model, 1, config.batch_size)
   info = DatasetInfo("parity", images.shape[1:], 10, tuple(map(str, range(10))))
   runs = {}

@@ -101,19 +101,24 @@ def _bn_entries(path: str, bn: BatchNorm) -> dict[str, tuple[torch.Tensor, str]]
 
 
 class TutorialCNN(Twin):
-  """cnn/models/simple_cnn.py with its defaults: Conv32-Pool-Conv64-Pool-Flatten-Dense64-Dense(classes)."""
+  """cnn/models/simple_cnn.py with its defaults: Conv32-Pool-Conv64-Pool-Flatten-Dense64-Dense(classes).
 
-  def __init__(self, num_classes: int, image_size: int):
+  `activation`: --activation's function in torch (F.relu, F.silu, F.mish).
+  """
+
+  def __init__(self, num_classes: int, image_size: int,
+               activation: Callable[[torch.Tensor], torch.Tensor] = F.relu):
     super().__init__()
+    self.activation = activation
     self.conv1, self.conv2 = nn.Conv2d(3, 32, 3), nn.Conv2d(32, 64, 3)
     side = ((image_size - 2) // 2 - 2) // 2
     self.dense1, self.logits = nn.Linear(64 * side * side, 64), nn.Linear(64, num_classes)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
-    x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-    x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+    x = F.max_pool2d(self.activation(self.conv1(x)), 2)
+    x = F.max_pool2d(self.activation(self.conv2(x)), 2)
     x = x.permute(0, 2, 3, 1).flatten(1)  # Keras's Flatten sees NHWC.
-    return self.logits(F.relu(self.dense1(x)))
+    return self.logits(self.activation(self.dense1(x)))
 
   def keras_tensors(self):
     return {**_conv_entries("simple_cnn/conv1", self.conv1), **_conv_entries("simple_cnn/conv2", self.conv2),
