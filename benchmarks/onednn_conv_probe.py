@@ -21,6 +21,7 @@ benchmarks/onednn_conv_probe.py --side=tensorflow` (or `--side=torch`).
 
 import collections
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("steps", 40, "Training steps of the conv per side; medians over all but the first 10.")
   flags.DEFINE_integer("inter_op_threads", 1, "TensorFlow's inter-op threads (TF_NUM_INTEROP_THREADS); 0: its default.")
   flags.DEFINE_enum("side", "", ["", "tensorflow", "torch"], "Run only this side, in this process (no summary).")
+  flags.register_validator("shapes", lambda shapes: all(re.fullmatch(r"[1-9]\d*(x[1-9]\d*){2}", s) for s in shapes),
+                           "--shapes: batch x size x channels, e.g. 32x16x64")
 
 
 _WARMUP_CALLS = 10  # Primitive creation and first-touch of the buffers.
