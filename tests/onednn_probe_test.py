@@ -1,5 +1,6 @@
 """benchmarks/onednn_conv_probe.py: it reads oneDNN's verbose log of a conv's training step right."""
 
+import importlib.util
 import os
 import pathlib
 import subprocess
@@ -9,8 +10,10 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PROBE = REPO / "benchmarks" / "onednn_conv_probe.py"
-sys.path.insert(0, str(PROBE.parent))
-import onednn_conv_probe  # pylint: disable=wrong-import-position,import-error
+# benchmarks/ is not a package: loaded from its file, as tests/resnet_twins_test.py loads the twins.
+_SPEC = importlib.util.spec_from_file_location("onednn_conv_probe", PROBE)
+onednn_conv_probe = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(onednn_conv_probe)
 
 # oneDNN 3's verbose lines as TensorFlow 2.21 prints them (one forward, one backward weights, a reorder).
 LOG = """onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:f32::blocked:cdba::f0 dst:f32::blocked:Acdb32a::f0,,,64x64x3x3,0.02
