@@ -180,13 +180,15 @@ def test_the_imagewoof_recipe_runs_on_a_small_folder_of_photos(tmp_path):
   assert "--activation=mish" in flags_txt and "--lookahead_every=6" in flags_txt
 
 
-def test_the_leaderboard_recipe_keeps_the_run_rules_and_is_fastais_run():
+def test_the_leaderboard_recipe_keeps_the_run_rules_and_is_fastais_run_with_maxblurpool():
   recipe = cnn_flags.config_from_flagfile("experiments/imagewoof_5ep.cfg")
   # The leaderboard's rules: 5 epochs at 128 px, random initialisation, no test-time augmentation.
   assert (recipe.epochs, recipe.image_size, recipe.init_from, recipe.tta) == (5, 128, "", "none")
-  assert recipe == cnn_flags.config_from_flagfile("experiments/imagewoof_xse_resnext50_fastai.cfg")
+  assert recipe == cnn_flags.config_from_flagfile("experiments/imagewoof_xse_resnext50_maxblur.cfg")
+  fastais = cnn_flags.config_from_flagfile("experiments/imagewoof_xse_resnext50_fastai.cfg")
+  assert dataclasses.replace(recipe, model=fastais.model) == fastais  # Only the network's pooling differs.
   assert (recipe.model, recipe.activation, recipe.optimizer, recipe.batch_size) == (
-      "xse_resnext50_sa_maxpool", "mish", "radam", 64)
+      "xse_resnext50_sa_maxblur", "mish", "radam", 64)
   assert (recipe.crop_sampler, recipe.resize_antialias, recipe.eval_resize) == ("torchvision", True, "whole_image")
 
 
